@@ -1,0 +1,124 @@
+"""Seal and open wire payloads (docs/protocol.md, "Envelope").
+
+``seal`` turns (room keys, identity, text) into payload bytes; ``open_payload``
+turns any bytes into a verified Message or raises ProtocolError, nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from mqchat.errors import PayloadTooLarge, ProtocolError, UsageError
+from mqchat.protocol import inner
+from mqchat.protocol.kdf import RoomKeys, cipher_key
+from mqchat.protocol.limits import MAX_PAYLOAD_BYTES
+from mqchat.protocol.signing import SigningIdentity
+
+Random = Callable[[int], bytes]
+
+WIRE_VERSION: Final = 1
+AD_LABEL: Final = b"mqchat/v1"
+NONCE_BYTES: Final = 12
+FERNET_IV_BYTES: Final = 16
+
+CIPHER_IDS: Final[dict[str, int]] = {"fernet": 1, "aes-256-gcm": 2, "chacha20-poly1305": 3}
+CIPHER_NAMES: Final[dict[int, str]] = {v: k for k, v in CIPHER_IDS.items()}
+DEFAULT_CIPHER: Final = "fernet"
+
+
+def check_cipher(name: str) -> str:
+    if name not in CIPHER_IDS:
+        raise UsageError(f"unknown cipher {name!r}; choose one of {', '.join(CIPHER_IDS)}")
+    return name
+
+
+def associated_data(cipher_id: int, tag: str) -> bytes:
+    return AD_LABEL + bytes([WIRE_VERSION, cipher_id]) + tag.encode()
+
+
+@lru_cache(maxsize=4096)
+def _key(message_key: bytes, cipher: str) -> bytes:
+    return cipher_key(message_key, cipher)
+
+
+def seal(
+    keys: RoomKeys,
+    identity: SigningIdentity,
+    *,
+    name: str,
+    text: str,
+    seq: int,
+    timestamp_ms: int,
+    random: Random,
+    cipher: str = DEFAULT_CIPHER,
+) -> tuple[bytes, bytes]:
+    """Return (message id, payload). The id is 16 bytes of ``random``."""
+    cipher_id = CIPHER_IDS[check_cipher(cipher)]
+    message_id = random(inner.MESSAGE_ID_BYTES)
+    plain = inner.encode(
+        identity,
+        room_tag=keys.tag,
+        name=name,
+        text=text,
+        message_id=message_id,
+        seq=seq,
+        timestamp_ms=timestamp_ms,
+    )
+    key = _key(keys.message_key, cipher)
+    header = bytes([WIRE_VERSION, cipher_id])
+    if cipher == "fernet":
+        # Fernet's public encrypt() reads the clock and os.urandom itself; the
+        # protocol takes both from the caller so that known answers can be pinned.
+        token = Fernet(base64.urlsafe_b64encode(key))._encrypt_from_parts(
+            plain, timestamp_ms // 1000, random(FERNET_IV_BYTES)
+        )
+        body = token
+    else:
+        nonce = random(NONCE_BYTES)
+        aead = AESGCM(key) if cipher == "aes-256-gcm" else ChaCha20Poly1305(key)
+        body = nonce + aead.encrypt(nonce, plain, associated_data(cipher_id, keys.tag))
+    payload = header + body
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("sealed payload is over the size limit")
+    return message_id, payload
+
+
+def open_payload(payload: bytes, keys: RoomKeys) -> tuple[str, inner.Message]:
+    """Return (cipher name, message), or raise ProtocolError for anything else."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}")
+    if len(payload) < 2:
+        raise ProtocolError("payload is truncated")
+    if payload[0] != WIRE_VERSION:
+        raise ProtocolError(f"wire version {payload[0]} is not supported")
+    cipher = CIPHER_NAMES.get(payload[1])
+    if cipher is None:
+        raise ProtocolError(f"cipher id {payload[1]} is not supported")
+    key = _key(keys.message_key, cipher)
+    body = payload[2:]
+    try:
+        if cipher == "fernet":
+            # Python's base64 decoder skips stray bytes and ignores the unused low
+            # bits of the last character, so one token would have many spellings.
+            # Accept only the canonical one, as a strict decoder elsewhere would.
+            if base64.urlsafe_b64encode(base64.urlsafe_b64decode(body)) != body:
+                raise ProtocolError("Fernet token is not canonical base64url")
+            plain = Fernet(base64.urlsafe_b64encode(key)).decrypt(body)
+        else:
+            if len(body) < NONCE_BYTES + 16:
+                raise ProtocolError("payload is truncated")
+            aead = AESGCM(key) if cipher == "aes-256-gcm" else ChaCha20Poly1305(key)
+            plain = aead.decrypt(
+                body[:NONCE_BYTES], body[NONCE_BYTES:], associated_data(payload[1], keys.tag)
+            )
+    except (InvalidToken, InvalidTag, binascii.Error, ValueError, TypeError) as exc:
+        raise ProtocolError("payload does not decrypt under this room's key") from exc
+    return cipher, inner.decode(plain, keys.tag)

@@ -1,0 +1,215 @@
+"""JSON-RPC 2.0 requests and replies, and the event schema (docs/ipc.md).
+
+Pure and cheap to import: ``chatctl`` loads it on every command.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mqchat.errors import IpcError
+
+MAX_REQUEST_BYTES: Final = 256 * 1024
+
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+# Application errors (docs/ipc.md): the daemon refused, for the reason in "message".
+REFUSED: Final = -32000
+NOT_JOINED: Final = -32001
+TOO_LONG: Final = -32002
+BAD_PASSPHRASE: Final = -32003
+
+NOTICE_TOPIC: Final = b"*\x00"
+"""Topic frame of notices that belong to no room (broker up/down)."""
+ROOM_TOPIC_PREFIX: Final = b"r:"
+SYNC_TOPIC_PREFIX: Final = b"sync:"
+"""A client subscribes to sync:<token> NUL last; chatd answers with a sync event."""
+
+
+def room_topic(room: str) -> bytes:
+    """Topic frame of a room's events. The NUL ends it, so "a" never matches "ab"."""
+    return ROOM_TOPIC_PREFIX + room.encode() + b"\x00"
+
+
+# name -> (type, required, default). bool is checked before int: bool subclasses int.
+_ParamSpec = dict[str, tuple[type, bool, Any]]
+METHODS: Final[dict[str, _ParamSpec]] = {
+    "status": {},
+    "rooms": {},
+    "identity": {},
+    "join": {
+        "room": (str, True, None),
+        "passphrase": (str, True, None),
+        "cipher": (str, False, "fernet"),
+        "legacy": (bool, False, False),
+        "weak": (bool, False, False),
+    },
+    "leave": {"room": (str, True, None)},
+    "send": {"room": (str, True, None), "text": (str, True, None)},
+    "history": {
+        "room": (str, True, None),
+        "limit": (int, False, None),
+        "since": (int, False, None),
+    },
+    "trust": {"room": (str, True, None), "name": (str, True, None)},
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str | int | None
+    method: str
+    params: dict[str, Any]
+
+
+def _check_type(name: str, value: Any, kind: type) -> None:
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise IpcError(INVALID_PARAMS, f"param {name!r} must be of type {kind.__name__}")
+
+
+def _validate_params(method: str, params: Any) -> dict[str, Any]:
+    spec = METHODS[method]
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise IpcError(INVALID_PARAMS, "params must be an object")
+    unknown = set(params) - set(spec)
+    if unknown:
+        raise IpcError(INVALID_PARAMS, f"unknown params: {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for name, (kind, required, default) in spec.items():
+        if name not in params or params[name] is None:
+            if required:
+                raise IpcError(INVALID_PARAMS, f"param {name!r} is required")
+            out[name] = default
+            continue
+        _check_type(name, params[name], kind)
+        out[name] = params[name]
+    return out
+
+
+def decode_request(raw: bytes) -> Request:
+    """Parse one request, or raise IpcError with the JSON-RPC code and ``data`` = id."""
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise IpcError(INVALID_REQUEST, f"request is over {MAX_REQUEST_BYTES} bytes")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise IpcError(PARSE_ERROR, "parse error: not valid UTF-8 JSON") from exc
+    if not isinstance(obj, dict):
+        raise IpcError(INVALID_REQUEST, "request must be a JSON object")
+    req_id = obj.get("id")
+    if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, str | int)):
+        raise IpcError(INVALID_REQUEST, "id must be a string, a number or null")
+    if obj.get("jsonrpc") != "2.0":
+        raise IpcError(INVALID_REQUEST, 'request must have "jsonrpc": "2.0"', req_id)
+    method = obj.get("method")
+    if not isinstance(method, str):
+        raise IpcError(INVALID_REQUEST, "method must be a string", req_id)
+    if method not in METHODS:
+        raise IpcError(METHOD_NOT_FOUND, f"method not found: {method}", req_id)
+    try:
+        params = _validate_params(method, obj.get("params"))
+    except IpcError as exc:
+        raise IpcError(exc.code, exc.message, req_id) from None
+    return Request(req_id, method, params)
+
+
+def encode_request(req_id: int | str, method: str, params: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params},
+        separators=(",", ":"),
+    ).encode()
+
+
+def encode_result(req_id: str | int | None, result: Any) -> bytes:
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": req_id, "result": result}, separators=(",", ":")
+    ).encode()
+
+
+def encode_error(req_id: str | int | None, code: int, message: str) -> bytes:
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}},
+        separators=(",", ":"),
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: str | int | None
+    result: Any = None
+    error_code: int | None = None
+    error_message: str = ""
+
+
+def decode_reply(raw: bytes) -> Reply:
+    """Parse a reply from chatd, or raise IpcError(INTERNAL_ERROR)."""
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise IpcError(INTERNAL_ERROR, "chatd sent a reply that is not JSON") from exc
+    if not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0":
+        raise IpcError(INTERNAL_ERROR, "chatd sent a reply that is not JSON-RPC 2.0")
+    err = obj.get("error")
+    if isinstance(err, dict):
+        return Reply(
+            obj.get("id"), None, int(err.get("code", INTERNAL_ERROR)), str(err.get("message", ""))
+        )
+    return Reply(obj.get("id"), obj.get("result"))
+
+
+EVENT_TYPES: Final = ("message", "notice", "sync")
+
+
+def message_event(
+    *,
+    room: str,
+    seq: int,
+    message_id: str,
+    ts: str,
+    sender: str,
+    fingerprint: str,
+    verified: bool,
+    own: bool,
+    text: str,
+    legacy: bool = False,
+) -> dict[str, Any]:
+    """The event of DESIGN.md's schema, as `chatctl tail --json` prints it."""
+    return {
+        "type": "message",
+        "room": room,
+        "seq": seq,
+        "id": message_id,
+        "ts": ts,
+        "sender": sender,
+        "fingerprint": fingerprint,
+        "verified": verified,
+        "own": own,
+        "legacy": legacy,
+        "text": text,
+    }
+
+
+def notice_event(room: str | None, kind: str, text: str, **extra: Any) -> dict[str, Any]:
+    """A notice: joined, left, broker_up, broker_down, key_changed. No seq."""
+    return {"type": "notice", "room": room, "kind": kind, "text": text, **extra}
+
+
+def decode_event(frames: list[bytes]) -> dict[str, Any]:
+    """Parse a two-frame event, or raise IpcError(INTERNAL_ERROR)."""
+    if len(frames) != 2:
+        raise IpcError(INTERNAL_ERROR, "event must have two frames")
+    try:
+        event = json.loads(frames[1])
+    except ValueError as exc:
+        raise IpcError(INTERNAL_ERROR, "event is not JSON") from exc
+    if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
+        raise IpcError(INTERNAL_ERROR, "event has no known type")
+    return event

@@ -1,0 +1,58 @@
+"""Sizes and names every part of mqchat agrees on."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from mqchat.errors import InvalidRoomName, MessageTooLong, UsageError
+
+MAX_TEXT_BYTES = 16 * 1024
+"""A message's text may be up to 16 KiB of UTF-8."""
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+"""Payloads above this are dropped before any decryption is attempted."""
+
+MAX_ROOM_CHARS = 64
+MAX_NAME_BYTES = 64
+MIN_PASSPHRASE_CHARS = 12
+
+_FORBIDDEN_IN_ROOM = frozenset("+#/")
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
+
+
+def normalize_room(room: str) -> str:
+    """Return the NFC form of a room name, or raise InvalidRoomName."""
+    norm = unicodedata.normalize("NFC", room)
+    if not 1 <= len(norm) <= MAX_ROOM_CHARS:
+        raise InvalidRoomName(f"room name must be 1 to {MAX_ROOM_CHARS} characters")
+    if norm != norm.strip():
+        raise InvalidRoomName("room name must not start or end with white space")
+    if _has_control(norm) or _FORBIDDEN_IN_ROOM & set(norm):
+        raise InvalidRoomName("room name must not contain control characters or any of + # /")
+    return norm
+
+
+def normalize_name(name: str) -> str:
+    """Return the NFC form of a sender name, or raise UsageError."""
+    norm = unicodedata.normalize("NFC", name).strip()
+    if not norm or len(norm.encode()) > MAX_NAME_BYTES:
+        raise UsageError(f"name must be 1 to {MAX_NAME_BYTES} bytes of UTF-8")
+    if _has_control(norm):
+        raise UsageError("name must not contain control characters")
+    return norm
+
+
+def check_text(text: str) -> bytes:
+    """Return the UTF-8 of a message text, or raise MessageTooLong."""
+    try:
+        data = text.encode()
+    except UnicodeEncodeError as exc:
+        raise UsageError("message is not valid Unicode text") from exc
+    if len(data) > MAX_TEXT_BYTES:
+        raise MessageTooLong(
+            f"message is {len(data)} bytes of UTF-8; the limit is {MAX_TEXT_BYTES} (16 KiB)"
+        )
+    return data
