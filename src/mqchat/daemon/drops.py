@@ -1,0 +1,44 @@
+"""Counted, rate-limited log lines for input that is dropped.
+
+A hostile peer can send thousands of bad payloads a second; each is counted
+(``status`` shows the counters) but at most one line per reason is logged per
+interval, with the number suppressed since the last line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class DropCounter:
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.counts: Counter[str] = Counter()
+        self._interval = interval_s
+        self._clock = clock
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def drop(self, reason: str, detail: str = "") -> None:
+        """Count one dropped item; log it unless this reason logged recently."""
+        self.counts[reason] += 1
+        now = self._clock()
+        last = self._last_logged.get(reason)
+        if last is not None and now - last < self._interval:
+            self._suppressed[reason] += 1
+            return
+        self._last_logged[reason] = now
+        more = self._suppressed.pop(reason, 0)
+        log.warning(
+            "dropped %s%s%s",
+            reason.replace("_", " "),
+            f" ({detail})" if detail else "",
+            f"; {more} more since the last report" if more else "",
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.counts)

@@ -1,0 +1,55 @@
+"""The PUB side of local IPC: events to every tail and chat (docs/ipc.md, "Events").
+
+The socket is an XPUB, which is a PUB on the wire. It lets a client confirm
+that its subscriptions are in place before it reads history: the client
+subscribes to its rooms, then to a one-off ``sync:<token>`` topic, and the
+daemon answers that subscription at once with a ``sync`` event. Subscriptions
+on one connection are applied in order, so the answer proves the rooms are
+subscribed too, and the tail has no gap (DESIGN.md, "Gap-free tail").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from mqchat.protocol.ipc import NOTICE_TOPIC, SYNC_TOPIC_PREFIX, room_topic
+
+log = logging.getLogger(__name__)
+
+SEND_HWM = 100_000
+
+
+class EventPublisher:
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str) -> None:
+        self._sock = ctx.socket(zmq.XPUB)
+        self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind(endpoint)
+
+    def publish(self, room: str | None, event: dict[str, Any]) -> None:
+        topic = NOTICE_TOPIC if room is None else room_topic(room)
+        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            self._sock.send_multipart([topic, body], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("event queue full; a slow subscriber missed an event")
+
+    async def serve_subscriptions(self) -> None:
+        """Answer each ``sync:`` subscription with a sync event on that topic."""
+        while True:
+            frames = await self._sock.recv_multipart()
+            msg = frames[0]
+            if len(frames) == 1 and msg[:1] == b"\x01" and msg[1:].startswith(SYNC_TOPIC_PREFIX):
+                body = json.dumps({"type": "sync"}).encode()
+                try:
+                    self._sock.send_multipart([msg[1:], body], flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    log.warning("event queue full; a sync answer was lost")
+
+    def close(self) -> None:
+        self._sock.close(linger=0)

@@ -1,0 +1,198 @@
+"""chatd: the mqchat daemon (console script ``chatd``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mqchat import __version__
+from mqchat.config import Settings, load_settings
+from mqchat.errors import MqchatError
+
+if TYPE_CHECKING:
+    from mqchat.daemon.service import ChatService
+
+log = logging.getLogger("mqchat.daemon")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+PRUNE_INTERVAL_S = 3600.0
+SHUTDOWN_FLUSH_S = 2.0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chatd",
+        description=(
+            "The mqchat daemon: holds the broker connection, room keys and message store, "
+            "and serves chatctl over ZeroMQ sockets in the runtime directory."
+        ),
+        epilog=(
+            "Environment: MQCHAT_CONFIG, MQCHAT_BROKER, MQCHAT_NAME, MQCHAT_RUNTIME_DIR, "
+            "MQCHAT_STATE_DIR, MQCHAT_BROKER_USERNAME, MQCHAT_BROKER_PASSWORD_FILE. "
+            "Precedence: flag > environment > config file > default. "
+            "Exit status: 0 stopped cleanly, 1 failed, 2 bad usage or configuration."
+        ),
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML config file (must exist if given)")
+    p.add_argument(
+        "--broker", metavar="URL", help="mqtt://host:1883, mqtts://host:8883, ws://, wss://"
+    )
+    p.add_argument("--name", metavar="NAME", help="your name as others see it")
+    p.add_argument("--runtime-dir", metavar="DIR", help="where the sockets live (0700)")
+    p.add_argument("--state-dir", metavar="DIR", help="where keys and messages are kept (0700)")
+    p.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        choices=LOG_LEVELS,
+        default="info",
+        help="debug, info, warning or error (default: info)",
+    )
+    p.add_argument("--version", action="version", version=f"chatd {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.umask(0o077)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="chatd: %(levelname)s: %(message)s",
+    )
+    try:
+        settings = load_settings(
+            {
+                "config": args.config,
+                "broker": args.broker,
+                "name": args.name,
+                "runtime_dir": args.runtime_dir,
+                "state_dir": args.state_dir,
+            }
+        )
+        return run(settings)
+    except MqchatError as exc:
+        print(f"chatd: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code if exc.exit_code == 2 else 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def run(settings: Settings) -> int:
+    from mqchat.daemon.runtime_dir import DaemonLock, prepare_private_dir, socket_paths
+
+    prepare_private_dir(settings.runtime_dir, "runtime directory")
+    ctl_path, events_path = socket_paths(settings.runtime_dir)
+    lock = DaemonLock(settings.runtime_dir)
+    try:
+        return asyncio.run(serve(settings, ctl_path, events_path))
+    finally:
+        for path in (ctl_path, events_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        lock.release()
+
+
+async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
+    import zmq.asyncio
+
+    from mqchat.daemon.broker import BrokerLink
+    from mqchat.daemon.drops import DropCounter
+    from mqchat.daemon.events import EventPublisher
+    from mqchat.daemon.ipc_server import IpcServer
+    from mqchat.daemon.notify import sd_notify
+    from mqchat.daemon.runtime_dir import prepare_private_dir
+    from mqchat.daemon.service import ChatService
+    from mqchat.daemon.state import load_identity
+    from mqchat.daemon.store import Store
+    from mqchat.secret_file import read_secret_file
+
+    prepare_private_dir(settings.state_dir, "state directory")
+    password = (
+        read_secret_file(settings.password_file, "broker password file")
+        if settings.password_file
+        else None
+    )
+    store = Store(settings.state_dir / "mqchat.db", settings.retention)
+    identity = load_identity(settings.state_dir, os.urandom)
+    client_id = store.get_meta("client_id") or f"mqchat-{os.urandom(8).hex()}"
+    store.set_meta("client_id", client_id)
+
+    loop = asyncio.get_running_loop()
+    ctx = zmq.asyncio.Context()
+    for path in (ctl_path, events_path):  # stale: we hold the lock
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    drops = DropCounter()
+    events = EventPublisher(ctx, f"ipc://{events_path}")
+    service = ChatService(settings, store, identity, events, drops)
+    server = IpcServer(ctx, f"ipc://{ctl_path}", service, drops)
+    link = BrokerLink(
+        settings,
+        client_id,
+        password,
+        loop,
+        on_message=service.on_message,
+        on_state=lambda up, why: _on_state(service, up, why),
+        on_published=service.on_published,
+    )
+    service.attach(link)
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    link.start()
+    sd_notify(f"READY=1\nSTATUS=connecting to {settings.broker}\nMAINPID={os.getpid()}")
+    log.info(
+        "ready: name %s, broker %s, %d rooms, sockets in %s",
+        settings.name,
+        settings.broker,
+        len(service.rooms),
+        settings.runtime_dir,
+    )
+    tasks = [
+        asyncio.create_task(server.serve(), name="ipc-server"),
+        asyncio.create_task(events.serve_subscriptions(), name="ipc-events"),
+        asyncio.create_task(_upkeep(service), name="upkeep"),
+    ]
+    try:
+        await stop.wait()
+    finally:
+        sd_notify("STOPPING=1")
+        log.info("stopping")
+        deadline = loop.time() + SHUTDOWN_FLUSH_S
+        while service.inflight and service.connected and loop.time() < deadline:
+            await asyncio.sleep(0.02)  # waiting for PUBACKs, bounded; not a synchronisation
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await loop.run_in_executor(None, link.stop)
+        server.close()
+        events.close()
+        ctx.term()
+        store.close()
+    return 0
+
+
+def _on_state(service: ChatService, up: bool, why: str) -> None:
+    from mqchat.daemon.notify import sd_notify
+
+    service.on_broker_state(up, why)
+    sd_notify(f"STATUS={'connected' if up else 'disconnected'}: {why}")
+
+
+async def _upkeep(service: ChatService) -> None:
+    while True:
+        service.prune()
+        await asyncio.sleep(PRUNE_INTERVAL_S)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The private runtime directory: its checks, its lock, its socket paths."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+from pathlib import Path
+
+from mqchat.errors import AlreadyRunning, RuntimeDirError
+
+SUN_PATH_MAX = 107
+CTL_SOCKET = "ctl.sock"
+EVENTS_SOCKET = "events.sock"
+LOCK_FILE = "chatd.lock"
+
+
+def check_private_dir(path: Path, what: str = "runtime directory") -> None:
+    """Raise RuntimeDirError unless ``path`` is a real directory, ours, mode 0700."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise RuntimeDirError(f"{what} {path} does not exist") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise RuntimeDirError(f"{what} {path} is not a directory")
+    if st.st_uid != os.getuid():
+        raise RuntimeDirError(f"{what} {path} belongs to uid {st.st_uid}, not to you")
+    if st.st_mode & 0o077:
+        raise RuntimeDirError(
+            f"{what} {path} can be entered by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run: chmod 700 {path}"
+        )
+
+
+def prepare_private_dir(path: Path, what: str) -> None:
+    """Create ``path`` 0700 if it is missing, then check it."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+    check_private_dir(path, what)
+
+
+def socket_paths(runtime_dir: Path) -> tuple[Path, Path]:
+    ctl, events = runtime_dir / CTL_SOCKET, runtime_dir / EVENTS_SOCKET
+    longest = max(len(os.fsencode(ctl)), len(os.fsencode(events)))
+    if longest > SUN_PATH_MAX:
+        raise RuntimeDirError(
+            f"runtime directory {runtime_dir} is too long for a socket path "
+            f"({longest} > {SUN_PATH_MAX} bytes); choose a shorter --runtime-dir"
+        )
+    return ctl, events
+
+
+class DaemonLock:
+    """An flock on <runtime dir>/chatd.lock, held for the daemon's life."""
+
+    def __init__(self, runtime_dir: Path) -> None:
+        self.path = runtime_dir / LOCK_FILE
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
+            os.close(self._fd)
+            pid = f" (pid {other})" if other.isdigit() else ""
+            raise AlreadyRunning(
+                f"chatd is already running for {runtime_dir}{pid}; stop it first, "
+                "or start this one with another --runtime-dir"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

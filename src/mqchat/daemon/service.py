@@ -1,0 +1,428 @@
+"""The daemon's core: requests from local clients, payloads from the broker.
+
+Everything here runs on the event loop thread. Handlers are synchronous except
+``join`` (its key derivation runs in an executor), so requests from one client
+are handled in the order they arrive: a stream of ``send`` keeps its order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mqchat import __version__
+from mqchat.config import Settings
+from mqchat.daemon.broker import BrokerLink, Incoming
+from mqchat.daemon.drops import DropCounter
+from mqchat.daemon.events import EventPublisher
+from mqchat.daemon.rooms import Room
+from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
+from mqchat.errors import NothingToTrust, NotJoined, PayloadTooLarge, ProtocolError, UsageError
+from mqchat.protocol import envelope
+from mqchat.protocol import legacy as legacy_codec
+from mqchat.protocol.ipc import Request, message_event, notice_event
+from mqchat.protocol.kdf import DEFAULT_KDF, derive_room_keys, topic_for
+from mqchat.protocol.limits import check_text, normalize_name, normalize_room
+from mqchat.protocol.signing import SigningIdentity, fingerprint
+
+log = logging.getLogger(__name__)
+
+SEND_SEQ_KEY = "send_seq"
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_HISTORY = 100_000
+
+
+def iso_ts(ms: int) -> str:
+    stamp = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def to_event(m: StoredMessage) -> dict[str, Any]:
+    return message_event(
+        room=m.room,
+        seq=m.seq,
+        message_id=m.id,
+        ts=iso_ts(m.ts_ms),
+        sender=m.sender,
+        fingerprint=m.fingerprint,
+        verified=m.verified,
+        own=m.own,
+        text=m.text,
+        legacy=m.legacy,
+    )
+
+
+def legacy_id(payload: bytes) -> bytes:
+    """Legacy payloads carry no id: a token's hash stands in (its IV makes it unique)."""
+    return hashlib.sha256(payload).digest()[:16]
+
+
+class ChatService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        identity: SigningIdentity,
+        events: EventPublisher,
+        drops: DropCounter,
+        *,
+        random: Callable[[int], bytes] = os.urandom,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.store = store
+        self.identity = identity
+        self.events = events
+        self.drops = drops
+        self.random = random
+        self.clock_ms = clock_ms
+        self.link: BrokerLink | None = None
+        self.connected = False
+        self.rooms: dict[str, Room] = {}
+        self.by_topic: dict[str, Room] = {}
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self._handed: set[int] = set()  # outbox ids paho holds
+        self._send_seq = int(store.get_meta(SEND_SEQ_KEY) or 0)
+        for rec in store.rooms():
+            room = Room.from_record(rec, store.last_seq(rec.name))
+            if room.keys is not None:
+                room.topic = topic_for(settings.topic_prefix, room.keys.tag)
+            self._add_room(room)
+
+    def _add_room(self, room: Room) -> None:
+        self.rooms[room.name] = room
+        self.by_topic[room.topic] = room
+
+    def attach(self, link: BrokerLink) -> None:
+        self.link = link
+        for room in self.rooms.values():
+            link.subscribe(room.topic, room.qos)
+
+    # ------------------------------------------------------------------ requests
+    def call(self, req: Request) -> Any | Awaitable[Any]:
+        handler: Callable[..., Any] = getattr(self, f"rpc_{req.method}")
+        return handler(**req.params)
+
+    def _room(self, name: str) -> Room:
+        room = self.rooms.get(normalize_room(name))
+        if room is None:
+            raise NotJoined(f"you have not joined room {name!r}: run `chatctl join {name}` first")
+        return room
+
+    def rpc_status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "fingerprint": self.identity.fingerprint,
+            "broker": {
+                "url": str(self.settings.broker),
+                "connected": self.connected,
+                "outbox": self.store.outbox_depth(),
+            },
+            "rooms": sorted(self.rooms),
+            "dropped": self.drops.as_dict(),
+            "pid": os.getpid(),
+            "version": __version__,
+        }
+
+    def rpc_identity(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "fingerprint": self.identity.fingerprint,
+            "public_key": self.identity.public_key.hex(),
+        }
+
+    def rpc_rooms(self) -> list[dict[str, Any]]:
+        return [self._room_info(r) for _, r in sorted(self.rooms.items())]
+
+    def _room_info(self, room: Room) -> dict[str, Any]:
+        return {
+            "name": room.name,
+            "cipher": room.cipher,
+            "legacy": room.legacy,
+            "weak": room.weak,
+            "last_seq": room.last_seq,
+            "warning": room.warning,
+        }
+
+    async def rpc_join(
+        self, room: str, passphrase: str, cipher: str, legacy: bool, weak: bool
+    ) -> dict[str, Any]:
+        name = normalize_room(room)
+        envelope.check_cipher(cipher)
+        now = self.clock_ms()
+        if legacy:
+            if cipher != "fernet":
+                raise UsageError("legacy rooms use fernet, as the original program does")
+            new = Room.legacy_room(name, legacy_codec.legacy_key(passphrase), joined_ms=now)
+        else:
+            loop = asyncio.get_running_loop()
+            derive = functools.partial(derive_room_keys, passphrase, name, DEFAULT_KDF, weak=weak)
+            keys = await loop.run_in_executor(None, derive)
+            new = Room.passphrase_room(
+                name,
+                cipher,
+                keys,
+                DEFAULT_KDF,
+                self.settings.topic_prefix,
+                weak=weak,
+                joined_ms=now,
+            )
+        old = self.rooms.get(name)
+        if old is not None:
+            if not old.same_key(new) or old.legacy != new.legacy:
+                raise UsageError(
+                    f"you have already joined {name!r} with another passphrase or mode; "
+                    f"run `chatctl leave {name}` first"
+                )
+            old.cipher = new.cipher
+            self.store.save_room(old.to_record())
+            return {**self._room_info(old), "joined": False}
+        new.last_seq = self.store.last_seq(name)
+        self.store.save_room(new.to_record())
+        self._add_room(new)
+        if not new.legacy:
+            self.store.set_pin(name, self.name, self.identity.public_key)
+        if self.link is not None:
+            self.link.subscribe(new.topic, new.qos)
+        log.info("joined a room (%s%s)", new.cipher, ", legacy" if new.legacy else "")
+        self.events.publish(name, notice_event(name, "joined", f"joined {name}"))
+        return {**self._room_info(new), "joined": True}
+
+    def rpc_leave(self, room: str) -> dict[str, Any]:
+        r = self._room(room)
+        self.store.delete_room(r.name)
+        del self.rooms[r.name]
+        self.by_topic.pop(r.topic, None)
+        if self.link is not None:
+            self.link.unsubscribe(r.topic)
+        self.events.publish(r.name, notice_event(r.name, "left", f"left {r.name}"))
+        return {"room": r.name, "left": True}
+
+    def rpc_send(self, room: str, text: str) -> dict[str, Any]:
+        r = self._room(room)
+        check_text(text)
+        now = self.clock_ms()
+        seq_after = self._send_seq
+        if r.legacy_key is not None:
+            payload = legacy_codec.seal_legacy(
+                r.legacy_key, self.name, text, timestamp_s=now // 1000, iv=self.random(16)
+            )
+            id_bytes, fp = legacy_id(payload), ""
+        elif r.keys is not None:
+            seq_after += 1
+            id_bytes, payload = envelope.seal(
+                r.keys,
+                self.identity,
+                name=self.name,
+                text=text,
+                seq=seq_after,
+                timestamp_ms=now,
+                random=self.random,
+                cipher=r.cipher,
+            )
+            fp = self.identity.fingerprint
+        message = StoredMessage(
+            r.name, r.last_seq + 1, id_bytes.hex(), now, self.name, fp, True, True, r.legacy, text
+        )
+        entry = OutboxEntry(0, r.name, r.topic, r.qos, payload)
+        entry_id = self.store.record_send(
+            message=message,
+            entry=entry,
+            seq_key=SEND_SEQ_KEY,
+            sender_seq=seq_after,
+            id_bytes=id_bytes,
+            now_ms=now,
+        )
+        self._send_seq = seq_after
+        r.last_seq = message.seq
+        self.events.publish(r.name, to_event(message))
+        self._hand_to_broker(OutboxEntry(entry_id, r.name, r.topic, r.qos, payload))
+        return {"room": r.name, "seq": message.seq, "id": message.id, "queued": not self.connected}
+
+    def rpc_history(self, room: str, limit: int | None, since: int | None) -> dict[str, Any]:
+        r = self._room(room)
+        if limit is not None and not 0 <= limit <= MAX_HISTORY:
+            raise UsageError(f"limit must be between 0 and {MAX_HISTORY}")
+        if since is None and limit is None:
+            limit = 10
+        msgs = self.store.history(r.name, limit=limit, since=since)
+        return {"room": r.name, "last_seq": r.last_seq, "messages": [to_event(m) for m in msgs]}
+
+    def rpc_trust(self, room: str, name: str) -> dict[str, Any]:
+        r = self._room(room)
+        sender = normalize_name(name)
+        pin = self.store.pin(r.name, sender)
+        if pin is None or pin[1] is None:
+            raise NothingToTrust(f"there is no new key to trust for {sender!r} in {r.name!r}")
+        self.store.set_pin(r.name, sender, pin[1])
+        fp = fingerprint(pin[1])
+        self.events.publish(
+            r.name,
+            notice_event(
+                r.name, "trusted", f"trusted {sender}'s new key", sender=sender, fingerprint=fp
+            ),
+        )
+        return {"room": r.name, "name": sender, "fingerprint": fp}
+
+    # ------------------------------------------------------------------ broker side
+    def _hand_to_broker(self, entry: OutboxEntry) -> None:
+        if self.link is None or entry.id in self._handed:
+            return
+        mid = self.link.publish(entry.topic, entry.payload, entry.qos)
+        if mid is not None:
+            self._inflight[mid] = entry.id
+            self._handed.add(entry.id)
+
+    def on_published(self, mid: int) -> None:
+        entry_id = self._inflight.pop(mid, None)
+        if entry_id is not None:
+            self.store.remove_outbox(entry_id)
+            self._handed.discard(entry_id)
+
+    def on_broker_state(self, connected: bool, reason: str) -> None:
+        changed = connected != self.connected
+        self.connected = connected
+        if not changed:
+            log.debug("%s", reason)
+            return
+        if connected:
+            log.info("%s", reason)
+            for entry in self.store.outbox():
+                self._hand_to_broker(entry)
+        else:
+            log.warning("%s", reason)
+        kind = "broker_up" if connected else "broker_down"
+        self.events.publish(None, notice_event(None, kind, reason))
+
+    def on_message(self, inc: Incoming) -> None:
+        try:
+            room = self.by_topic.get(inc.topic)
+            if room is None:
+                self.drops.drop("unknown_topic")
+            elif room.legacy_key is not None:
+                self._receive_legacy(room, room.legacy_key, inc.payload)
+            elif room.keys is not None:
+                self._receive(room, inc.payload)
+        except Exception:
+            self.drops.drop("internal_error")
+            log.exception("error while handling a payload (dropped)")
+        finally:
+            if self.link is not None:
+                self.link.ack(inc.mid, inc.qos)
+
+    def _receive(self, room: Room, payload: bytes) -> None:
+        if room.keys is None:  # pragma: no cover - guarded by the caller
+            return
+        try:
+            _, m = envelope.open_payload(payload, room.keys)
+        except PayloadTooLarge:
+            self.drops.drop("oversized", f"{len(payload)} bytes")
+            return
+        except ProtocolError as exc:
+            self.drops.drop("undecryptable", str(exc))
+            return
+        if self.store.is_seen(m.message_id):
+            self.drops.drop("duplicate")
+            return
+        if self.store.is_replayed_seq(m.sender_key, m.seq):
+            self.drops.drop("replay")
+            return
+        now = self.clock_ms()
+        own = m.sender_key == self.identity.public_key
+        verified = own or self._check_pin(room, m.sender_name, m.sender_key)
+        ts = m.timestamp_ms if 0 <= m.timestamp_ms <= MAX_TS_MS else now
+        message = StoredMessage(
+            room.name,
+            room.last_seq + 1,
+            m.message_id.hex(),
+            ts,
+            m.sender_name,
+            m.fingerprint,
+            verified,
+            own,
+            False,
+            m.text,
+        )
+        self.store.record_received(
+            message=message,
+            id_bytes=m.message_id,
+            now_ms=now,
+            sender_key=m.sender_key,
+            sender_seq=m.seq,
+        )
+        room.last_seq = message.seq
+        self.events.publish(room.name, to_event(message))
+
+    def _check_pin(self, room: Room, sender: str, key: bytes) -> bool:
+        pin = self.store.pin(room.name, sender)
+        if pin is None:
+            self.store.set_pin(room.name, sender, key)
+            return True
+        pinned, pending = pin
+        if pinned == key:
+            return True
+        if pending != key:
+            self.store.set_pending(room.name, sender, key)
+            fp = fingerprint(key)
+            self.events.publish(
+                room.name,
+                notice_event(
+                    room.name,
+                    "key_changed",
+                    f"{sender} in {room.name} now signs with another key ({fp[:16]}); "
+                    f"their messages show as unverified until you run "
+                    f"`chatctl trust {room.name} {sender}`",
+                    sender=sender,
+                    fingerprint=fp,
+                ),
+            )
+        return False
+
+    def _receive_legacy(self, room: Room, key: legacy_codec.LegacyKey, payload: bytes) -> None:
+        try:
+            lm = legacy_codec.open_legacy(payload, key)
+        except PayloadTooLarge:
+            self.drops.drop("oversized", f"{len(payload)} bytes")
+            return
+        except ProtocolError as exc:
+            self.drops.drop("undecryptable", str(exc))
+            return
+        id_bytes = legacy_id(payload)
+        if self.store.is_seen(id_bytes):
+            self.drops.drop("duplicate")
+            return
+        now = self.clock_ms()
+        ts = lm.timestamp_s * 1000 if 0 <= lm.timestamp_s * 1000 <= MAX_TS_MS else now
+        message = StoredMessage(
+            room.name,
+            room.last_seq + 1,
+            id_bytes.hex(),
+            ts,
+            lm.sender_name,
+            "",
+            False,
+            False,
+            True,
+            lm.text,
+        )
+        self.store.record_received(
+            message=message, id_bytes=id_bytes, now_ms=now, sender_key=None, sender_seq=None
+        )
+        room.last_seq = message.seq
+        self.events.publish(room.name, to_event(message))
+
+    # ------------------------------------------------------------------ upkeep
+    def prune(self) -> None:
+        self.store.prune_replay_memory(self.clock_ms())
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)

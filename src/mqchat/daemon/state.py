@@ -1,0 +1,35 @@
+"""The daemon's identity and the stable MQTT client id, kept in the state dir."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from mqchat.errors import MqchatError
+from mqchat.protocol.signing import SigningIdentity
+
+IDENTITY_FILE = "identity.key"
+
+
+def load_identity(state_dir: Path, random: Callable[[int], bytes]) -> SigningIdentity:
+    """Read the Ed25519 seed (32 raw bytes, 0600), creating it on first start."""
+    path = state_dir / IDENTITY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        st = os.stat(path)
+        if st.st_mode & 0o077 or st.st_uid != os.getuid():
+            raise MqchatError(
+                f"identity file {path} must be yours and mode 0600; run: chmod 600 {path}"
+            ) from None
+        seed = path.read_bytes()
+        if len(seed) != 32:
+            raise MqchatError(f"identity file {path} is damaged (not 32 bytes)") from None
+        return SigningIdentity.from_private_bytes(seed)
+    identity = SigningIdentity.generate(random)
+    with os.fdopen(fd, "wb") as f:
+        f.write(identity.private_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    return identity

@@ -1,0 +1,361 @@
+"""The message store: SQLite in the state dir, WAL mode (docs/security.md, "What is kept").
+
+One connection, used only from the daemon's event loop thread. Every method
+that changes state commits before it returns, so what a caller was told is
+stored survives a killed daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+REPLAY_WINDOW = 4096
+"""Per-sender sequence numbers this far below the highest seen are too old."""
+SEEN_ID_DAYS = 30
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    name TEXT PRIMARY KEY,
+    cipher TEXT NOT NULL,
+    legacy INTEGER NOT NULL,
+    weak INTEGER NOT NULL,
+    kdf TEXT NOT NULL,
+    key_a BLOB NOT NULL,
+    key_b BLOB,
+    topic TEXT NOT NULL,
+    joined_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    room TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    verified INTEGER NOT NULL,
+    own INTEGER NOT NULL,
+    legacy INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen_ids (id BLOB PRIMARY KEY, at_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen_seqs (
+    sender_key BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (sender_key, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sender_high (sender_key BLOB PRIMARY KEY, seq INTEGER NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pins (
+    room TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sender_key BLOB NOT NULL,
+    pending_key BLOB,
+    PRIMARY KEY (room, name)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    name: str
+    cipher: str
+    legacy: bool
+    weak: bool
+    kdf: dict[str, Any]
+    key_a: bytes
+    key_b: bytes | None
+    topic: str
+    joined_ms: int
+
+    def __repr__(self) -> str:
+        return f"RoomRecord(name={self.name!r}, cipher={self.cipher!r}, legacy={self.legacy})"
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    room: str
+    seq: int
+    id: str
+    ts_ms: int
+    sender: str
+    fingerprint: str
+    verified: bool
+    own: bool
+    legacy: bool
+    text: str
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    room: str
+    topic: str
+    qos: int
+    payload: bytes
+
+
+_MSG_COLS = "room, seq, id, ts_ms, sender, fingerprint, verified, own, legacy, text"
+
+
+def _message(row: tuple[Any, ...]) -> StoredMessage:
+    room, seq, mid, ts, sender, fp, verified, own, legacy, text = row
+    return StoredMessage(
+        room, seq, mid, ts, sender, fp, bool(verified), bool(own), bool(legacy), text
+    )
+
+
+class Store:
+    """Rooms, messages (per-room seq), outbox, replay memory and pinned keys."""
+
+    def __init__(self, path: Path, retention: int) -> None:
+        self.path = path
+        self.retention = retention
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process; only power loss can
+        # undo the last commits (docs/security.md says so).
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+        )
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{path}{suffix}")
+            if side.exists():
+                os.chmod(side, 0o600)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # meta -------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # rooms ------------------------------------------------------------
+    def rooms(self) -> list[RoomRecord]:
+        rows = self._db.execute(
+            "SELECT name, cipher, legacy, weak, kdf, key_a, key_b, topic, joined_ms FROM rooms "
+            "ORDER BY name"
+        ).fetchall()
+        return [
+            RoomRecord(n, c, bool(lg), bool(w), json.loads(k), a, b, t, j)
+            for n, c, lg, w, k, a, b, t, j in rows
+        ]
+
+    def save_room(self, room: RoomRecord) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO rooms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    room.name,
+                    room.cipher,
+                    room.legacy,
+                    room.weak,
+                    json.dumps(room.kdf),
+                    room.key_a,
+                    room.key_b,
+                    room.topic,
+                    room.joined_ms,
+                ),
+            )
+
+    def delete_room(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM rooms WHERE name = ?", (name,))
+            db.execute("DELETE FROM outbox WHERE room = ?", (name,))
+
+    def last_seq(self, room: str) -> int:
+        row = self._db.execute("SELECT MAX(seq) FROM messages WHERE room = ?", (room,)).fetchone()
+        return int(row[0] or 0)
+
+    # messages ---------------------------------------------------------
+    def _insert_message(self, db: sqlite3.Connection, m: StoredMessage) -> None:
+        db.execute(
+            f"INSERT INTO messages ({_MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.room,
+                m.seq,
+                m.id,
+                m.ts_ms,
+                m.sender,
+                m.fingerprint,
+                m.verified,
+                m.own,
+                m.legacy,
+                m.text,
+            ),
+        )
+        if m.seq % 256 == 0:
+            db.execute(
+                "DELETE FROM messages WHERE room = ? AND seq <= ?",
+                (m.room, m.seq - self.retention),
+            )
+
+    def history(self, room: str, *, limit: int | None, since: int | None) -> list[StoredMessage]:
+        """The last ``limit`` messages, or all after ``since`` (up to ``limit`` if given)."""
+        if since is not None:
+            sql = f"SELECT {_MSG_COLS} FROM messages WHERE room = ? AND seq > ? ORDER BY seq"
+            args: tuple[Any, ...] = (room, since)
+            if limit is not None:
+                sql += " LIMIT ?"
+                args += (limit,)
+            return [_message(r) for r in self._db.execute(sql, args)]
+        if limit is None:
+            rows = self._db.execute(
+                f"SELECT {_MSG_COLS} FROM messages WHERE room = ? ORDER BY seq",
+                (room,),
+            ).fetchall()
+            return [_message(r) for r in rows]
+        rows = self._db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE room = ? ORDER BY seq DESC LIMIT ?",
+            (room, limit),
+        ).fetchall()
+        return [_message(r) for r in reversed(rows)]
+
+    def count_messages(self, room: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM messages WHERE room = ?", (room,)).fetchone()
+        return int(row[0])
+
+    # sending ----------------------------------------------------------
+    def record_send(
+        self,
+        *,
+        message: StoredMessage,
+        entry: OutboxEntry,
+        seq_key: str,
+        sender_seq: int,
+        id_bytes: bytes,
+        now_ms: int,
+    ) -> int:
+        """Store an own message and its outbox entry at once; return the outbox id."""
+        with self.transaction() as db:
+            self._insert_message(db, message)
+            cur = db.execute(
+                "INSERT INTO outbox (room, topic, qos, payload) VALUES (?, ?, ?, ?)",
+                (entry.room, entry.topic, entry.qos, entry.payload),
+            )
+            db.execute("INSERT OR IGNORE INTO seen_ids VALUES (?, ?)", (id_bytes, now_ms))
+            self.set_meta(seq_key, str(sender_seq))
+            return int(cur.lastrowid or 0)
+
+    def outbox(self) -> list[OutboxEntry]:
+        rows = self._db.execute(
+            "SELECT id, room, topic, qos, payload FROM outbox ORDER BY id"
+        ).fetchall()
+        return [OutboxEntry(*r) for r in rows]
+
+    def outbox_depth(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def remove_outbox(self, entry_id: int) -> None:
+        self._db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+
+    # receiving --------------------------------------------------------
+    def is_seen(self, id_bytes: bytes) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM seen_ids WHERE id = ?", (id_bytes,)).fetchone()
+            is not None
+        )
+
+    def is_replayed_seq(self, sender_key: bytes, seq: int) -> bool:
+        """True when (sender, seq) was seen, or is older than the replay window."""
+        row = self._db.execute(
+            "SELECT seq FROM sender_high WHERE sender_key = ?", (sender_key,)
+        ).fetchone()
+        if row is not None and seq <= int(row[0]) - REPLAY_WINDOW:
+            return True
+        return (
+            self._db.execute(
+                "SELECT 1 FROM seen_seqs WHERE sender_key = ? AND seq = ?", (sender_key, seq)
+            ).fetchone()
+            is not None
+        )
+
+    def record_received(
+        self,
+        *,
+        message: StoredMessage,
+        id_bytes: bytes,
+        now_ms: int,
+        sender_key: bytes | None,
+        sender_seq: int | None,
+    ) -> None:
+        with self.transaction() as db:
+            self._insert_message(db, message)
+            db.execute("INSERT OR IGNORE INTO seen_ids VALUES (?, ?)", (id_bytes, now_ms))
+            if sender_key is not None and sender_seq is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO seen_seqs VALUES (?, ?)", (sender_key, sender_seq)
+                )
+                db.execute(
+                    "INSERT INTO sender_high VALUES (?, ?) ON CONFLICT(sender_key) "
+                    "DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                    (sender_key, sender_seq),
+                )
+
+    def prune_replay_memory(self, now_ms: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM seen_ids WHERE at_ms < ?", (now_ms - SEEN_ID_DAYS * 86_400_000,)
+            )
+            db.execute(
+                "DELETE FROM seen_seqs WHERE seq <= (SELECT h.seq FROM sender_high h "
+                "WHERE h.sender_key = seen_seqs.sender_key) - ?",
+                (REPLAY_WINDOW,),
+            )
+
+    # pins -------------------------------------------------------------
+    def pin(self, room: str, name: str) -> tuple[bytes, bytes | None] | None:
+        row = self._db.execute(
+            "SELECT sender_key, pending_key FROM pins WHERE room = ? AND name = ?", (room, name)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def set_pin(self, room: str, name: str, key: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO pins VALUES (?, ?, ?, NULL) ON CONFLICT(room, name) "
+            "DO UPDATE SET sender_key = excluded.sender_key, pending_key = NULL",
+            (room, name, key),
+        )
+
+    def set_pending(self, room: str, name: str, key: bytes) -> None:
+        self._db.execute(
+            "UPDATE pins SET pending_key = ? WHERE room = ? AND name = ?", (key, room, name)
+        )
