@@ -1,0 +1,1 @@
+"""chatctl: the command-line client of chatd."""

@@ -1,0 +1,378 @@
+"""chatctl: the command-line client of chatd (console script ``chatctl``).
+
+Imports here are kept to typer and small modules, so ``chatctl send`` starts
+fast; commands import what only they need.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mqchat.errors import MqchatError, UsageError
+
+if TYPE_CHECKING:
+    from mqchat.client.ipc_client import Client
+    from mqchat.client.render import Renderer
+
+EXIT_STATUS_HELP = (
+    "Exit status: 0 ok; 1 chatd refused (not joined, bad passphrase, too long...); "
+    "2 usage; 3 chatd is not running or not answering."
+)
+
+app = typer.Typer(
+    name="chatctl",
+    help="Encrypted group chat over MQTT: talk to chatd.\n\n" + EXIT_STATUS_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Cipher(StrEnum):
+    fernet = "fernet"
+    aes_256_gcm = "aes-256-gcm"
+    chacha20_poly1305 = "chacha20-poly1305"
+
+
+@dataclass(frozen=True)
+class Options:
+    runtime_dir: Path
+    timeout: float
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    runtime_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--runtime-dir",
+            metavar="DIR",
+            help="chatd's runtime directory [default: $MQCHAT_RUNTIME_DIR, "
+            "else $XDG_RUNTIME_DIR/mqchat, else /tmp/mqchat-UID]",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", metavar="SECONDS", min=0.1, help="How long to wait for chatd."),
+    ] = 10.0,
+) -> None:
+    from mqchat.config import runtime_dir as default_runtime_dir
+
+    ctx.obj = Options(runtime_dir or default_runtime_dir(), timeout)
+
+
+def _client(ctx: typer.Context) -> Client:
+    from mqchat.client.ipc_client import Client
+
+    opts: Options = ctx.obj
+    return Client(opts.runtime_dir, opts.timeout)
+
+
+def _room(name: str) -> str:
+    from mqchat.protocol.limits import normalize_room
+
+    return normalize_room(name)
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def out(line: str) -> None:
+    """Print one line and flush it, so that pipes see each line as it comes."""
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        raise typer.Exit(0) from None
+
+
+def err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------- join / leave
+
+
+def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
+    """From the 0600 file, else a hidden prompt on a terminal, else one line of stdin."""
+    if passphrase_file is not None:
+        from mqchat.secret_file import read_secret_file
+
+        return read_secret_file(passphrase_file, "passphrase file")
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("Passphrase: ")
+        if confirm and getpass.getpass("Repeat passphrase: ") != first:
+            raise UsageError("the two passphrases differ")
+        return first
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n")
+
+
+@app.command()
+def join(
+    ctx: typer.Context,
+    room: Annotated[str, typer.Argument(help="Room name; everyone in it uses the same name.")],
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--passphrase-file", metavar="FILE", help="Read the passphrase from this 0600 file."
+        ),
+    ] = None,
+    cipher: Annotated[
+        Cipher, typer.Option("--cipher", help="Cipher for what you send.")
+    ] = Cipher.fernet,
+    legacy: Annotated[
+        bool, typer.Option("--legacy", help="Talk to users of the original program (unsafe).")
+    ] = False,
+    weak: Annotated[
+        bool, typer.Option("--weak", help="Accept a passphrase under 12 characters.")
+    ] = False,
+) -> None:
+    """Join ROOM with a passphrase: hidden prompt on a terminal, else one line of stdin."""
+    name = _room(room)
+    passphrase = read_passphrase(passphrase_file, confirm=True)
+    if not passphrase:
+        raise UsageError("the passphrase is empty")
+    with _client(ctx) as c:
+        result = c.call(
+            "join",
+            {
+                "room": name,
+                "passphrase": passphrase,
+                "cipher": cipher.value,
+                "legacy": legacy,
+                "weak": weak,
+            },
+        )
+    if result.get("warning"):
+        err(f"WARNING: {result['warning']}")
+    verb = "joined" if result.get("joined") else "already in"
+    out(f"{verb} {name} ({result.get('cipher')}{', legacy' if result.get('legacy') else ''})")
+
+
+@app.command()
+def leave(
+    ctx: typer.Context, room: Annotated[str, typer.Argument(help="A room you have joined.")]
+) -> None:
+    """Leave ROOM: stop receiving it and forget its key."""
+    name = _room(room)
+    with _client(ctx) as c:
+        c.call("leave", {"room": name})
+    out(f"left {name}")
+
+
+@app.command()
+def rooms(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """List the rooms you have joined."""
+    from mqchat.client.render import escape, safe_json
+
+    with _client(ctx) as c:
+        result: list[dict[str, Any]] = c.call("rooms")
+    if as_json:
+        out(safe_json(result))  # type: ignore[arg-type]
+        return
+    for r in result:
+        flags = ", ".join(
+            f
+            for f in (r["cipher"], "legacy" if r["legacy"] else "", "weak" if r["weak"] else "")
+            if f
+        )
+        out(f"{escape(r['name'])}\t{flags}\tlast seq {r['last_seq']}")
+        if r.get("warning"):
+            out(f"\t! {r['warning']}")
+
+
+# ---------------------------------------------------------------------- send / chat
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    room: Annotated[str, typer.Argument(help="A room you have joined.")],
+    text: Annotated[
+        list[str] | None,
+        typer.Argument(help="The message. None, or '-': each line of stdin is a message."),
+    ] = None,
+) -> None:
+    """Send a message to ROOM; with no TEXT (or -), send each stdin line."""
+    from mqchat.client.sending import send_lines, send_one
+
+    name = _room(room)
+    with _client(ctx) as c:
+        if not text or text == ["-"]:
+            send_lines(c, name, sys.stdin, err)
+        else:
+            send_one(c, name, " ".join(text), err)
+
+
+@app.command()
+def chat(
+    ctx: typer.Context, room: Annotated[str, typer.Argument(help="A room you have joined.")]
+) -> None:
+    """Chat in ROOM: incoming messages above, your lines sent. Ctrl-D or /quit ends.
+
+    With stdin not a terminal, send each line and end at EOF.
+    """
+    name = _room(room)
+    with _client(ctx) as c:
+        if not sys.stdin.isatty():
+            from mqchat.client.sending import send_lines
+
+            send_lines(c, name, sys.stdin, err)
+            return
+        from mqchat.client.chat_session import run_chat
+
+        run_chat(c, name, _renderer(as_json=False, template=None, show_room=False))
+
+
+# ---------------------------------------------------------------------- tail
+
+
+def _renderer(*, as_json: bool, template: str | None, show_room: bool) -> Renderer:
+    from mqchat.client.render import Renderer
+
+    return Renderer(
+        as_json=as_json, template=template, colour=_colour() and not as_json, show_room=show_room
+    )
+
+
+@app.command()
+def tail(
+    ctx: typer.Context,
+    rooms: Annotated[
+        list[str] | None, typer.Argument(help="Rooms to show [default: all joined rooms].")
+    ] = None,
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", min=0, help="Print the last N messages first.")
+    ] = 10,
+    no_follow: Annotated[bool, typer.Option("--no-follow", help="Stop after the history.")] = False,
+    since: Annotated[
+        int | None,
+        typer.Option("--since", metavar="SEQ", min=0, help="Print the messages after SEQ."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON event per line (notices too).")
+    ] = False,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            metavar="TEMPLATE",
+            help="Python format over {room} {seq} {id} {ts} {time} {sender} {fingerprint} "
+            "{verified} {own} {legacy} {text}.",
+        ),
+    ] = None,
+) -> None:
+    """Print messages of ROOMs: the last N, then new ones as they arrive."""
+    from mqchat.client.tailing import run_tail
+
+    names = [_room(r) for r in rooms] if rooms else None
+    renderer = _renderer(
+        as_json=as_json, template=template, show_room=names is None or len(names) > 1
+    )
+    with _client(ctx) as c:
+        run_tail(
+            c, names, renderer, lines=lines, since=since, follow=not no_follow, out=out, err=err
+        )
+
+
+# ---------------------------------------------------------------------- status etc.
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Show chatd's name, broker connection, rooms and counters."""
+    from mqchat.client.render import escape, safe_json
+
+    with _client(ctx) as c:
+        s: dict[str, Any] = c.call("status")
+    if as_json:
+        out(safe_json(s))
+        return
+    from mqchat.protocol.signing import format_fingerprint
+
+    broker = s["broker"]
+    state = "connected" if broker["connected"] else "NOT connected"
+    out(f"name:     {escape(s['name'])}  ({format_fingerprint(s['fingerprint'])})")
+    out(f"broker:   {broker['url']}  {state}, outbox {broker['outbox']}")
+    out(f"rooms:    {', '.join(escape(r) for r in s['rooms']) or '(none)'}")
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
+    out(f"dropped:  {dropped or 'nothing'}")
+
+
+@app.command()
+def identity(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Show your name and key fingerprint, to compare with your peers."""
+    from mqchat.client.render import escape, safe_json
+    from mqchat.protocol.signing import format_fingerprint
+
+    with _client(ctx) as c:
+        ident: dict[str, Any] = c.call("identity")
+    if as_json:
+        out(safe_json(ident))
+        return
+    out(f"{escape(ident['name'])}  {format_fingerprint(ident['fingerprint'])}")
+
+
+@app.command()
+def trust(
+    ctx: typer.Context,
+    room: Annotated[str, typer.Argument(help="The room.")],
+    name: Annotated[str, typer.Argument(help="The sender whose new key you accept.")],
+) -> None:
+    """Accept the new key of NAME in ROOM (after checking its fingerprint with them)."""
+    from mqchat.client.render import escape
+    from mqchat.protocol.signing import format_fingerprint
+
+    with _client(ctx) as c:
+        result = c.call("trust", {"room": _room(room), "name": name})
+    out(
+        f"trusted {escape(result['name'])} in {escape(result['room'])}: "
+        f"{format_fingerprint(result['fingerprint'])}"
+    )
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def _quiet_broken_pipe() -> None:
+    # The reader went away (`chatctl tail | head -1`): end quietly, as cat does.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main() -> None:
+    try:
+        app(prog_name="chatctl")
+    except MqchatError as exc:
+        err(f"ERROR: {exc.message}")
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        sys.exit(0)
+    except KeyboardInterrupt:
+        sys.exit(130)

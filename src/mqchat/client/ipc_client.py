@@ -1,0 +1,165 @@
+"""Talking to chatd: requests over a DEALER socket, events over a SUB socket.
+
+Uses plain (not asyncio) pyzmq, so that ``chatctl send`` starts fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from mqchat.errors import DaemonRefused, DaemonUnavailable, IpcError, RuntimeDirError
+from mqchat.protocol.ipc import (
+    NOTICE_TOPIC,
+    ROOM_TOPIC_PREFIX,
+    SYNC_TOPIC_PREFIX,
+    Reply,
+    decode_event,
+    decode_reply,
+    encode_request,
+    room_topic,
+)
+
+CTL_SOCKET = "ctl.sock"
+EVENTS_SOCKET = "events.sock"
+START_HINT = "start it with `chatd &` or `systemctl --user start chatd`"
+
+
+def _check_socket(path: Path) -> None:
+    """Refuse a socket that is missing, stale, or not the user's own."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DaemonUnavailable(
+            f"chatd is not running (no socket at {path}); {START_HINT}"
+        ) from None
+    if st.st_uid != os.getuid():
+        raise RuntimeDirError(f"{path} belongs to uid {st.st_uid}, not to you: refusing to connect")
+    if not stat.S_ISSOCK(st.st_mode):
+        raise RuntimeDirError(f"{path} is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        raise DaemonUnavailable(
+            f"chatd is not running (stale socket at {path}); {START_HINT}"
+        ) from None
+    except OSError as exc:
+        raise DaemonUnavailable(f"cannot reach chatd at {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+
+
+class Client:
+    """One connection to chatd. Requests may be pipelined: ``submit`` then ``collect``."""
+
+    def __init__(self, runtime_dir: Path, timeout: float) -> None:
+        self.runtime_dir = runtime_dir
+        self.timeout = timeout
+        ctl = runtime_dir / CTL_SOCKET
+        _check_socket(ctl)
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._req = self._ctx.socket(zmq.DEALER)
+        self._req.setsockopt(zmq.LINGER, 1000)
+        self._req.connect(f"ipc://{ctl}")
+        self._ids = itertools.count(1)
+        self._sub: zmq.Socket[bytes] | None = None
+
+    def close(self) -> None:
+        self._req.close()
+        if self._sub is not None:
+            self._sub.close(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # requests ----------------------------------------------------------
+    def submit(self, method: str, params: dict[str, Any] | None = None) -> int:
+        req_id = next(self._ids)
+        self._req.send_multipart([b"", encode_request(req_id, method, params or {})])
+        return req_id
+
+    def unavailable(self) -> DaemonUnavailable:
+        return DaemonUnavailable(
+            f"chatd did not answer within {self.timeout:g} s on {self.runtime_dir / CTL_SOCKET}; "
+            f"is it running? {START_HINT}"
+        )
+
+    def receive(self, timeout: float | None = None) -> Reply | None:
+        """The next reply, or None if none came within ``timeout`` (default: the client's)."""
+        wait = self.timeout if timeout is None else timeout
+        if not self._req.poll(int(wait * 1000)):
+            return None
+        frames = self._req.recv_multipart()
+        return decode_reply(frames[-1])
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        req_id = self.submit(method, params)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            reply = self.receive(max(0.0, deadline - time.monotonic()))
+            if reply is None:
+                raise self.unavailable()
+            if reply.id == req_id:
+                return result_of(reply)
+
+    # events -------------------------------------------------------------
+    def subscribe(self, rooms: list[str] | None, *, notices: bool = True) -> None:
+        """Subscribe to rooms (None: all), then wait until chatd confirms the subscription."""
+        sub = self._ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, 100_000)
+        sub.setsockopt(zmq.LINGER, 0)
+        _check_socket(self.runtime_dir / EVENTS_SOCKET)
+        sub.connect(f"ipc://{self.runtime_dir / EVENTS_SOCKET}")
+        topics = [ROOM_TOPIC_PREFIX] if rooms is None else [room_topic(r) for r in rooms]
+        if notices:
+            topics.append(NOTICE_TOPIC)
+        for topic in topics:
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        sync = SYNC_TOPIC_PREFIX + os.urandom(8).hex().encode() + b"\x00"
+        sub.setsockopt(zmq.SUBSCRIBE, sync)
+        self._sub = sub
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sub.poll(int(left * 1000)):
+                raise self.unavailable()
+            frames = sub.recv_multipart()
+            if frames[0] == sync:
+                break
+        sub.setsockopt(zmq.UNSUBSCRIBE, sync)
+
+    def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
+        """Yield events as they come; yield None after ``timeout`` s of silence."""
+        if self._sub is None:
+            raise RuntimeError("subscribe first")
+        wait = -1 if timeout is None else int(timeout * 1000)
+        while True:
+            if not self._sub.poll(wait):
+                yield None
+                continue
+            frames = self._sub.recv_multipart()
+            try:
+                event = decode_event(frames)
+            except IpcError:
+                continue
+            if event.get("type") == "sync":
+                continue
+            yield event
+
+
+def result_of(reply: Reply) -> Any:
+    if reply.error_code is not None:
+        raise DaemonRefused(reply.error_message, reply.error_code)
+    return reply.result
