@@ -1,0 +1,53 @@
+"""Shared fixtures: a session mosquitto, and factories for daemons and brokers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from harness import Broker, Daemon
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    b = Broker().start()
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture
+def room() -> str:
+    """A room name no other test uses."""
+    return f"room-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_daemon(broker: Broker) -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def make(name: str, *, on: Broker | None = None, start: bool = True, **kw: object) -> Daemon:
+        d = Daemon(on or broker, name, **kw)  # type: ignore[arg-type]
+        made.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in reversed(made):
+        d.cleanup()
+
+
+@pytest.fixture
+def make_broker() -> Iterator[Callable[..., Broker]]:
+    made: list[Broker] = []
+
+    def make(**kw: object) -> Broker:
+        b = Broker(**kw)  # type: ignore[arg-type]
+        made.append(b)
+        return b.start()
+
+    yield make
+    for b in reversed(made):
+        b.cleanup()

@@ -1,0 +1,328 @@
+"""Real parts for tests: a mosquitto on a free loopback port, chatd processes,
+the chatctl entry point, and tails whose output is read line by line.
+
+Every process started here is stopped by its PID. Waiting is always for an
+event with a deadline, never a sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+DEADLINE_S = 20.0
+PASSPHRASE = "correct horse battery staple"
+
+
+def command(name: str) -> str:
+    """The console script from this interpreter's environment, else from PATH."""
+    local = BIN / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed: run scripts/bootstrap.sh")
+    return found
+
+
+def mosquitto_binary() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise RuntimeError("mosquitto is not installed: run scripts/bootstrap.sh")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
+    """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(delay)  # a poll interval inside a deadline, not a synchronisation
+        delay = min(delay * 2, 0.1)
+
+
+def short_tmpdir(prefix: str) -> Path:
+    """Socket paths must stay under 107 bytes: keep test dirs short."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o700)
+    return path
+
+
+class Broker:
+    """A mosquitto on 127.0.0.1, optionally with persistence, that can restart."""
+
+    def __init__(self, *, persistence: bool = False, port: int | None = None) -> None:
+        self.dir = short_tmpdir("mqb-")
+        self.port = port or free_port()
+        self.persistence = persistence
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> Broker:
+        conf = self.dir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "set_tcp_nodelay true",
+            "max_queued_messages 100000",
+            f"persistence {'true' if self.persistence else 'false'}",
+        ]
+        if self.persistence:
+            lines += [f"persistence_location {self.dir}/", "autosave_interval 1"]
+        conf.write_text("\n".join(lines) + "\n")
+        log = (self.dir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+        )
+        wait_until(self._accepts, f"mosquitto on port {self.port}")
+        return self
+
+    def _accepts(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"mosquitto exited: {(self.dir / 'mosquitto.log').read_text()}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # mosquitto saves persistence on SIGTERM
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Tail:
+    """A running ``chatctl tail`` (or any line-printing command) read in a thread."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            bufsize=1,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.stderr: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._err_reader = threading.Thread(target=self._read_err, daemon=True)
+        self._err_reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip("\n"))
+
+    def next_line(self, timeout: float = DEADLINE_S) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(
+                f"no line within {timeout:g} s; stderr: {self.stderr[-5:]}"
+            ) from None
+        self.seen.append(line)
+        return line
+
+    def next_json(self, timeout: float = DEADLINE_S) -> dict[str, Any]:
+        return dict(json.loads(self.next_line(timeout)))
+
+    def messages(self, count: int, timeout: float = DEADLINE_S) -> list[dict[str, Any]]:
+        """The next ``count`` message events (notices are skipped)."""
+        deadline = time.monotonic() + timeout
+        out: list[dict[str, Any]] = []
+        while len(out) < count:
+            event = self.next_json(max(0.01, deadline - time.monotonic()))
+            if event["type"] == "message":
+                out.append(event)
+        return out
+
+    def wait_for(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = DEADLINE_S,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next_json(max(0.01, deadline - time.monotonic()))
+            if predicate(event):
+                return event
+
+    def assert_silent(self) -> None:
+        """Nothing more was printed up to now (call after a later event proved delivery)."""
+        with contextlib.suppress(queue.Empty):
+            line = self.lines.get_nowait()
+            raise AssertionError(f"unexpected output: {line}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Daemon:
+    """One chatd with its own runtime and state dirs."""
+
+    def __init__(
+        self, broker: Broker, name: str, *, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.broker = broker
+        self.name = name
+        self.home = short_tmpdir(f"mq{name[:3]}-")
+        self.runtime_dir = self.home / "run"
+        self.state_dir = self.home / "state"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_env = extra_env or {}
+        self.tails: list[Tail] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")}
+        env.update(
+            MQCHAT_RUNTIME_DIR=str(self.runtime_dir),
+            MQCHAT_STATE_DIR=str(self.state_dir),
+            MQCHAT_NAME=self.name,
+            MQCHAT_BROKER=self.broker.url,
+            XDG_CONFIG_HOME=str(self.home / "config"),
+            NO_COLOR="1",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, *, wait_connected: bool = True, args: list[str] | None = None) -> Daemon:
+        log = (self.home / "chatd.log").open("ab")
+        self.proc = subprocess.Popen(
+            [command("chatd"), "--log-level", "debug", *(args or [])],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._ready, f"chatd {self.name} to serve")
+        if wait_connected:
+            self.wait_connected()
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"chatd {self.name} exited:\n{self.log()}")
+        if not (self.runtime_dir / "ctl.sock").exists():
+            return False
+        return self.ctl("status", "--json", timeout=5).returncode == 0
+
+    def status(self) -> dict[str, Any]:
+        result = self.ctl("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    def wait_connected(self, connected: bool = True) -> None:
+        wait_until(
+            lambda: self.status()["broker"]["connected"] is connected,
+            f"chatd {self.name} broker connected={connected}",
+        )
+
+    def log(self) -> str:
+        path = self.home / "chatd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def ctl(
+        self, *args: str, input: str | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [command("chatctl"), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        result = self.ctl(*args, input=input)
+        assert result.returncode == 0, (
+            f"chatctl {' '.join(args)} exited {result.returncode}: {result.stderr}"
+        )
+        return result.stdout
+
+    def join(self, room: str, passphrase: str = PASSPHRASE, *extra: str) -> str:
+        return self.ok("join", room, *extra, input=passphrase + "\n")
+
+    def tail(self, *args: str) -> Tail:
+        t = Tail([command("chatctl"), "tail", "--json", *args], self.env)
+        self.tails.append(t)
+        return t
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        code = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                code = self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
+        elif self.proc is not None:
+            code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def cleanup(self) -> None:
+        for t in self.tails:
+            t.stop()
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(*things: Broker | Daemon) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for thing in reversed(things):
+            thing.cleanup()
