@@ -149,6 +149,8 @@ def read_config_file(path: Path, *, must_exist: bool) -> dict[str, Any]:
     return data
 
 
+_KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+
 _SCHEMA: dict[str, Any] = {
     "name": str,
     "broker": {
@@ -177,7 +179,7 @@ def _check_schema(
                 raise ConfigError(f"config file {path}: [{name}] must be a table")
             _check_schema(path, value, kind, f"{name}.")
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(f"config file {path}: {name} must be a {kind.__name__}")
+            raise ConfigError(f"config file {path}: {name} must be {_KIND_NAMES[kind]}")
 
 
 def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.environ) -> Settings:
@@ -239,6 +241,14 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
         broker_cfg.get("password_file"),
         None,
     )
+    for key, table, section in (
+        ("ca_file", broker_cfg, "broker"),
+        ("tls_insecure", broker_cfg, "broker"),
+        ("topic_prefix", broker_cfg, "broker"),
+        ("keepalive", broker_cfg, "broker"),
+        ("retention", store_cfg, "store"),
+    ):
+        sources[f"{section}.{key}"] = "config file" if key in table else "default"
     ca_file = broker_cfg.get("ca_file")
     keepalive = int(broker_cfg.get("keepalive", DEFAULT_KEEPALIVE))
     retention = int(store_cfg.get("retention", DEFAULT_RETENTION))

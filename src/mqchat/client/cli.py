@@ -356,6 +356,56 @@ def trust(
     )
 
 
+@app.command("config")
+def show_config(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Show the settings chatd would use from this environment (no secrets)."""
+    from mqchat.client.render import safe_json
+    from mqchat.config import load_settings
+
+    settings = load_settings({}, os.environ).public_view()
+    if as_json:
+        out(safe_json(settings))
+        return
+    sources = settings.pop("sources")
+    for key, value in _flatten(settings):
+        origin = sources.get(key)
+        out(f"{key} = {value!r}" + (f"  # {origin}" if origin else ""))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            items.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+service_app = typer.Typer(help="Run chatd as a systemd user service.", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install() -> None:
+    """Write ~/.config/systemd/user/chatd.service for this installation's chatd."""
+    from mqchat.client.service_unit import chatd_path, install_unit
+
+    path = install_unit()
+    out(f"wrote {path} (ExecStart={chatd_path()})")
+    out("now run: systemctl --user daemon-reload && systemctl --user enable --now chatd")
+
+
+@service_app.command("print")
+def service_print() -> None:
+    """Print the unit that `chatctl service install` would write."""
+    from mqchat.client.service_unit import render_unit
+
+    sys.stdout.write(render_unit())
+
+
 # ---------------------------------------------------------------------- entry point
 
 
