@@ -19,6 +19,18 @@ MakeDaemon = Callable[..., Daemon]
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_chatd(daemon: Daemon) -> subprocess.CompletedProcess[str]:
+    """Run chatd in the foreground for a start-up that is expected to fail."""
+    return subprocess.run(
+        [command("chatd")],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def test_ready_reaches_notify_socket(make_daemon: MakeDaemon) -> None:
     where = short_tmpdir("mqn-")
     path = where / "notify"
@@ -84,14 +96,7 @@ def test_bad_config_file_is_named_clearly(
     config = daemon.home / "bad.toml"
     config.write_text(content)
     daemon.extra_env = {"MQCHAT_CONFIG": str(config), "MQCHAT_BROKER": ""}
-    result = subprocess.run(
-        [command("chatd")],
-        env=daemon.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_chatd(daemon)
     assert result.returncode == 2
     assert needle in result.stderr and "Traceback" not in result.stderr
     shown = daemon.ctl("config")
@@ -101,14 +106,7 @@ def test_bad_config_file_is_named_clearly(
 def test_missing_explicit_config_file_is_an_error(make_daemon: MakeDaemon) -> None:
     daemon = make_daemon("alice", start=False)
     daemon.extra_env = {"MQCHAT_CONFIG": str(daemon.home / "nope.toml")}
-    result = subprocess.run(
-        [command("chatd")],
-        env=daemon.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_chatd(daemon)
     assert result.returncode == 2
     assert "does not exist" in result.stderr
 
