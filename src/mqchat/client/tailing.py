@@ -8,6 +8,7 @@ restarted, or events were dropped) is filled in from history before it.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import Any
 
@@ -42,15 +43,17 @@ def run_tail(
         c.subscribe(rooms, notices=True)
     names = rooms if rooms is not None else [r["name"] for r in c.call("rooms")]
     last: dict[str, int] = {}
-    backlog: list[dict[str, Any]] = []
+    per_room: list[list[dict[str, Any]]] = []
     for room in names:
         h = _history(c, room, lines=lines, since=since)
         # History holds everything up to last_seq that was asked for, so live
         # events are new exactly when their seq is above it.
         last[room] = max(since or 0, h["last_seq"])
-        backlog.extend(h["messages"])
-    backlog.sort(key=lambda e: (e.get("ts", ""), e["room"], e["seq"]))
-    for event in backlog:
+        per_room.append(h["messages"])
+    # Each room stays in seq (arrival) order, as live events print; only rooms
+    # are interleaved by timestamp. A sender's clock (a legacy token has whole
+    # seconds) must not reorder a room.
+    for event in heapq.merge(*per_room, key=lambda e: (e.get("ts", ""), e["room"])):
         out(renderer.message(event))
     if not follow:
         return
