@@ -109,13 +109,33 @@ def check_template(template: str) -> str:
         names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
         raise UsageError(f"--format template is not valid: {exc}") from None
-    unknown = [n for n in names if n.split(".")[0].split("[")[0] not in FIELDS or n != n.strip()]
+    # Exact names only: "{text.__class__}" or "{seq[0]}" would reach into objects.
+    unknown = [n for n in names if n not in FIELDS]
     if unknown or any(not n for n in names):
         raise UsageError(
             f"--format knows the fields {{{'}, {'.join(FIELDS)}}}; "
             f"not {', '.join('{' + n + '}' for n in unknown) or '{}'}"
         )
+    try:  # a bad format spec or conversion fails here, not in the middle of a tail
+        apply_template(template, _SAMPLE_EVENT)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise UsageError(f"--format template is not valid: {exc}") from None
     return template
+
+
+_SAMPLE_EVENT: dict[str, Any] = {
+    "type": "message",
+    "room": "room",
+    "seq": 1,
+    "id": "0" * 32,
+    "ts": "2026-01-01T00:00:00.000Z",
+    "sender": "name",
+    "fingerprint": "0" * 32,
+    "verified": True,
+    "own": False,
+    "legacy": False,
+    "text": "text",
+}
 
 
 def apply_template(template: str, event: dict[str, Any]) -> str:

@@ -1,0 +1,122 @@
+"""Issue 5: sender identities pinned on first use, and replays dropped across restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+from harness import PASSPHRASE, Broker, Daemon, wait_until
+from mqchat.protocol import envelope
+from mqchat.protocol.kdf import derive_room_keys
+from mqchat.protocol.signing import SigningIdentity, format_fingerprint
+from rawmqtt import RawClient, room_topic
+
+MakeDaemon = Callable[..., Daemon]
+
+
+def dropped(d: Daemon, reason: str) -> int:
+    return int(d.status()["dropped"].get(reason, 0))
+
+
+def test_new_key_under_a_pinned_name_is_unverified_until_trusted(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    forger = make_daemon("alice")  # same name and passphrase, another identity
+    for d in (alice, bob, forger):
+        d.join(room)
+    tail = bob.tail(room)
+
+    alice.ok("send", room, "the real alice")
+    first = tail.messages(1)[0]
+    assert first["sender"] == "alice" and first["verified"] is True
+
+    forger.ok("send", room, "trust me, I am alice")
+    notice = tail.wait_for(lambda e: e["type"] == "notice" and e.get("kind") == "key_changed")
+    forged_fp = json.loads(forger.ok("identity", "--json"))["fingerprint"]
+    assert notice["sender"] == "alice" and notice["fingerprint"] == forged_fp
+    assert f"chatctl trust {room} alice" in notice["text"]
+    forged = tail.messages(1)[0]
+    assert forged["text"] == "trust me, I am alice"
+    assert forged["sender"] == "alice" and forged["verified"] is False
+    assert forged["fingerprint"] == forged_fp != first["fingerprint"]
+
+    plain = bob.ok("tail", room, "--no-follow").splitlines()
+    assert plain[0].endswith("<alice> the real alice")
+    assert plain[1].endswith("<alice?> trust me, I am alice")
+
+    # The pin holds until the user accepts the new key, with its fingerprint shown.
+    out = bob.ok("trust", room, "alice")
+    assert format_fingerprint(forged_fp) in out and "alice" in out
+    forger.ok("send", room, "now trusted")
+    later = tail.messages(1)[0]
+    assert later["text"] == "now trusted" and later["verified"] is True
+    # The old key is now the stranger: its next message is the unverified one.
+    alice.ok("send", room, "the old key again")
+    tail.wait_for(lambda e: e["type"] == "notice" and e.get("kind") == "key_changed")
+    old = tail.messages(1)[0]
+    assert old["text"] == "the old key again" and old["verified"] is False
+
+    # Nothing pending for a sender whose key never changed: a clear refusal.
+    result = bob.ctl("trust", room, "carol")
+    assert result.returncode == 1
+    assert "no new key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_identity_shows_own_fingerprint(make_daemon: MakeDaemon) -> None:
+    alice = make_daemon("alice")
+    fp = alice.status()["fingerprint"]
+    assert len(fp) == 32
+    assert alice.ok("identity").strip() == f"alice  {format_fingerprint(fp)}"
+    assert json.loads(alice.ok("identity", "--json"))["fingerprint"] == fp
+
+
+def test_replayed_payloads_are_dropped_also_after_restart(
+    broker: Broker, make_daemon: MakeDaemon, room: str
+) -> None:
+    topic = room_topic(room, PASSPHRASE)
+    with RawClient(broker) as raw:
+        alice, bob = make_daemon("alice"), make_daemon("bob")
+        alice.join(room)
+        bob.join(room)
+        tail = bob.tail(room)
+        alice.ok("send", room, "say it once")
+        assert tail.messages(1)[0]["text"] == "say it once"
+        (payload,) = raw.wait_payloads(topic, 1)
+
+        raw.publish(topic, payload)
+        wait_until(lambda: dropped(bob, "duplicate") == 1, "bob to drop the republished payload")
+        alice.ok("send", room, "second")
+        assert tail.messages(1)[0]["text"] == "second"
+
+        bob.stop()
+        bob.start()
+        raw.publish(topic, payload)
+        wait_until(lambda: dropped(bob, "duplicate") == 1, "restarted bob to drop the replay")
+
+        # A fresh id does not help: alice's (key, seq 1) was seen before the restart too.
+        identity = SigningIdentity.from_private_bytes(
+            (alice.state_dir / "identity.key").read_bytes()
+        )
+        _, resealed = envelope.seal(
+            derive_room_keys(PASSPHRASE, room),
+            identity,
+            name="alice",
+            text="say it once",
+            seq=1,
+            timestamp_ms=time.time_ns() // 1_000_000,
+            random=os.urandom,
+        )
+        raw.publish(topic, resealed)
+        wait_until(lambda: dropped(bob, "replay") == 1, "bob to drop a replayed sequence number")
+
+        tail = bob.tail(room)
+        alice.ok("send", room, "third")
+        assert tail.messages(3)[-1]["text"] == "third"
+    texts = [
+        json.loads(line)["text"]
+        for line in bob.ok("tail", room, "--json", "--no-follow").splitlines()
+    ]
+    assert texts == ["say it once", "second", "third"]
