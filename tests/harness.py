@@ -94,6 +94,12 @@ class Broker:
         ]
         if self.persistence:
             lines += [f"persistence_location {self.dir}/", "autosave_interval 1"]
+            if os.geteuid() == 0:
+                # Started as root, mosquitto drops to the "mosquitto" user, which
+                # could not write this 0700 dir: its persistence would fail with
+                # only a line in its log, and sessions would not survive a restart.
+                with contextlib.suppress(LookupError):
+                    shutil.chown(self.dir, user="mosquitto")
         conf.write_text("\n".join(lines) + "\n")
         log = (self.dir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen(

@@ -79,6 +79,7 @@ class BrokerLink:
         self._topics_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._connacks = 0  # successful CONNACKs; the paho thread's own counter
         self.connected = False
         url = settings.broker
         self._client = mqtt.Client(
@@ -175,18 +176,21 @@ class BrokerLink:
                 self._set_state(False, f"cannot connect to {url}: {exc}")
                 self._stopping.wait(delays())
                 continue
+            connacks = self._connacks
             while not self._stopping.is_set():
                 rc = self._client.loop(timeout=1.0)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
+            if self._connacks != connacks:
+                # A session was up: the next outage starts from a short delay,
+                # not from where the last one's backoff had climbed to.
+                delays = backoff_delays(random.Random())  # noqa: S311 -- jitter
             if self.connected and self._stopping.is_set():
                 # Let the DISCONNECT go out.
                 self._client.loop(timeout=0.2)
             if not self._stopping.is_set():
                 self._set_state(False, f"lost the connection to {url}")
                 self._stopping.wait(delays())
-            else:
-                delays = backoff_delays(random.Random())  # noqa: S311 -- jitter
 
     def _set_state(self, connected: bool, reason: str) -> None:
         was = self.connected
@@ -212,6 +216,7 @@ class BrokerLink:
         if reason.is_failure:
             self._set_state(False, f"broker refused the connection: {reason}")
             return
+        self._connacks += 1
         with self._topics_lock:
             topics = list(self._topics.items())
         for topic, qos in topics:

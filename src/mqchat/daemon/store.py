@@ -1,4 +1,4 @@
-"""The message store: SQLite in the state dir, WAL mode (docs/security.md, "What is kept").
+"""The message store: SQLite in the state dir, WAL mode (docs/store.md).
 
 One connection, used only from the daemon's event loop thread. Every method
 that changes state commits before it returns, so what a caller was told is
@@ -131,7 +131,7 @@ class Store:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a killed process; only power loss can
-        # undo the last commits (docs/security.md says so).
+        # undo the last commits (docs/store.md says so).
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=OFF")
         self._db.executescript(_SCHEMA)
@@ -222,7 +222,10 @@ class Store:
                 m.text,
             ),
         )
-        if m.seq % 256 == 0:
+        # Every insert, so a tail never shows more than ``retention`` messages;
+        # it is one seek on the primary key, and removes what a lowered
+        # retention left behind too.
+        if m.seq > self.retention:
             db.execute(
                 "DELETE FROM messages WHERE room = ? AND seq <= ?",
                 (m.room, m.seq - self.retention),
