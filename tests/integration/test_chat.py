@@ -17,8 +17,8 @@ def test_two_users_talk(make_daemon: MakeDaemon, room: str) -> None:
     alice, bob = make_daemon("alice"), make_daemon("bob")
     alice.join(room)
     bob.join(room)
-    bob_tail = bob.tail(room)
-    alice_tail = alice.tail(room)
+    bob_tail = bob.tail(room, "--since", "0")
+    alice_tail = alice.tail(room, "--since", "0")
     alice.ok("send", room, "hello", "bob")
     got = bob_tail.messages(1)[0]
     assert got["text"] == "hello bob"
@@ -39,7 +39,7 @@ def test_wrong_passphrase_sees_nothing(make_daemon: MakeDaemon, room: str) -> No
     alice.join(room)
     bob.join(room)
     carol.join(room, "not the right passphrase at all")
-    bob_tail = bob.tail(room)
+    bob_tail = bob.tail(room, "--since", "0")
     alice.ok("send", room, "for members only")
     assert bob_tail.messages(1)[0]["text"] == "for members only"
     assert carol.ok("tail", room, "--no-follow", "--json") == ""
@@ -50,7 +50,7 @@ def test_two_tails_of_one_user_both_receive(make_daemon: MakeDaemon, room: str) 
     alice, bob = make_daemon("alice"), make_daemon("bob")
     alice.join(room)
     bob.join(room)
-    first, second = bob.tail(room), bob.tail(room)
+    first, second = bob.tail(room, "--since", "0"), bob.tail(room, "--since", "0")
     alice.ok("send", room, "to both terminals")
     assert first.messages(1)[0]["text"] == "to both terminals"
     assert second.messages(1)[0]["text"] == "to both terminals"
@@ -60,7 +60,7 @@ def test_stdin_lines_arrive_in_order(make_daemon: MakeDaemon, room: str) -> None
     alice, bob = make_daemon("alice"), make_daemon("bob")
     alice.join(room)
     bob.join(room)
-    tail = bob.tail(room)
+    tail = bob.tail(room, "--since", "0")
     lines = [f"line {i:03d}" for i in range(200)]
     alice.ok("send", room, input="\n".join(lines[:100]) + "\n\n   \n" + "\n".join(lines[100:]))
     got = tail.messages(200)
@@ -72,7 +72,7 @@ def test_chat_with_piped_stdin_sends_each_line(make_daemon: MakeDaemon, room: st
     alice, bob = make_daemon("alice"), make_daemon("bob")
     alice.join(room)
     bob.join(room)
-    tail = bob.tail(room)
+    tail = bob.tail(room, "--since", "0")
     result = alice.ctl("chat", room, input="one\ntwo\n")
     assert result.returncode == 0, result.stderr
     assert [m["text"] for m in tail.messages(2)] == ["one", "two"]
@@ -108,7 +108,7 @@ def test_every_cipher_talks(make_daemon: MakeDaemon, room: str) -> None:
         name = f"{room}-{cipher}"
         alice.join(name, PASSPHRASE, "--cipher", cipher)
         bob.join(name)
-        tail = bob.tail(name)
+        tail = bob.tail(name, "--since", "0")
         alice.ok("send", name, f"via {cipher}")
         assert tail.messages(1)[0]["text"] == f"via {cipher}"
 
@@ -135,7 +135,7 @@ def test_broker_sees_no_plaintext_names_or_passphrase(
         alice, bob = make_daemon("alicewonder"), make_daemon("bobbinson")
         alice.join(room)
         bob.join(room)
-        tail = bob.tail(room)
+        tail = bob.tail(room, "--since", "0")
         texts = ["the plaintext secret", "another confidential line"]
         for text in texts:
             alice.ok("send", room, text)

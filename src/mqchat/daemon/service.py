@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from mqchat import __version__
 from mqchat.config import Settings
@@ -33,6 +33,7 @@ from mqchat.protocol.limits import check_text, normalize_name, normalize_room
 from mqchat.protocol.signing import SigningIdentity, fingerprint
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SEND_SEQ_KEY = "send_seq"
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -102,9 +103,16 @@ class ChatService:
         self.by_topic[room.topic] = room
 
     def attach(self, link: BrokerLink) -> None:
+        """Subscribe the joined rooms and hand over what a previous run left in the outbox.
+
+        The outbox goes first, so a send made just after a restart cannot
+        overtake older messages.
+        """
         self.link = link
         for room in self.rooms.values():
             link.subscribe(room.topic, room.qos)
+        for entry in self.store.outbox():
+            self._hand_to_broker(entry)
 
     # ------------------------------------------------------------------ requests
     def call(self, req: Request) -> Any | Awaitable[Any]:
@@ -240,6 +248,7 @@ class ChatService:
             sender_seq=seq_after,
             id_bytes=id_bytes,
             now_ms=now,
+            sender_key=None if r.legacy else self.identity.public_key,
         )
         self._send_seq = seq_after
         r.last_seq = message.seq
@@ -312,23 +321,32 @@ class ChatService:
             elif room.keys is not None:
                 self._receive(room, inc.payload)
         except Exception:
+            # Not acknowledged: the broker hands it over again after a reconnect,
+            # so a failing store (a full disk) does not lose it.
             self.drops.drop("internal_error")
-            log.exception("error while handling a payload (dropped)")
-        finally:
-            if self.link is not None:
-                self.link.ack(inc.mid, inc.qos)
-
-    def _receive(self, room: Room, payload: bytes) -> None:
-        if room.keys is None:  # pragma: no cover - guarded by the caller
+            log.exception("error while handling a payload (left unacknowledged)")
             return
+        if self.link is not None:
+            self.link.ack(inc.mid, inc.qos)
+
+    def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
+        """Run a decoder; count and drop what it refuses."""
         try:
-            _, m = envelope.open_payload(payload, room.keys)
+            return opener()
         except PayloadTooLarge:
             self.drops.drop("oversized", f"{len(payload)} bytes")
-            return
         except ProtocolError as exc:
             self.drops.drop("undecryptable", str(exc))
+        return None
+
+    def _receive(self, room: Room, payload: bytes) -> None:
+        keys = room.keys
+        if keys is None:  # pragma: no cover - guarded by the caller
             return
+        opened = self._opened(payload, lambda: envelope.open_payload(payload, keys))
+        if opened is None:
+            return
+        m = opened[1]
         if self.store.is_seen(m.message_id):
             self.drops.drop("duplicate")
             return
@@ -387,13 +405,8 @@ class ChatService:
         return False
 
     def _receive_legacy(self, room: Room, key: legacy_codec.LegacyKey, payload: bytes) -> None:
-        try:
-            lm = legacy_codec.open_legacy(payload, key)
-        except PayloadTooLarge:
-            self.drops.drop("oversized", f"{len(payload)} bytes")
-            return
-        except ProtocolError as exc:
-            self.drops.drop("undecryptable", str(exc))
+        lm = self._opened(payload, lambda: legacy_codec.open_legacy(payload, key))
+        if lm is None:
             return
         id_bytes = legacy_id(payload)
         if self.store.is_seen(id_bytes):

@@ -266,6 +266,7 @@ class Store:
         sender_seq: int,
         id_bytes: bytes,
         now_ms: int,
+        sender_key: bytes | None,
     ) -> int:
         """Store an own message and its outbox entry at once; return the outbox id."""
         with self.transaction() as db:
@@ -275,6 +276,10 @@ class Store:
                 (entry.room, entry.topic, entry.qos, entry.payload),
             )
             db.execute("INSERT OR IGNORE INTO seen_ids VALUES (?, ?)", (id_bytes, now_ms))
+            if sender_key is not None:
+                # Our own (key, seq) too: a replay of our message after its id
+                # left the seen-id memory is still refused.
+                self._mark_seq(db, sender_key, sender_seq)
             self.set_meta(seq_key, str(sender_seq))
             return int(cur.lastrowid or 0)
 
@@ -324,14 +329,16 @@ class Store:
             self._insert_message(db, message)
             db.execute("INSERT OR IGNORE INTO seen_ids VALUES (?, ?)", (id_bytes, now_ms))
             if sender_key is not None and sender_seq is not None:
-                db.execute(
-                    "INSERT OR IGNORE INTO seen_seqs VALUES (?, ?)", (sender_key, sender_seq)
-                )
-                db.execute(
-                    "INSERT INTO sender_high VALUES (?, ?) ON CONFLICT(sender_key) "
-                    "DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                    (sender_key, sender_seq),
-                )
+                self._mark_seq(db, sender_key, sender_seq)
+
+    @staticmethod
+    def _mark_seq(db: sqlite3.Connection, sender_key: bytes, seq: int) -> None:
+        db.execute("INSERT OR IGNORE INTO seen_seqs VALUES (?, ?)", (sender_key, seq))
+        db.execute(
+            "INSERT INTO sender_high VALUES (?, ?) ON CONFLICT(sender_key) "
+            "DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            (sender_key, seq),
+        )
 
     def prune_replay_memory(self, now_ms: int) -> None:
         with self.transaction() as db:
