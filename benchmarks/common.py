@@ -1,0 +1,311 @@
+"""What every benchmark shares: result rows, statistics, the running parts, IPC helpers.
+
+The real parts (mosquitto, chatd, chatctl) come from ``tests/harness.py``; this
+module only adds what a benchmark needs on top: a DEALER that times requests, a
+SUB that waits for one room's events, and a fresh joined room on two daemons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from harness import PASSPHRASE, Broker, Daemon, command, wait_until
+from mqchat.protocol.ipc import (
+    SYNC_TOPIC_PREFIX,
+    decode_reply,
+    encode_request,
+    room_topic,
+)
+
+HERE = Path(__file__).resolve().parent
+PEERS = HERE / "peers.py"
+PYTHON = sys.executable
+
+
+@dataclass
+class Row:
+    """One line of the table. ``met`` is None for figures that have no target."""
+
+    figure: str
+    measured: str
+    baseline: str = ""
+    ratio: str = ""
+    target: str = ""
+    met: bool | None = None
+
+
+@dataclass
+class Bench:
+    """The parts a benchmark runs against, and what it found."""
+
+    broker: Broker
+    alice: Daemon
+    bob: Daemon
+    quick: bool
+    baselines: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extra_daemons: list[Daemon] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  note: {text}", file=sys.stderr, flush=True)
+
+
+def log(text: str) -> None:
+    """Progress goes to stderr so that stdout holds only the table."""
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms" if seconds < 0.1 else f"{seconds * 1000:.0f} ms"
+
+
+def ratio(measured: float, baseline: float) -> str:
+    return f"{measured / baseline:.2f}x" if baseline > 0 else "n/a"
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def timed_run(
+    argv: list[str], env: dict[str, str] | None = None, stdin: str | None = None
+) -> float:
+    """Wall time of one process from spawn to exit; it must succeed."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    took = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr[-500:]}")
+    return took
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def daemon_pid(d: Daemon) -> int:
+    if d.proc is None:
+        raise RuntimeError(f"chatd {d.name} is not running")
+    return d.proc.pid
+
+
+def chatctl() -> str:
+    return command("chatctl")
+
+
+def new_room(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# ---------------------------------------------------------------------- IPC
+
+
+class Ctl:
+    """A DEALER on a daemon's ctl.sock: lockstep calls, or pipelined submit/receive."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], d: Daemon) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.connect(f"ipc://{d.runtime_dir / 'ctl.sock'}")
+        self._next = 0
+
+    def submit(self, method: str, params: dict[str, Any] | None = None) -> int:
+        self._next += 1
+        self.sock.send_multipart([b"", encode_request(self._next, method, params or {})])
+        return self._next
+
+    def receive(self, timeout_s: float = 20.0) -> Any:
+        if not self.sock.poll(int(timeout_s * 1000)):
+            raise TimeoutError("chatd did not reply")
+        reply = decode_reply(self.sock.recv_multipart()[-1])
+        if reply.error_code is not None:
+            raise RuntimeError(f"chatd refused: {reply.error_message}")
+        return reply.result
+
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, timeout_s: float = 20.0
+    ) -> Any:
+        self.submit(method, params)
+        return self.receive(timeout_s)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+class Events:
+    """A SUB on a daemon's events.sock for one room, confirmed with a sync (docs/ipc.md)."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], d: Daemon, room: str) -> None:
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"ipc://{d.runtime_dir / 'events.sock'}")
+        self.sock.setsockopt(zmq.SUBSCRIBE, room_topic(room))
+        sync = SYNC_TOPIC_PREFIX + os.urandom(8).hex().encode() + b"\x00"
+        self.sock.setsockopt(zmq.SUBSCRIBE, sync)
+        deadline = time.monotonic() + 10
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000)):
+                raise TimeoutError("chatd did not confirm the subscription")
+            if self.sock.recv_multipart()[0] == sync:
+                break
+        self.sock.setsockopt(zmq.UNSUBSCRIBE, sync)
+
+    def next_message(self, timeout_s: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000)):
+                raise TimeoutError("no message event in time")
+            event = json.loads(self.sock.recv_multipart()[1])
+            if event.get("type") == "message":
+                return dict(event)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+@contextmanager
+def zmq_context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        yield ctx
+    finally:
+        ctx.term()
+
+
+def join_both(daemons: list[Daemon], room: str) -> None:
+    """Join ``room`` on each daemon with the real ``chatctl join``, in parallel."""
+    errors: list[BaseException] = []
+
+    def one(d: Daemon) -> None:
+        try:
+            d.join(room, PASSPHRASE)
+        except BaseException as exc:  # reported below, on the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(d,)) for d in daemons]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if errors:
+        raise errors[0]
+
+
+def shared_room(bench: Bench, prefix: str) -> tuple[str, Events, Ctl, zmq.Context[Any]]:
+    """A fresh room joined by alice and bob, proven to flow alice → bob.
+
+    Returns the room, a SUB on bob's events for it, a DEALER on alice, and the
+    context (the caller closes all three).
+    """
+    room = new_room(prefix)
+    join_both([bench.alice, bench.bob], room)
+    ctx: zmq.Context[Any] = zmq.Context()
+    events = Events(ctx, bench.bob, room)
+    ctl = Ctl(ctx, bench.alice)
+
+    # bob's SUBSCRIBE may still be on its way to the broker: send until one arrives.
+    def flowing() -> bool:
+        ctl.call("send", {"room": room, "text": "warm-up"})
+        try:
+            events.next_message(0.5)
+        except TimeoutError:
+            return False
+        return True
+
+    wait_until(flowing, f"room {room} to flow alice → bob", timeout=20)
+    drain(events)
+    return room, events, ctl, ctx
+
+
+def drain(events: Events, quiet_s: float = 0.3) -> int:
+    """Read and discard events until none came for ``quiet_s``."""
+    n = 0
+    while events.sock.poll(int(quiet_s * 1000)):
+        events.sock.recv_multipart()
+        n += 1
+    return n
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    return wait_until(check, what, timeout=timeout)
+
+
+class Peer:
+    """A ``benchmarks/peers.py`` process: started, told what to do on stdin, stopped by PID."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [PYTHON, str(PEERS), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.stop()
+            raise RuntimeError(f"peer {args[0]} did not start: {line!r} {err[-800:]}")
+
+    def tell(self, line: str = "go") -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def result(self, timeout_s: float = 120) -> dict[str, Any]:
+        """Close stdin (the peer's cue to finish, if it waits for one) and read its JSON line."""
+        out, err = self.proc.communicate(timeout=timeout_s)
+        lines = [x for x in out.splitlines() if x.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"peer gave no result: {err[-800:]}")
+        return dict(json.loads(lines[-1]))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

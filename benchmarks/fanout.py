@@ -1,0 +1,81 @@
+"""Figure 5: fan-out: 50 tails on bob while alice sends 1,000 msg/s.
+
+The 50 SUB sockets live in one helper process (benchmarks/peers.py) so that
+they do not share this process's GIL with the sender. The sender is paced: a
+message is due every 1 ms and sends are pipelined, replies drained as they
+come. Drops = messages some subscriber never saw.
+"""
+
+from __future__ import annotations
+
+import time
+
+from baselines import TEXT
+from common import Bench, Peer, Row, log, shared_room
+
+SUBSCRIBERS = 50
+RATE = 1000
+
+
+def run(bench: Bench) -> list[Row]:
+    seconds = 2 if bench.quick else 4
+    count = RATE * seconds
+    log(f"figure: fan-out, {SUBSCRIBERS} subscribers, {RATE} msg/s for {seconds} s")
+    room, events, ctl, ctx = shared_room(bench, "fan")
+    events.close()
+    endpoint = f"ipc://{bench.bob.runtime_dir / 'events.sock'}"
+    subs = Peer("fanout-subs", endpoint, room, str(SUBSCRIBERS), str(count), "5")
+    before = bench.bob.status().get("dropped", {})
+    try:
+        outstanding = 0
+        start = time.perf_counter()
+        for i in range(count):
+            due = start + i / RATE
+            while True:
+                now = time.perf_counter()
+                if now >= due:
+                    break
+                # Use the wait to collect replies; no sleep decides correctness here.
+                if outstanding and ctl.sock.poll(max(0, int((due - now) * 1000))):
+                    ctl.receive()
+                    outstanding -= 1
+                elif not outstanding:
+                    time.sleep(min(0.0005, due - now))
+            ctl.submit("send", {"room": room, "text": f"fan {i} {TEXT}"})
+            outstanding += 1
+        sent_s = time.perf_counter() - start
+        while outstanding:
+            ctl.receive(30)
+            outstanding -= 1
+        accepted_s = time.perf_counter() - start
+        result = subs.result(180)
+    finally:
+        subs.stop()
+        ctl.close()
+        ctx.term()
+    counts = result["counts"]
+    missing = sum(count - c for c in counts)
+    after = bench.bob.status().get("dropped", {})
+    daemon_drops = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    if daemon_drops:
+        bench.note(f"fan-out: bob counted drops {daemon_drops}")
+    delivered = (result["last"] - result["first"]) if result["first"] is not None else 0.0
+    return [
+        Row(
+            f"fan-out: {SUBSCRIBERS} subscribers on bob, {RATE} msg/s x {seconds} s: events missed",
+            f"{missing} of {count * SUBSCRIBERS:,}",
+            "",
+            "",
+            "0",
+            missing == 0,
+        ),
+        Row(
+            "… offered rate / accepted by alice / delivered to all 50",
+            f"{count / sent_s:,.0f} / {count / accepted_s:,.0f} / "
+            f"{count / max(delivered, 1e-9):,.0f} msg/s",
+            "",
+            "",
+            f"{RATE} msg/s sustained",
+            count / max(delivered, 1e-9) >= 0.95 * RATE,
+        ),
+    ]

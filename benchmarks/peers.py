@@ -1,0 +1,171 @@
+"""The other process of a two-process benchmark: ``python benchmarks/peers.py ROLE ARGS...``.
+
+Roles:
+  paho-pub-lockstep PORT TOPIC SIZE     publish one QoS 1 message per stdin line,
+                                        stamped with time.monotonic_ns()
+  paho-pub-flood PORT TOPIC COUNT SIZE  after a "go" line, publish COUNT QoS 1
+                                        messages as fast as paho takes them
+  zmq-rep ENDPOINT                      echo every request until stdin closes
+  fanout-subs ENDPOINT ROOM SUBS EXPECT IDLE_S
+                                        SUBS SUB sockets on one room; count the
+                                        message events each receives
+
+Each prints "ready" once it can be driven and a JSON line with what it saw at
+the end. CLOCK_MONOTONIC is system-wide on Linux, so stamps compare across
+processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+PAHO_INFLIGHT = 100
+"""The same window chatd gives paho (daemon/broker.py), so the baseline is like for like."""
+
+
+def _paho_client(port: int) -> Any:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{os.getpid()}")
+
+    def nodelay(_c: Any, _u: Any, sock: Any) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    client.on_socket_open = nodelay
+    client.max_inflight_messages_set(PAHO_INFLIGHT)
+    client.max_queued_messages_set(0)
+    connected = threading.Event()
+    client.on_connect = lambda *_a: connected.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    if not connected.wait(10):
+        raise SystemExit("could not connect to mosquitto")
+    return client
+
+
+def paho_pub_lockstep(port: int, topic: str, size: int) -> None:
+    client = _paho_client(port)
+    pad = b"x" * max(0, size - 20)
+    print("ready", flush=True)
+    for _line in sys.stdin:
+        stamp = time.monotonic_ns()
+        client.publish(topic, str(stamp).encode().ljust(20) + pad, qos=1)
+    client.loop_stop()
+    client.disconnect()
+    print(json.dumps({"done": True}), flush=True)
+
+
+def paho_pub_flood(port: int, topic: str, count: int, size: int) -> None:
+    client = _paho_client(port)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.perf_counter()
+    infos = [
+        client.publish(topic, i.to_bytes(4, "big") + b"x" * (size - 4), qos=1) for i in range(count)
+    ]
+    queued = time.perf_counter() - start
+    for info in infos:
+        info.wait_for_publish(60)
+    acked = time.perf_counter() - start
+    client.loop_stop()
+    client.disconnect()
+    print(json.dumps({"queued_s": queued, "acked_s": acked}), flush=True)
+
+
+def zmq_rep(endpoint: str) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REP)
+    sock.bind(endpoint)
+    print("ready", flush=True)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    while not stop.is_set():
+        if sock.poll(100):
+            sock.send(sock.recv())
+    sock.close(linger=0)
+    ctx.term()
+    print(json.dumps({"done": True}), flush=True)
+
+
+def fanout_subs(endpoint: str, room: str, subs: int, expect: int, idle_s: float) -> None:
+    import zmq
+
+    from mqchat.protocol.ipc import SYNC_TOPIC_PREFIX, room_topic
+
+    ctx = zmq.Context()
+    socks = []
+    for _ in range(subs):
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.RCVHWM, 0)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        s.setsockopt(zmq.SUBSCRIBE, room_topic(room))
+        sync = SYNC_TOPIC_PREFIX + os.urandom(8).hex().encode() + b"\x00"
+        s.setsockopt(zmq.SUBSCRIBE, sync)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if s.poll(100) and s.recv_multipart()[0] == sync:
+                break
+        else:
+            raise SystemExit("chatd did not confirm a subscription")
+        s.setsockopt(zmq.UNSUBSCRIBE, sync)
+        socks.append(s)
+    poller = zmq.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
+    seen: list[set[int]] = [set() for _ in socks]
+    index = {s: i for i, s in enumerate(socks)}
+    print("ready", flush=True)
+    first = last = None
+    hard_deadline = time.monotonic() + 120
+    while time.monotonic() < hard_deadline:
+        ready = dict(poller.poll(int(idle_s * 1000)))
+        if not ready:
+            break
+        for s in ready:
+            while True:
+                try:
+                    frames = s.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                event = json.loads(frames[1])
+                if event.get("type") != "message" or not event["text"].startswith("fan "):
+                    continue
+                seen[index[s]].add(int(event["text"].split()[1]))
+                now = time.monotonic()
+                first = first if first is not None else now
+                last = now
+        if all(len(x) >= expect for x in seen):
+            break
+    for s in socks:
+        s.close(linger=0)
+    ctx.term()
+    counts = [len(x) for x in seen]
+    print(json.dumps({"counts": counts, "first": first, "last": last}), flush=True)
+
+
+def main(argv: list[str]) -> None:
+    role, args = argv[0], argv[1:]
+    if role == "paho-pub-lockstep":
+        paho_pub_lockstep(int(args[0]), args[1], int(args[2]))
+    elif role == "paho-pub-flood":
+        paho_pub_flood(int(args[0]), args[1], int(args[2]), int(args[3]))
+    elif role == "zmq-rep":
+        zmq_rep(args[0])
+    elif role == "fanout-subs":
+        fanout_subs(args[0], args[1], int(args[2]), int(args[3]), float(args[4]))
+    else:
+        raise SystemExit(f"unknown role {role}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,211 @@
+"""Issue 8's benchmarks: one command, its own mosquitto and chatd processes, one table.
+
+    python benchmarks/run.py [--quick] [--only NAME...] [--profile DIR]
+
+Starts mosquitto on a free loopback port (set_tcp_nodelay true) and two chatd
+(alice sends, bob receives) in short temporary directories, using the real
+parts of tests/harness.py. Baselines always run first, in the same run, so
+each figure is printed beside what it is compared with. Progress goes to
+stderr; the markdown table goes to stdout. Targets are reported, never
+asserted: a missed target is a row with "no", not a failure.
+
+--profile DIR records alice and bob with py-spy (if installed) during each
+benchmark, as collapsed stacks in DIR/<name>-<daemon>.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+import baselines  # noqa: E402 -- needs the path above
+import fanout  # noqa: E402
+import join  # noqa: E402
+import latency  # noqa: E402
+import machine  # noqa: E402
+import scale  # noqa: E402
+import startup  # noqa: E402
+import throughput  # noqa: E402
+from common import Bench, Row, daemon_pid, log  # noqa: E402
+from harness import Broker, Daemon  # noqa: E402
+
+BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
+    "latency": latency.run,
+    "throughput": throughput.run,
+    "startup": startup.run,
+    "join": join.run,
+    "fanout": fanout.run,
+    "scale": scale.run,
+}
+PYSPY_RECORD = ("record", "--format", "raw", "--nonblocking", "--rate", "250")
+
+
+def table(rows: list[Row]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = [
+        "| figure | measured | baseline | ratio | target | met? |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        out.append(
+            "| "
+            + " | ".join(cell(x) for x in (r.figure, r.measured, r.baseline, r.ratio, r.target))
+            + f" | {met} |"
+        )
+    return "\n".join(out)
+
+
+def pyspy() -> str | None:
+    return shutil.which("py-spy") or (
+        "/tmp/pyspy/bin/py-spy" if Path("/tmp/pyspy/bin/py-spy").exists() else None
+    )
+
+
+class Profiler:
+    """py-spy record on each daemon for one benchmark; stopped by PID with SIGINT."""
+
+    def __init__(self, out_dir: Path | None, daemons: list[Daemon]) -> None:
+        self.out_dir = out_dir
+        self.daemons = daemons
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str) -> None:
+        exe = pyspy()
+        if self.out_dir is None or exe is None:
+            return
+        for d in self.daemons:
+            out = self.out_dir / f"{name}-{d.name}.txt"
+            self.procs.append(
+                subprocess.Popen(
+                    [exe, *PYSPY_RECORD, "-o", str(out), "-p", str(daemon_pid(d))],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(0.5)  # py-spy attaches asynchronously; a start-up grace, not a sync
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+
+def bytecode_cache() -> str:
+    """Let every process here cache bytecode, as an installed chatctl would.
+
+    With PYTHONDONTWRITEBYTECODE set and no __pycache__ in src/, each chatctl
+    would compile mqchat from source on every start. The cache goes to a
+    directory of ours (PYTHONPYCACHEPREFIX), never into the source tree.
+    """
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return ""
+    prefix = Path(tempfile.gettempdir()) / f"mqbench-pyc-{os.getuid()}"
+    os.environ.pop("PYTHONDONTWRITEBYTECODE")
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    subprocess.run(
+        [sys.executable, "-c", "import mqchat.client.cli, mqchat.client.sending, zmq"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return f"PYTHONDONTWRITEBYTECODE was set: bytecode cached under {prefix} instead"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer messages and runs (~2 min)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only these: {', '.join(BENCHMARKS)} (baselines always run)",
+    )
+    p.add_argument("--profile", metavar="DIR", type=Path, help="py-spy the daemons into DIR")
+    args = p.parse_args(argv)
+    chosen = args.only or list(BENCHMARKS)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    pycache_note = bytecode_cache()
+    broker = Broker().start()
+    alice = Daemon(broker, "alice")
+    bob = Daemon(broker, "bob")
+    bench = Bench(broker, alice, bob, args.quick)
+    rows: list[Row] = []
+    failed = False
+    try:
+        alice.start()
+        bob.start()
+        rows += baselines.run(bench)
+        for r in rows:
+            log(f"  row: {r.figure}: {r.measured} {r.baseline}")
+        profiler = Profiler(args.profile, [alice, bob])
+        for name in chosen:
+            t0 = time.perf_counter()
+            profiler.start(name)
+            try:
+                new = BENCHMARKS[name](bench)
+                rows += new
+                for r in new:
+                    log(f"  row: {r.figure}: {r.measured} ({r.baseline}) {r.target} {r.met}")
+            except Exception as exc:  # one broken benchmark must not hide the others
+                failed = True
+                traceback.print_exc()
+                rows.append(Row(f"{name}: ERROR", f"{type(exc).__name__}: {exc}"[:120]))
+            finally:
+                profiler.stop()
+            log(f"  ({name} took {time.perf_counter() - t0:.0f} s)")
+    finally:
+        for d in bench.extra_daemons:
+            d.cleanup()
+        bob.cleanup()
+        alice.cleanup()
+        broker.cleanup()
+
+    print(table(rows))
+    print()
+    print(machine.describe() + f"; interpreter {sys.executable}")
+    print(f"run: {'--quick' if args.quick else 'full'}, {time.perf_counter() - started:.0f} s")
+    if pycache_note:
+        print(f"- {pycache_note}")
+    for note in bench.notes:
+        print(f"- {note}")
+    if args.profile:
+        print(f"- py-spy profiles in {args.profile}" if pyspy() else "- py-spy not found")
+    return 1 if failed else 0
+
+
+def _stop_on_sigterm(signum: int, _frame: object) -> None:
+    # Turn SIGTERM (e.g. from `timeout`) into an exception, so that the finally
+    # blocks stop mosquitto and every chatd by PID.
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    os.umask(0o077)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    sys.exit(main())
