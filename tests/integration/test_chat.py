@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness import PASSPHRASE, Broker, Daemon, wait_until
+from harness import PASSPHRASE, Broker, Daemon, command, wait_until
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -178,3 +179,23 @@ def test_short_passphrase_needs_weak(make_daemon: MakeDaemon, room: str) -> None
     assert result.returncode == 1
     assert "12 characters" in result.stderr
     assert alice.ctl("join", room, "--weak", input="short\n").returncode == 0
+
+
+def test_joins_at_the_same_time_all_complete(make_daemon: MakeDaemon, room: str) -> None:
+    alice = make_daemon("alice")
+    joins = [
+        subprocess.Popen(
+            [command("chatctl"), "join", f"{room}-{i}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=alice.env,
+        )
+        for i in range(3)
+    ]
+    for proc in joins:
+        _, stderr = proc.communicate(PASSPHRASE + "\n", timeout=30)
+        assert proc.returncode == 0, stderr
+    assert alice.status()["rooms"] == sorted(f"{room}-{i}" for i in range(3))
+    assert alice.stop() == 0

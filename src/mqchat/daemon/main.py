@@ -174,6 +174,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await loop.run_in_executor(None, link.stop)
+        service.close()
         server.close()
         events.close()
         ctx.term()

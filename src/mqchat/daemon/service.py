@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from mqchat import __version__
@@ -92,6 +93,10 @@ class ChatService:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         self._handed: set[int] = set()  # outbox ids paho holds
         self._send_seq = int(store.get_meta(SEND_SEQ_KEY) or 0)
+        # One derivation at a time: two concurrent Argon2id runs deadlock inside
+        # OpenSSL's thread pool on a 2-core machine (benchmarks/join.py found it),
+        # and each holds 64 MiB anyway. The loop keeps serving meanwhile.
+        self._kdf = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdf")
         for rec in store.rooms():
             room = Room.from_record(rec, store.last_seq(rec.name))
             if room.keys is not None:
@@ -173,7 +178,7 @@ class ChatService:
         else:
             loop = asyncio.get_running_loop()
             derive = functools.partial(derive_room_keys, passphrase, name, DEFAULT_KDF, weak=weak)
-            keys = await loop.run_in_executor(None, derive)
+            keys = await loop.run_in_executor(self._kdf, derive)
             new = Room.passphrase_room(
                 name,
                 cipher,
@@ -433,6 +438,9 @@ class ChatService:
         self.events.publish(room.name, to_event(message))
 
     # ------------------------------------------------------------------ upkeep
+    def close(self) -> None:
+        self._kdf.shutdown(wait=False, cancel_futures=True)
+
     def prune(self) -> None:
         self.store.prune_replay_memory(self.clock_ms())
 
