@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import zmq
@@ -30,12 +32,39 @@ class EventPublisher:
         self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.bind(endpoint)
+        # Sends never block (NOBLOCK), so they skip the asyncio wrapper's futures.
+        self._out: zmq.Socket[bytes] = zmq.Socket.shadow(self._sock.underlying)
+        self._held: list[list[bytes]] | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep events back until the block ends; drop them if it fails.
+
+        A batch of requests publishes only what its transaction committed.
+        """
+        if self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            yield
+            held = self._held
+        finally:
+            self._held = None
+        for frames in held:
+            self._send(frames)
 
     def publish(self, room: str | None, event: dict[str, Any]) -> None:
         topic = NOTICE_TOPIC if room is None else room_topic(room)
         body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        if self._held is not None:
+            self._held.append([topic, body])
+        else:
+            self._send([topic, body])
+
+    def _send(self, frames: list[bytes]) -> None:
         try:
-            self._sock.send_multipart([topic, body], flags=zmq.NOBLOCK)
+            self._out.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
             log.warning("event queue full; a slow subscriber missed an event")
 
@@ -46,10 +75,7 @@ class EventPublisher:
             msg = frames[0]
             if len(frames) == 1 and msg[:1] == b"\x01" and msg[1:].startswith(SYNC_TOPIC_PREFIX):
                 body = json.dumps({"type": "sync"}).encode()
-                try:
-                    self._sock.send_multipart([msg[1:], body], flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    log.warning("event queue full; a sync answer was lost")
+                self._send([msg[1:], body])
 
     def close(self) -> None:
-        self._sock.close(linger=0)
+        self._sock.close(linger=0)  # the shadow does not own the socket

@@ -41,6 +41,9 @@ from mqchat.protocol.ipc import (
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 256
+"""Requests handled per batch; a pipelining client fills one quickly."""
+
 
 def error_code(exc: MqchatError) -> int:
     if isinstance(exc, NotJoined):
@@ -64,43 +67,76 @@ class IpcServer:
         self._sock.setsockopt(zmq.SNDHWM, 100_000)
         self._sock.setsockopt(zmq.RCVHWM, 100_000)
         self._sock.bind(endpoint)
+        # Draining what is already queued and replying never block, so these go
+        # through the plain socket under the asyncio wrapper, without futures.
+        self._direct: zmq.Socket[bytes] = zmq.Socket.shadow(self._sock.underlying)
         self._service = service
         self._drops = drops
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
+        """Receive requests; handle all that are waiting as one batch (one commit)."""
         while True:
-            frames = await self._sock.recv_multipart()
-            if len(frames) < 2:
-                self._drops.drop("bad_request", "no routing envelope")
-                continue
-            self._handle(frames[:-1], frames[-1])
+            batch = [await self._sock.recv_multipart()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._direct.recv_multipart(flags=zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+            self._handle_batch(batch)
 
     def _reply(self, envelope: list[bytes], body: bytes) -> None:
         try:
-            self._sock.send_multipart([*envelope, body], flags=zmq.NOBLOCK)
+            self._direct.send_multipart([*envelope, body], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.debug("could not reply to a client: %s", exc)
 
-    def _handle(self, envelope: list[bytes], body: bytes) -> None:
+    def _handle_batch(self, batch: list[list[bytes]]) -> None:
+        replies: list[tuple[list[bytes], Request | None, bytes]] = []
+        try:
+            with self._service.batch():
+                for frames in batch:
+                    if len(frames) < 2:
+                        self._drops.drop("bad_request", "no routing envelope")
+                        continue
+                    answer = self._handle(frames[:-1], frames[-1])
+                    if answer is not None:
+                        replies.append(answer)
+        except Exception:
+            log.exception("could not store a batch of %d requests", len(batch))
+            replies = [
+                (
+                    env,
+                    req,
+                    encode_error(
+                        req.id if req else None, INTERNAL_ERROR, "chatd could not store the request"
+                    ),
+                )
+                for env, req, _ in replies
+            ]
+        for envelope, _, body in replies:
+            self._reply(envelope, body)
+
+    def _handle(
+        self, envelope: list[bytes], body: bytes
+    ) -> tuple[list[bytes], Request | None, bytes] | None:
+        """The reply to send once the batch is committed; None when a task replies."""
         try:
             req = decode_request(body)
         except IpcError as exc:
             self._drops.drop("bad_request", exc.message)
             req_id = exc.data if isinstance(exc.data, str | int) else None
-            self._reply(envelope, encode_error(req_id, exc.code, exc.message))
-            return
+            return envelope, None, encode_error(req_id, exc.code, exc.message)
         try:
             result = self._service.call(req)
         except Exception as exc:
-            self._reply(envelope, self._error_reply(req, exc))
-            return
+            return envelope, req, self._error_reply(req, exc)
         if inspect.isawaitable(result):
             task = asyncio.create_task(self._finish(envelope, req, result), name=req.method)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            return
-        self._reply(envelope, encode_result(req.id, result))
+            return None
+        return envelope, req, encode_result(req.id, result)
 
     async def _finish(self, envelope: list[bytes], req: Request, pending: Any) -> None:
         try:

@@ -14,8 +14,9 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from mqchat import __version__
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SEND_SEQ_KEY = "send_seq"
+RECEIVE_BATCH = 512
+"""Payloads stored per transaction; more wait for the next loop pass."""
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_HISTORY = 100_000
 
@@ -91,6 +94,10 @@ class ChatService:
         self.rooms: dict[str, Room] = {}
         self.by_topic: dict[str, Room] = {}
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self._in_batch = False
+        self._after_commit: list[Callable[[], None]] = []
+        self._incoming: list[Incoming] = []
+        self._published: list[int] = []  # outbox ids whose PUBACK came
         self._handed: set[int] = set()  # outbox ids paho holds
         self._send_seq = int(store.get_meta(SEND_SEQ_KEY) or 0)
         # One derivation at a time: two concurrent Argon2id runs deadlock inside
@@ -287,7 +294,40 @@ class ChatService:
         return {"room": r.name, "name": sender, "fingerprint": fp}
 
     # ------------------------------------------------------------------ broker side
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Handle many requests or payloads as one: one commit, then their
+        events, then what goes to the broker. If the commit fails, nothing of
+        it is published and the in-memory counters are reloaded from the store.
+        """
+        if self._in_batch:
+            yield
+            return
+        self._in_batch = True
+        try:
+            with self.events.held():
+                try:
+                    with self.store.transaction():
+                        yield
+                except BaseException:
+                    self._reload_counters()
+                    raise
+        finally:
+            self._in_batch = False
+            after, self._after_commit = self._after_commit, []
+        for action in after:
+            action()
+
+    def _reload_counters(self) -> None:
+        self._after_commit.clear()
+        self._send_seq = int(self.store.get_meta(SEND_SEQ_KEY) or 0)
+        for room in self.rooms.values():
+            room.last_seq = self.store.last_seq(room.name)
+
     def _hand_to_broker(self, entry: OutboxEntry) -> None:
+        if self._in_batch:
+            self._after_commit.append(functools.partial(self._hand_to_broker, entry))
+            return
         if self.link is None or entry.id in self._handed:
             return
         mid = self.link.publish(entry.topic, entry.payload, entry.qos)
@@ -297,9 +337,17 @@ class ChatService:
 
     def on_published(self, mid: int) -> None:
         entry_id = self._inflight.pop(mid, None)
-        if entry_id is not None:
-            self.store.remove_outbox(entry_id)
-            self._handed.discard(entry_id)
+        if entry_id is None:
+            return
+        self._handed.discard(entry_id)
+        if not self._published:
+            asyncio.get_running_loop().call_soon(self._forget_published)
+        self._published.append(entry_id)
+
+    def _forget_published(self) -> None:
+        """Remove every entry PUBACK'd since the last pass, in one transaction."""
+        done, self._published = self._published, []
+        self.store.remove_outbox(done)
 
     def on_broker_state(self, connected: bool, reason: str) -> None:
         changed = connected != self.connected
@@ -317,6 +365,30 @@ class ChatService:
         self.events.publish(None, notice_event(None, kind, reason))
 
     def on_message(self, inc: Incoming) -> None:
+        """Queue a payload; the queue is stored in one transaction per loop pass."""
+        if not self._incoming:
+            asyncio.get_running_loop().call_soon(self._receive_queued)
+        self._incoming.append(inc)
+
+    def _receive_queued(self) -> None:
+        queued, self._incoming = self._incoming[:RECEIVE_BATCH], self._incoming[RECEIVE_BATCH:]
+        if self._incoming:
+            asyncio.get_running_loop().call_soon(self._receive_queued)
+        try:
+            with self.batch():
+                stored = [inc for inc in queued if self._receive_one(inc)]
+        except Exception:
+            # Not acknowledged: the broker hands them over again after a
+            # reconnect, so a failing store (a full disk) does not lose them.
+            self.drops.drop("internal_error")
+            log.exception("could not store received payloads (left unacknowledged)")
+            return
+        if self.link is not None:
+            for inc in stored:
+                self.link.ack(inc.mid, inc.qos)
+
+    def _receive_one(self, inc: Incoming) -> bool:
+        """Handle one payload; False leaves it unacknowledged."""
         try:
             room = self.by_topic.get(inc.topic)
             if room is None:
@@ -326,13 +398,10 @@ class ChatService:
             elif room.keys is not None:
                 self._receive(room, inc.payload)
         except Exception:
-            # Not acknowledged: the broker hands it over again after a reconnect,
-            # so a failing store (a full disk) does not lose it.
             self.drops.drop("internal_error")
             log.exception("error while handling a payload (left unacknowledged)")
-            return
-        if self.link is not None:
-            self.link.ack(inc.mid, inc.qos)
+            return False
+        return True
 
     def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
         """Run a decoder; count and drop what it refuses."""

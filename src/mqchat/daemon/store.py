@@ -148,6 +148,18 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing. Nested inside another, it is a savepoint: the outer
+        commit makes it durable, and its own failure undoes only itself."""
+        if self._db.in_transaction:
+            self._db.execute("SAVEPOINT part")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK TO part")
+                self._db.execute("RELEASE part")
+                raise
+            self._db.execute("RELEASE part")
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -292,8 +304,9 @@ class Store:
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
-    def remove_outbox(self, entry_id: int) -> None:
-        self._db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+    def remove_outbox(self, entry_ids: list[int]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in entry_ids])
 
     # receiving --------------------------------------------------------
     def is_seen(self, id_bytes: bytes) -> bool:
