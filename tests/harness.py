@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import queue
+import select
 import shutil
 import signal
 import socket
@@ -323,6 +325,48 @@ class Daemon:
             t.stop()
         self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+class Terminal:
+    """A command on a pseudo-terminal: what a person at a keyboard would see and type."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.screen = b""
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the command with the pty as its terminal
+            try:
+                os.execve(argv[0], argv, env)  # noqa: S606 -- a test's own command
+            finally:
+                os._exit(127)  # never return into pytest in the child
+
+    def type(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def read_until(self, wanted: bytes | None, timeout: float = DEADLINE_S) -> bytes:
+        """Read until ``wanted`` shows on the screen, or (None) until the command closes it."""
+        deadline = time.monotonic() + timeout
+        while wanted is None or wanted not in self.screen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {wanted!r} on the terminal: {self.screen!r}")
+            if select.select([self.fd], [], [], left)[0]:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    chunk = b""
+                if not chunk:
+                    if wanted is None:
+                        break
+                    raise AssertionError(f"ended without {wanted!r}: {self.screen!r}")
+                self.screen += chunk
+        return self.screen
+
+    def wait(self) -> int:
+        """Close the terminal and return the command's exit status."""
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness import PASSPHRASE, Broker, Daemon, command, wait_until
+from harness import PASSPHRASE, Broker, Daemon, Terminal, command, wait_until
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -199,3 +199,27 @@ def test_joins_at_the_same_time_all_complete(make_daemon: MakeDaemon, room: str)
         assert proc.returncode == 0, stderr
     assert alice.status()["rooms"] == sorted(f"{room}-{i}" for i in range(3))
     assert alice.stop() == 0
+
+
+def test_chat_on_a_terminal(make_daemon: MakeDaemon, room: str) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    alice.join(room)
+    bob.join(room)
+    bob.ok("send", room, "said before")
+    bob_tail = bob.tail(room, "--since", "1")
+    term = Terminal([command("chatctl"), "chat", room], alice.env)
+    try:
+        term.read_until(b"said before")  # history first
+        term.read_until(f"{room}> ".encode())
+        bob.ok("send", room, "live from bob")
+        term.read_until(b"<bob> live from bob")  # printed above the input line
+        term.type("hello from a terminal\n")
+        got = bob_tail.wait_for(lambda e: e.get("sender") == "alice")
+        assert got["text"] == "hello from a terminal"
+        term.read_until(b"<alice> hello from a terminal")  # own echo
+        term.type("/quit\n")
+        term.read_until(None)
+    finally:
+        status = term.wait()
+    assert status == 0
+    assert b"Traceback" not in term.screen

@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import pty
 import queue
-import select
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -32,7 +28,7 @@ import pytest
 from cryptography.fernet import Fernet
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness import DEADLINE_S, Broker, Daemon, Tail, command
+from harness import DEADLINE_S, Broker, Daemon, Tail, Terminal, command
 
 MakeDaemon = Callable[..., Daemon]
 LEGACY_PASSPHRASE = "movant"  # short, as the original accepted; no --weak
@@ -285,41 +281,16 @@ def test_join_warns_and_rooms_shows_it(
 
 def test_join_legacy_on_a_terminal_prompts_twice(make_daemon: MakeDaemon, room: str) -> None:
     alice = make_daemon("alice")
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: chatctl with the pty as its controlling terminal
-        try:
-            os.execve(command("chatctl"), ["chatctl", "join", room, "--legacy"], alice.env)  # noqa: S606
-        finally:
-            os._exit(127)  # never return into pytest in the child
-    screen = b""
-    deadline = time.monotonic() + DEADLINE_S
-
-    def read_until(wanted: bytes | None) -> None:
-        """Read the terminal until ``wanted`` shows, or (None) until chatctl closes it."""
-        nonlocal screen
-        while wanted is None or wanted not in screen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {wanted!r} on the terminal: {screen!r}"
-            if select.select([fd], [], [], left)[0]:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:  # EIO: the child closed the terminal
-                    chunk = b""
-                if not chunk and wanted is None:
-                    return
-                assert chunk, f"chatctl ended without {wanted!r}: {screen!r}"
-                screen += chunk
-
+    term = Terminal([command("chatctl"), "join", room, "--legacy"], alice.env)
     try:
-        read_until(b"Passphrase: ")
-        os.write(fd, b"qzq\n")
-        read_until(b"Repeat passphrase: ")
-        os.write(fd, b"qzq\n")
-        read_until(None)
+        term.read_until(b"Passphrase: ")
+        term.type("qzq\n")
+        term.read_until(b"Repeat passphrase: ")
+        term.type("qzq\n")
+        screen = term.read_until(None)
     finally:
-        os.close(fd)
-        _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, screen
+        status = term.wait()
+    assert status == 0, screen
     assert b"WARNING: legacy room" in screen and b"qzq" not in screen  # no echo
     assert json.loads(alice.ok("rooms", "--json"))[0]["legacy"] is True
 
