@@ -1,38 +1,31 @@
 """chatctl: the command-line client of chatd (console script ``chatctl``).
 
-Imports here are kept to typer and small modules, so ``chatctl send`` starts
-fast; commands import what only they need.
+Plain ``send`` and ``status`` command lines are run by mqchat.client.fast
+without typer, which is imported only when the app is built; commands import
+what only they need.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import typer
-
+from mqchat.client import commands
+from mqchat.client.commands import DEFAULT_TIMEOUT, MIN_TIMEOUT, Options, err, out
 from mqchat.errors import MqchatError, UsageError
 
 if TYPE_CHECKING:
+    import typer
+
     from mqchat.client.ipc_client import Client
     from mqchat.client.render import Renderer
 
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok; 1 chatd refused (not joined, bad passphrase, too long...); "
     "2 usage; 3 chatd is not running or not answering."
-)
-
-app = typer.Typer(
-    name="chatctl",
-    help="Encrypted group chat over MQTT: talk to chatd.\n\n" + EXIT_STATUS_HELP,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -42,13 +35,6 @@ class Cipher(StrEnum):
     chacha20_poly1305 = "chacha20-poly1305"
 
 
-@dataclass(frozen=True)
-class Options:
-    runtime_dir: Path
-    timeout: float
-
-
-@app.callback()
 def _options(
     ctx: typer.Context,
     runtime_dir: Annotated[
@@ -63,8 +49,10 @@ def _options(
     ] = None,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", metavar="SECONDS", min=0.1, help="How long to wait for chatd."),
-    ] = 10.0,
+        typer.Option(
+            "--timeout", metavar="SECONDS", min=MIN_TIMEOUT, help="How long to wait for chatd."
+        ),
+    ] = DEFAULT_TIMEOUT,
 ) -> None:
     from mqchat.config import runtime_dir as default_runtime_dir
 
@@ -88,21 +76,6 @@ def _colour() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-def out(line: str) -> None:
-    """Print one line and flush it, so that pipes see each line as it comes."""
-    try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-        raise typer.Exit(0) from None
-
-
-def err(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
 # ---------------------------------------------------------------------- join / leave
 
 
@@ -123,7 +96,6 @@ def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
     return line.rstrip("\r\n")
 
 
-@app.command()
 def join(
     ctx: typer.Context,
     room: Annotated[str, typer.Argument(help="Room name; everyone in it uses the same name.")],
@@ -165,7 +137,6 @@ def join(
     out(f"{verb} {name} ({result.get('cipher')}{', legacy' if result.get('legacy') else ''})")
 
 
-@app.command()
 def leave(
     ctx: typer.Context, room: Annotated[str, typer.Argument(help="A room you have joined.")]
 ) -> None:
@@ -176,7 +147,6 @@ def leave(
     out(f"left {name}")
 
 
-@app.command()
 def rooms(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
@@ -203,7 +173,6 @@ def rooms(
 # ---------------------------------------------------------------------- send / chat
 
 
-@app.command()
 def send(
     ctx: typer.Context,
     room: Annotated[str, typer.Argument(help="A room you have joined.")],
@@ -213,17 +182,9 @@ def send(
     ] = None,
 ) -> None:
     """Send a message to ROOM; with no TEXT (or -), send each stdin line."""
-    from mqchat.client.sending import send_lines, send_one
-
-    name = _room(room)
-    with _client(ctx) as c:
-        if not text or text == ["-"]:
-            send_lines(c, name, sys.stdin, err)
-        else:
-            send_one(c, name, " ".join(text), err)
+    commands.send(ctx.obj, room, text)
 
 
-@app.command()
 def chat(
     ctx: typer.Context, room: Annotated[str, typer.Argument(help="A room you have joined.")]
 ) -> None:
@@ -254,7 +215,6 @@ def _renderer(*, as_json: bool, template: str | None, show_room: bool) -> Render
     )
 
 
-@app.command()
 def tail(
     ctx: typer.Context,
     rooms: Annotated[
@@ -297,38 +257,21 @@ def tail(
 # ---------------------------------------------------------------------- status etc.
 
 
-@app.command()
 def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Show chatd's name, broker connection, rooms and counters."""
-    from mqchat.client.render import escape, safe_json
-
-    with _client(ctx) as c:
-        s: dict[str, Any] = c.call("status")
-    if as_json:
-        out(safe_json(s))
-        return
-    from mqchat.protocol.signing import format_fingerprint
-
-    broker = s["broker"]
-    state = "connected" if broker["connected"] else "NOT connected"
-    out(f"name:     {escape(s['name'])}  ({format_fingerprint(s['fingerprint'])})")
-    out(f"broker:   {broker['url']}  {state}, outbox {broker['outbox']}")
-    out(f"rooms:    {', '.join(escape(r) for r in s['rooms']) or '(none)'}")
-    dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
-    out(f"dropped:  {dropped or 'nothing'}")
+    commands.status(ctx.obj, as_json=as_json)
 
 
-@app.command()
 def identity(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Show your name and key fingerprint, to compare with your peers."""
     from mqchat.client.render import escape, safe_json
-    from mqchat.protocol.signing import format_fingerprint
+    from mqchat.protocol.fingerprints import format_fingerprint
 
     with _client(ctx) as c:
         ident: dict[str, Any] = c.call("identity")
@@ -338,7 +281,6 @@ def identity(
     out(f"{escape(ident['name'])}  {format_fingerprint(ident['fingerprint'])}")
 
 
-@app.command()
 def trust(
     ctx: typer.Context,
     room: Annotated[str, typer.Argument(help="The room.")],
@@ -346,7 +288,7 @@ def trust(
 ) -> None:
     """Accept the new key of NAME in ROOM (after checking its fingerprint with them)."""
     from mqchat.client.render import escape
-    from mqchat.protocol.signing import format_fingerprint
+    from mqchat.protocol.fingerprints import format_fingerprint
 
     with _client(ctx) as c:
         result = c.call("trust", {"room": _room(room), "name": name})
@@ -356,7 +298,6 @@ def trust(
     )
 
 
-@app.command("config")
 def show_config(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
@@ -384,11 +325,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
-service_app = typer.Typer(help="Run chatd as a systemd user service.", no_args_is_help=True)
-app.add_typer(service_app, name="service")
-
-
-@service_app.command("install")
 def service_install() -> None:
     """Write ~/.config/systemd/user/chatd.service for this installation's chatd."""
     from mqchat.client.service_unit import chatd_path, install_unit
@@ -398,7 +334,6 @@ def service_install() -> None:
     out("now run: systemctl --user daemon-reload && systemctl --user enable --now chatd")
 
 
-@service_app.command("print")
 def service_print() -> None:
     """Print the unit that `chatctl service install` would write."""
     from mqchat.client.service_unit import render_unit
@@ -409,20 +344,45 @@ def service_print() -> None:
 # ---------------------------------------------------------------------- entry point
 
 
-def _quiet_broken_pipe() -> None:
-    # The reader went away (`chatctl tail | head -1`): end quietly, as cat does.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+def build_app() -> typer.Typer:
+    """The typer app: every command, with its help and usage errors."""
+    # The commands' annotations name typer, and typer evaluates them in this
+    # module; importing it here keeps it out of the fast path.
+    global typer  # noqa: PLW0603 -- bound once, to the module typer itself
+    import typer
+
+    app = typer.Typer(
+        name="chatctl",
+        help="Encrypted group chat over MQTT: talk to chatd.\n\n" + EXIT_STATUS_HELP,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_options)
+    for command in (join, leave, rooms, send, chat, tail, status, identity, trust):
+        app.command()(command)
+    app.command("config")(show_config)
+    service_app = typer.Typer(help="Run chatd as a systemd user service.", no_args_is_help=True)
+    service_app.command("install")(service_install)
+    service_app.command("print")(service_print)
+    app.add_typer(service_app, name="service")
+    return app
 
 
 def main() -> None:
+    from mqchat.client.fast import run
+
     try:
-        app(prog_name="chatctl")
+        code = run(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
+        build_app()(prog_name="chatctl")
     except MqchatError as exc:
         err(f"ERROR: {exc.message}")
         sys.exit(exc.exit_code)
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        commands.quiet_broken_pipe()
         sys.exit(0)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+# Re-exported: fingerprints moved out so that formatting one needs no cryptography.
+from mqchat.protocol.fingerprints import fingerprint, format_fingerprint
+
+__all__ = [
+    "PUBLIC_KEY_BYTES",
+    "SIGNATURE_BYTES",
+    "Random",
+    "SigningIdentity",
+    "fingerprint",
+    "format_fingerprint",
+    "verify",
+]
+
 Random = Callable[[int], bytes]
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
-
-
-def fingerprint(public_key: bytes) -> str:
-    """32 lowercase hex digits: the first 16 bytes of SHA-256 of the raw public key."""
-    return hashlib.sha256(public_key).hexdigest()[:32]
-
-
-def format_fingerprint(fp: str) -> str:
-    """Group a fingerprint for people to compare aloud: ``3f2a 9c01 ...``."""
-    return " ".join(fp[i : i + 4] for i in range(0, len(fp), 4))
 
 
 class SigningIdentity:

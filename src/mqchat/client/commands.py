@@ -1,0 +1,86 @@
+"""What ``chatctl send`` and ``chatctl status`` do, and how chatctl prints lines.
+
+Both front ends run these: the typer app (cli.py) and the fast path (fast.py),
+so that their output, messages and exit statuses cannot drift apart. Nothing
+slow to import is imported at module level: the fast path exists to keep
+typer and cryptography out of ``chatctl send`` (issue 8).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from mqchat.client.ipc_client import Client
+
+DEFAULT_TIMEOUT = 10.0
+MIN_TIMEOUT = 0.1
+
+
+class Options(NamedTuple):
+    """chatctl's global options."""
+
+    runtime_dir: Path
+    timeout: float
+
+    def client(self) -> Client:
+        from mqchat.client.ipc_client import Client
+
+        return Client(self.runtime_dir, self.timeout)
+
+
+def out(line: str) -> None:
+    """Print one line and flush it, so that pipes see each line as it comes."""
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe()
+        raise SystemExit(0) from None
+
+
+def err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def quiet_broken_pipe() -> None:
+    # The reader went away (`chatctl tail | head -1`): end quietly, as cat does.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def send(opts: Options, room: str, text: Sequence[str] | None) -> None:
+    """Send TEXT's words as one message to ROOM; with no TEXT (or -), each stdin line."""
+    from mqchat.client.sending import send_lines, send_one
+    from mqchat.protocol.limits import normalize_room
+
+    name = normalize_room(room)
+    with opts.client() as c:
+        if not text or list(text) == ["-"]:
+            send_lines(c, name, sys.stdin, err)
+        else:
+            send_one(c, name, " ".join(text), err)
+
+
+def status(opts: Options, *, as_json: bool) -> None:
+    """Print chatd's name, broker connection, rooms and counters."""
+    from mqchat.client.render import escape, safe_json
+    from mqchat.protocol.fingerprints import format_fingerprint
+
+    with opts.client() as c:
+        s: dict[str, Any] = c.call("status")
+    if as_json:
+        out(safe_json(s))
+        return
+    broker = s["broker"]
+    state = "connected" if broker["connected"] else "NOT connected"
+    out(f"name:     {escape(s['name'])}  ({format_fingerprint(s['fingerprint'])})")
+    out(f"broker:   {broker['url']}  {state}, outbox {broker['outbox']}")
+    out(f"rooms:    {', '.join(escape(r) for r in s['rooms']) or '(none)'}")
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
+    out(f"dropped:  {dropped or 'nothing'}")
