@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mqchat.errors import ConfigError
+from mqchat.paths import config_path, runtime_dir, state_dir
 from mqchat.protocol.limits import normalize_name
 
 DEFAULT_BROKER = "mqtts://broker.hivemq.com:8883"
@@ -22,31 +23,6 @@ DEFAULT_TOPIC_PREFIX = "mqchat/v1"
 DEFAULT_KEEPALIVE = 60
 DEFAULT_RETENTION = 10_000
 SCHEMES = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
-
-
-def _env_path(env: Mapping[str, str], name: str, xdg: str, fallback: str) -> Path:
-    if env.get(name):
-        return Path(env[name]).expanduser()
-    base = env.get(xdg)
-    return Path(base) / "mqchat" if base else Path(fallback).expanduser()
-
-
-def runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """$MQCHAT_RUNTIME_DIR, else $XDG_RUNTIME_DIR/mqchat, else /tmp/mqchat-<uid>."""
-    return _env_path(env, "MQCHAT_RUNTIME_DIR", "XDG_RUNTIME_DIR", f"/tmp/mqchat-{os.getuid()}")  # noqa: S108 -- checked 0700 and owned before use, as ssh-agent does
-
-
-def state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """$MQCHAT_STATE_DIR, else $XDG_STATE_HOME/mqchat, else ~/.local/state/mqchat."""
-    return _env_path(env, "MQCHAT_STATE_DIR", "XDG_STATE_HOME", "~/.local/state/mqchat")
-
-
-def config_path(env: Mapping[str, str] = os.environ) -> tuple[Path, bool]:
-    """(path, explicit): an explicit path must exist; the default one may be absent."""
-    if env.get("MQCHAT_CONFIG"):
-        return Path(env["MQCHAT_CONFIG"]).expanduser(), True
-    base = env.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
-    return Path(base) / "mqchat" / "config.toml", False
 
 
 @dataclass(frozen=True)

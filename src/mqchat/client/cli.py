@@ -54,7 +54,7 @@ def _options(
         ),
     ] = DEFAULT_TIMEOUT,
 ) -> None:
-    from mqchat.config import runtime_dir as default_runtime_dir
+    from mqchat.paths import runtime_dir as default_runtime_dir
 
     ctx.obj = Options(runtime_dir or default_runtime_dir(), timeout)
 

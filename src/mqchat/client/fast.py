@@ -61,7 +61,7 @@ def _options(values: dict[str, str]) -> Options | None:
             return None
     if "--runtime-dir" in values:
         return Options(Path(values["--runtime-dir"]), timeout)
-    from mqchat.config import runtime_dir
+    from mqchat.paths import runtime_dir
 
     return Options(runtime_dir(), timeout)
 

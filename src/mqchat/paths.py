@@ -1,0 +1,38 @@
+"""Where mqchat keeps things (XDG), with nothing heavier than pathlib to import.
+
+``chatctl``'s fast path needs the runtime dir on every call; the rest of the
+settings live in ``mqchat.config``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["config_path", "runtime_dir", "state_dir"]
+
+
+def _env_path(env: Mapping[str, str], name: str, xdg: str, fallback: str) -> Path:
+    if env.get(name):
+        return Path(env[name]).expanduser()
+    base = env.get(xdg)
+    return Path(base) / "mqchat" if base else Path(fallback).expanduser()
+
+
+def runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """$MQCHAT_RUNTIME_DIR, else $XDG_RUNTIME_DIR/mqchat, else /tmp/mqchat-<uid>."""
+    return _env_path(env, "MQCHAT_RUNTIME_DIR", "XDG_RUNTIME_DIR", f"/tmp/mqchat-{os.getuid()}")  # noqa: S108 -- checked 0700 and owned before use, as ssh-agent does
+
+
+def state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """$MQCHAT_STATE_DIR, else $XDG_STATE_HOME/mqchat, else ~/.local/state/mqchat."""
+    return _env_path(env, "MQCHAT_STATE_DIR", "XDG_STATE_HOME", "~/.local/state/mqchat")
+
+
+def config_path(env: Mapping[str, str] = os.environ) -> tuple[Path, bool]:
+    """(path, explicit): an explicit path must exist; the default one may be absent."""
+    if env.get("MQCHAT_CONFIG"):
+        return Path(env["MQCHAT_CONFIG"]).expanduser(), True
+    base = env.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    return Path(base) / "mqchat" / "config.toml", False
