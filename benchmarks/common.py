@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from harness import PASSPHRASE, Broker, Daemon, command, wait_until
+from harness import PASSPHRASE, Broker, Daemon, command, stop_process, wait_until
 from mqchat.protocol.ipc import (
     SYNC_TOPIC_PREFIX,
     decode_reply,
@@ -302,10 +302,4 @@ class Peer:
         return dict(json.loads(lines[-1]))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=5)

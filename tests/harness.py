@@ -75,6 +75,20 @@ def short_tmpdir(prefix: str) -> Path:
     return path
 
 
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, grace: float = 10.0
+) -> int:
+    """Signal a process we started, wait for it, kill it after ``grace``; its status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            return proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+    return int(proc.returncode)
+
+
 class Broker:
     """A mosquitto on 127.0.0.1, optionally with persistence, that can restart."""
 
@@ -118,13 +132,8 @@ class Broker:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # mosquitto saves persistence on SIGTERM
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)  # mosquitto saves its persistence on SIGTERM
         self.proc = None
 
     def cleanup(self) -> None:
@@ -204,13 +213,7 @@ class Tail:
             raise AssertionError(f"unexpected output: {line}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=5)
 
 
 class Daemon:
@@ -307,16 +310,7 @@ class Daemon:
         return t
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        code = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                code = self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                code = self.proc.wait()
-        elif self.proc is not None:
-            code = self.proc.returncode
+        code = None if self.proc is None else stop_process(self.proc, sig, grace=15)
         self.proc = None
         return code
 
