@@ -223,3 +223,30 @@ def test_chat_on_a_terminal(make_daemon: MakeDaemon, room: str) -> None:
         status = term.wait()
     assert status == 0
     assert b"Traceback" not in term.screen
+
+
+def test_tails_started_during_a_flood_all_start(make_daemon: MakeDaemon, room: str) -> None:
+    """Each new tail's subscription is confirmed even while events stream out."""
+    from mqchat.client.ipc_client import Client
+
+    alice = make_daemon("alice")
+    alice.join(room)
+    stop = threading.Event()
+
+    def flood() -> None:
+        with Client(alice.runtime_dir, 10) as sender:
+            while not stop.is_set():
+                for i in range(50):
+                    sender.submit("send", {"room": room, "text": f"flood {i}"})
+                for _ in range(50):
+                    sender.receive()
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        for _ in range(60):
+            with Client(alice.runtime_dir, 5) as tail:
+                tail.subscribe([room])  # raises DaemonUnavailable if chatd never confirms
+    finally:
+        stop.set()
+        flooder.join(15)

@@ -52,7 +52,8 @@ class EventPublisher:
         finally:
             self._held = None
         for frames in held:
-            self._send(frames)
+            self._send(frames, kick=False)
+        self._kick()
 
     def publish(self, room: str | None, event: dict[str, Any]) -> None:
         topic = NOTICE_TOPIC if room is None else room_topic(room)
@@ -62,11 +63,20 @@ class EventPublisher:
         else:
             self._send([topic, body])
 
-    def _send(self, frames: list[bytes]) -> None:
+    def _send(self, frames: list[bytes], *, kick: bool = True) -> None:
         try:
             self._out.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
             log.warning("event queue full; a slow subscriber missed an event")
+        if kick:
+            self._kick()
+
+    def _kick(self) -> None:
+        # ZeroMQ's descriptor is edge-triggered: a send through the plain socket
+        # can consume the edge that announced a subscription, and the asyncio
+        # reader would then sleep on it. Reading EVENTS through the asyncio
+        # socket makes it look again (pyzmq schedules the pending receive).
+        self._sock.get(zmq.EVENTS)
 
     async def serve_subscriptions(self) -> None:
         """Answer each ``sync:`` subscription with a sync event on that topic."""

@@ -85,11 +85,15 @@ class IpcServer:
                     break
             self._handle_batch(batch)
 
-    def _reply(self, envelope: list[bytes], body: bytes) -> None:
+    def _reply(self, envelope: list[bytes], body: bytes, *, kick: bool = True) -> None:
         try:
             self._direct.send_multipart([*envelope, body], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.debug("could not reply to a client: %s", exc)
+        if kick:
+            # The send may have consumed the edge of ZeroMQ's edge-triggered
+            # descriptor; this makes the asyncio wrapper check for requests.
+            self._sock.get(zmq.EVENTS)
 
     def _handle_batch(self, batch: list[list[bytes]]) -> None:
         replies: list[tuple[list[bytes], Request | None, bytes]] = []
@@ -115,7 +119,8 @@ class IpcServer:
                 for env, req, _ in replies
             ]
         for envelope, _, body in replies:
-            self._reply(envelope, body)
+            self._reply(envelope, body, kick=False)
+        self._sock.get(zmq.EVENTS)
 
     def _handle(
         self, envelope: list[bytes], body: bytes
