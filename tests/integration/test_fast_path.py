@@ -143,3 +143,19 @@ def test_usage_errors_and_help_come_from_typer(make_daemon: MakeDaemon) -> None:
     bad_room = nobody.ctl("send", "a/b", "hi")
     assert bad_room.returncode == 2
     assert bad_room.stderr.startswith("ERROR: room name must not contain")
+
+
+def test_tail_takes_the_fast_path_too(make_daemon: MakeDaemon, room: str) -> None:
+    alice = make_daemon("alice")
+    alice.join(room)
+    alice.ok("send", room, "one")
+    alice.ok("send", room, "two")
+    shown, modules = traced(alice, "tail", room, "--no-follow", "-n", "1", "--format", "{text}")
+    assert shown.returncode == 0, shown.stderr
+    assert modules.isdisjoint({"typer", "click", "cryptography", "paho"}), modules
+    assert shown.stdout == "two\n"
+    bad, _ = traced(alice, "tail", room, "--no-follow", "--format", "{nope}")
+    assert bad.returncode == 2 and "{nope}" in bad.stderr
+    via_typer, modules = traced(alice, "tail", room, "--no-follow", "-n1", "--json")
+    assert "typer" in modules
+    assert json.loads(via_typer.stdout)["text"] == "two"

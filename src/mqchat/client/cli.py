@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import typer
 
     from mqchat.client.ipc_client import Client
-    from mqchat.client.render import Renderer
 
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok; 1 chatd refused (not joined, bad passphrase, too long...); "
@@ -70,10 +69,6 @@ def _room(name: str) -> str:
     from mqchat.protocol.limits import normalize_room
 
     return normalize_room(name)
-
-
-def _colour() -> bool:
-    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 # ---------------------------------------------------------------------- join / leave
@@ -201,18 +196,10 @@ def chat(
             return
         from mqchat.client.chat_session import run_chat
 
-        run_chat(c, name, _renderer(as_json=False, template=None, show_room=False))
+        run_chat(c, name, commands.renderer(as_json=False, template=None, show_room=False))
 
 
 # ---------------------------------------------------------------------- tail
-
-
-def _renderer(*, as_json: bool, template: str | None, show_room: bool) -> Renderer:
-    from mqchat.client.render import Renderer
-
-    return Renderer(
-        as_json=as_json, template=template, colour=_colour() and not as_json, show_room=show_room
-    )
 
 
 def tail(
@@ -242,16 +229,15 @@ def tail(
     ] = None,
 ) -> None:
     """Print messages of ROOMs: the last N, then new ones as they arrive."""
-    from mqchat.client.tailing import run_tail
-
-    names = [_room(r) for r in rooms] if rooms else None
-    renderer = _renderer(
-        as_json=as_json, template=template, show_room=names is None or len(names) > 1
+    commands.tail(
+        ctx.obj,
+        rooms,
+        lines=lines,
+        since=since,
+        follow=not no_follow,
+        as_json=as_json,
+        template=template,
     )
-    with _client(ctx) as c:
-        run_tail(
-            c, names, renderer, lines=lines, since=since, follow=not no_follow, out=out, err=err
-        )
 
 
 # ---------------------------------------------------------------------- status etc.

@@ -1,4 +1,4 @@
-"""What ``chatctl send`` and ``chatctl status`` do, and how chatctl prints lines.
+"""What ``chatctl send``, ``status`` and ``tail`` do, and how chatctl prints lines.
 
 Both front ends run these: the typer app (cli.py) and the fast path (fast.py),
 so that their output, messages and exit statuses cannot drift apart. Nothing
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from mqchat.client.ipc_client import Client
+    from mqchat.client.render import Renderer
 
 DEFAULT_TIMEOUT = 10.0
 MIN_TIMEOUT = 0.1
@@ -84,3 +85,36 @@ def status(opts: Options, *, as_json: bool) -> None:
     out(f"rooms:    {', '.join(escape(r) for r in s['rooms']) or '(none)'}")
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
     out(f"dropped:  {dropped or 'nothing'}")
+
+
+def colour() -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def renderer(*, as_json: bool, template: str | None, show_room: bool) -> Renderer:
+    from mqchat.client.render import Renderer
+
+    return Renderer(
+        as_json=as_json, template=template, colour=colour() and not as_json, show_room=show_room
+    )
+
+
+def tail(
+    opts: Options,
+    rooms: Sequence[str] | None,
+    *,
+    lines: int,
+    since: int | None,
+    follow: bool,
+    as_json: bool,
+    template: str | None,
+) -> None:
+    """Print messages of ROOMs: the last N, then new ones as they arrive."""
+    from mqchat.client.tailing import run_tail
+    from mqchat.protocol.limits import normalize_room
+
+    names = [normalize_room(r) for r in rooms] if rooms else None
+    shown = renderer(as_json=as_json, template=template, show_room=names is None or len(names) > 1)
+    with opts.client() as c:
+        run_tail(c, names, shown, lines=lines, since=since, follow=follow, out=out, err=err)

@@ -1,4 +1,4 @@
-"""chatctl's fast path: ``send`` and ``status`` without typer.
+"""chatctl's fast path: ``send``, ``status`` and ``tail`` without typer.
 
 Scripts run ``chatctl send`` once per message, so its start-up is most of what
 it costs; importing typer alone takes longer than the whole budget (issue 8:
@@ -7,6 +7,8 @@ of
 
     chatctl [--runtime-dir DIR] [--timeout SECONDS] send ROOM [TEXT...]
     chatctl [--runtime-dir DIR] [--timeout SECONDS] status [--json]
+    chatctl [--runtime-dir DIR] [--timeout SECONDS] tail [ROOM...] [-n N] [--since SEQ]
+            [--no-follow] [--json] [--format TEMPLATE]
 
 is run here, through the functions the typer commands call too
 (``mqchat.client.commands``). Anything else (help, an unknown or misplaced
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mqchat.client import commands
 from mqchat.client.commands import DEFAULT_TIMEOUT, MIN_TIMEOUT, Options
@@ -70,6 +73,50 @@ def _is_option(arg: str) -> bool:
     return arg.startswith("-") and arg != "-"
 
 
+TAIL_FLAGS = ("--no-follow", "--json")
+TAIL_VALUES = ("-n", "--lines", "--since", "--format")
+
+
+def _tail_args(args: Sequence[str]) -> dict[str, Any] | None:
+    """``tail``'s arguments as commands.tail takes them, or None: let typer judge."""
+    kw: dict[str, Any] = {
+        "lines": 10,
+        "since": None,
+        "follow": True,
+        "as_json": False,
+        "template": None,
+    }
+    rooms: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg in TAIL_FLAGS:
+            kw["follow" if arg == "--no-follow" else "as_json"] = arg != "--no-follow"
+            continue
+        if not _is_option(arg):
+            rooms.append(arg)
+            continue
+        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name not in TAIL_VALUES:
+            return None
+        if not eq:
+            if i == len(args):
+                return None
+            value = args[i]
+            i += 1
+        if _is_option(value):
+            return None
+        if name == "--format":
+            kw["template"] = value
+            continue
+        if not value.isdigit():
+            return None
+        kw["since" if name == "--since" else "lines"] = int(value)
+    kw["rooms"] = rooms or None
+    return kw
+
+
 def parse(argv: Sequence[str]) -> Command | None:
     """The command to run for ``argv`` (without the program name), or None: use typer."""
     if os.environ.get(COMPLETION_VAR):
@@ -80,11 +127,15 @@ def parse(argv: Sequence[str]) -> Command | None:
     values, rest = split
     is_send = len(rest) >= 2 and rest[0] == "send" and not any(map(_is_option, rest[1:]))
     is_status = rest in (["status"], ["status", "--json"])
-    if not (is_send or is_status):
+    tail_args = _tail_args(rest[1:]) if rest[:1] == ["tail"] else None
+    if not (is_send or is_status or tail_args is not None):
         return None
     opts = _options(values)
     if opts is None:
         return None
+    if tail_args is not None:
+        rooms = tail_args.pop("rooms")
+        return lambda: commands.tail(opts, rooms, **tail_args)
     if is_send:
         return lambda: commands.send(opts, rest[1], rest[2:])
     return lambda: commands.status(opts, as_json=rest == ["status", "--json"])
