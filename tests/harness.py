@@ -92,12 +92,20 @@ def stop_process(
 class Broker:
     """A mosquitto on 127.0.0.1, optionally with persistence, that can restart."""
 
-    def __init__(self, *, persistence: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        persistence: bool = False,
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        """``tls``: (certificate chain, key) files; the listener is then TLS only."""
         self.dir = short_tmpdir("mqb-")
         self.port = port or free_port()
         self.persistence = persistence
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"mqtts://localhost:{self.port}" if tls else f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> Broker:
         conf = self.dir / "mosquitto.conf"
@@ -110,12 +118,19 @@ class Broker:
         ]
         if self.persistence:
             lines += [f"persistence_location {self.dir}/", "autosave_interval 1"]
-            if os.geteuid() == 0:
-                # Started as root, mosquitto drops to the "mosquitto" user, which
-                # could not write this 0700 dir: its persistence would fail with
-                # only a line in its log, and sessions would not survive a restart.
-                with contextlib.suppress(LookupError):
-                    shutil.chown(self.dir, user="mosquitto")
+        if self.tls:
+            # Copies in the broker's own dir, which mosquitto can read (below).
+            chain, key = self.dir / "server.pem", self.dir / "server.key"
+            shutil.copyfile(self.tls[0], chain)
+            shutil.copyfile(self.tls[1], key)
+            lines += [f"certfile {chain}", f"keyfile {key}"]
+        if os.geteuid() == 0 and (self.persistence or self.tls):
+            # Started as root, mosquitto drops to the "mosquitto" user, which
+            # could not use this 0700 dir: persistence would fail with only a
+            # line in its log, and the TLS key could not be read.
+            with contextlib.suppress(LookupError):
+                for path in (self.dir, *self.dir.iterdir()):
+                    shutil.chown(path, user="mosquitto")
         conf.write_text("\n".join(lines) + "\n")
         log = (self.dir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen(
