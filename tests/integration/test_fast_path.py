@@ -159,3 +159,17 @@ def test_tail_takes_the_fast_path_too(make_daemon: MakeDaemon, room: str) -> Non
     via_typer, modules = traced(alice, "tail", room, "--no-follow", "-n1", "--json")
     assert "typer" in modules
     assert json.loads(via_typer.stdout)["text"] == "two"
+
+
+def test_join_takes_the_fast_path_and_warns_alike(make_daemon: MakeDaemon, room: str) -> None:
+    alice = make_daemon("alice")
+    joined, modules = traced(
+        alice, "join", room, "--cipher", "chacha20-poly1305", input="correct horse battery staple\n"
+    )
+    assert joined.returncode == 0, joined.stderr
+    assert modules.isdisjoint({"typer", "click", "paho"}), modules
+    assert joined.stdout == f"joined {room} (chacha20-poly1305)\n"
+    short, _ = traced(alice, "join", room + "-x", input="short\n")
+    assert short.returncode == 1 and "12 characters" in short.stderr
+    legacy, _ = traced(alice, "join", room + "-old", "--legacy", input="abc\n")
+    assert legacy.returncode == 0 and legacy.stderr.startswith("WARNING: legacy room")

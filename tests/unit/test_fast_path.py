@@ -62,6 +62,9 @@ def test_fast_path_imports_nothing_heavy(statement: str) -> None:
         ["tail", "a", "b", "-n", "50", "--no-follow", "--json"],
         ["tail", "room", "--since=7", "--format", "{sender}: {text}"],
         ["tail", "room", "--lines=0"],
+        ["join", "room"],
+        ["join", "room", "--cipher", "aes-256-gcm", "--weak"],
+        ["join", "room", "--legacy", "--passphrase-file=/tmp/p"],
     ],
 )
 def test_plain_send_and_status_take_the_fast_path(argv: list[str]) -> None:
@@ -87,6 +90,11 @@ def test_plain_send_and_status_take_the_fast_path(argv: list[str]) -> None:
         ["tail", "room", "--since", "x"],
         ["tail", "room", "--help"],
         ["tail", "room", "--bogus"],
+        ["join"],
+        ["join", "a", "b"],
+        ["join", "room", "--cipher", "rot13"],
+        ["join", "room", "--passphrase", "secret"],
+        ["join", "room", "--help"],
         ["identity"],
         ["--timeout", "0.01", "status"],
         ["--timeout", "soon", "status"],

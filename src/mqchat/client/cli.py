@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from mqchat.client import commands
 from mqchat.client.commands import DEFAULT_TIMEOUT, MIN_TIMEOUT, Options, err, out
-from mqchat.errors import MqchatError, UsageError
+from mqchat.errors import MqchatError
 
 if TYPE_CHECKING:
     import typer
@@ -74,23 +74,6 @@ def _room(name: str) -> str:
 # ---------------------------------------------------------------------- join / leave
 
 
-def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
-    """From the 0600 file, else a hidden prompt on a terminal, else one line of stdin."""
-    if passphrase_file is not None:
-        from mqchat.secret_file import read_secret_file
-
-        return read_secret_file(passphrase_file, "passphrase file")
-    if sys.stdin.isatty():
-        import getpass
-
-        first = getpass.getpass("Passphrase: ")
-        if confirm and getpass.getpass("Repeat passphrase: ") != first:
-            raise UsageError("the two passphrases differ")
-        return first
-    line = sys.stdin.readline()
-    return line.rstrip("\r\n")
-
-
 def join(
     ctx: typer.Context,
     room: Annotated[str, typer.Argument(help="Room name; everyone in it uses the same name.")],
@@ -111,25 +94,7 @@ def join(
     ] = False,
 ) -> None:
     """Join ROOM with a passphrase: hidden prompt on a terminal, else one line of stdin."""
-    name = _room(room)
-    passphrase = read_passphrase(passphrase_file, confirm=True)
-    if not passphrase:
-        raise UsageError("the passphrase is empty")
-    with _client(ctx) as c:
-        result = c.call(
-            "join",
-            {
-                "room": name,
-                "passphrase": passphrase,
-                "cipher": cipher.value,
-                "legacy": legacy,
-                "weak": weak,
-            },
-        )
-    if result.get("warning"):
-        err(f"WARNING: {result['warning']}")
-    verb = "joined" if result.get("joined") else "already in"
-    out(f"{verb} {name} ({result.get('cipher')}{', legacy' if result.get('legacy') else ''})")
+    commands.join(ctx.obj, room, passphrase_file, cipher.value, legacy=legacy, weak=weak)
 
 
 def leave(

@@ -1,4 +1,4 @@
-"""What ``chatctl send``, ``status`` and ``tail`` do, and how chatctl prints lines.
+"""What ``chatctl join``, ``send``, ``status`` and ``tail`` do, and how chatctl prints lines.
 
 Both front ends run these: the typer app (cli.py) and the fast path (fast.py),
 so that their output, messages and exit statuses cannot drift apart. Nothing
@@ -118,3 +118,59 @@ def tail(
     shown = renderer(as_json=as_json, template=template, show_room=names is None or len(names) > 1)
     with opts.client() as c:
         run_tail(c, names, shown, lines=lines, since=since, follow=follow, out=out, err=err)
+
+
+CIPHERS = ("fernet", "aes-256-gcm", "chacha20-poly1305")
+
+
+def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
+    """From the 0600 file, else a hidden prompt on a terminal, else one line of stdin."""
+    if passphrase_file is not None:
+        from mqchat.secret_file import read_secret_file
+
+        return read_secret_file(passphrase_file, "passphrase file")
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("Passphrase: ")
+        if confirm and getpass.getpass("Repeat passphrase: ") != first:
+            from mqchat.errors import UsageError
+
+            raise UsageError("the two passphrases differ")
+        return first
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n")
+
+
+def join(
+    opts: Options,
+    room: str,
+    passphrase_file: Path | None,
+    cipher: str,
+    *,
+    legacy: bool,
+    weak: bool,
+) -> None:
+    """Join ROOM with a passphrase: hidden prompt on a terminal, else one line of stdin."""
+    from mqchat.errors import UsageError
+    from mqchat.protocol.limits import normalize_room
+
+    name = normalize_room(room)
+    passphrase = read_passphrase(passphrase_file, confirm=True)
+    if not passphrase:
+        raise UsageError("the passphrase is empty")
+    with opts.client() as c:
+        result = c.call(
+            "join",
+            {
+                "room": name,
+                "passphrase": passphrase,
+                "cipher": cipher,
+                "legacy": legacy,
+                "weak": weak,
+            },
+        )
+    if result.get("warning"):
+        err(f"WARNING: {result['warning']}")
+    verb = "joined" if result.get("joined") else "already in"
+    out(f"{verb} {name} ({result.get('cipher')}{', legacy' if result.get('legacy') else ''})")

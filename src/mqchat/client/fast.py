@@ -1,4 +1,4 @@
-"""chatctl's fast path: ``send``, ``status`` and ``tail`` without typer.
+"""chatctl's fast path: ``join``, ``send``, ``status`` and ``tail`` without typer.
 
 Scripts run ``chatctl send`` once per message, so its start-up is most of what
 it costs; importing typer alone takes longer than the whole budget (issue 8:
@@ -7,6 +7,8 @@ of
 
     chatctl [--runtime-dir DIR] [--timeout SECONDS] send ROOM [TEXT...]
     chatctl [--runtime-dir DIR] [--timeout SECONDS] status [--json]
+    chatctl [--runtime-dir DIR] [--timeout SECONDS] join ROOM [--passphrase-file FILE]
+            [--cipher CIPHER] [--legacy] [--weak]
     chatctl [--runtime-dir DIR] [--timeout SECONDS] tail [ROOM...] [-n N] [--since SEQ]
             [--no-follow] [--json] [--format TEMPLATE]
 
@@ -117,6 +119,51 @@ def _tail_args(args: Sequence[str]) -> dict[str, Any] | None:
     return kw
 
 
+JOIN_FLAGS = ("--legacy", "--weak")
+JOIN_VALUES = ("--passphrase-file", "--cipher")
+
+
+def _join_args(args: Sequence[str]) -> dict[str, Any] | None:
+    """``join``'s arguments as commands.join takes them, or None: let typer judge."""
+    kw: dict[str, Any] = {
+        "passphrase_file": None,
+        "cipher": "fernet",
+        "legacy": False,
+        "weak": False,
+    }
+    rooms: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg in JOIN_FLAGS:
+            kw[arg[2:]] = True
+            continue
+        if not _is_option(arg):
+            rooms.append(arg)
+            continue
+        name, eq, value = arg.partition("=")
+        if name not in JOIN_VALUES:
+            return None
+        if not eq:
+            if i == len(args):
+                return None
+            value = args[i]
+            i += 1
+        if not value or _is_option(value):
+            return None
+        if name == "--cipher":
+            if value not in commands.CIPHERS:
+                return None
+            kw["cipher"] = value
+        else:
+            kw["passphrase_file"] = Path(value)
+    if len(rooms) != 1:
+        return None
+    kw["room"] = rooms[0]
+    return kw
+
+
 def parse(argv: Sequence[str]) -> Command | None:
     """The command to run for ``argv`` (without the program name), or None: use typer."""
     if os.environ.get(COMPLETION_VAR):
@@ -128,11 +175,17 @@ def parse(argv: Sequence[str]) -> Command | None:
     is_send = len(rest) >= 2 and rest[0] == "send" and not any(map(_is_option, rest[1:]))
     is_status = rest in (["status"], ["status", "--json"])
     tail_args = _tail_args(rest[1:]) if rest[:1] == ["tail"] else None
-    if not (is_send or is_status or tail_args is not None):
+    join_args = _join_args(rest[1:]) if rest[:1] == ["join"] else None
+    if not (is_send or is_status or tail_args is not None or join_args is not None):
         return None
     opts = _options(values)
     if opts is None:
         return None
+    if join_args is not None:
+        room = join_args.pop("room")
+        passphrase_file = join_args.pop("passphrase_file")
+        cipher = join_args.pop("cipher")
+        return lambda: commands.join(opts, room, passphrase_file, cipher, **join_args)
     if tail_args is not None:
         rooms = tail_args.pop("rooms")
         return lambda: commands.tail(opts, rooms, **tail_args)
