@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mqchat.client import commands
 from mqchat.client.commands import DEFAULT_TIMEOUT, MIN_TIMEOUT, Options
@@ -75,75 +75,31 @@ def _is_option(arg: str) -> bool:
     return arg.startswith("-") and arg != "-"
 
 
-TAIL_FLAGS = ("--no-follow", "--json")
-TAIL_VALUES = ("-n", "--lines", "--since", "--format")
+class _Scan(NamedTuple):
+    positional: list[str]
+    flags: set[str]
+    values: dict[str, str]
 
 
-def _tail_args(args: Sequence[str]) -> dict[str, Any] | None:
-    """``tail``'s arguments as commands.tail takes them, or None: let typer judge."""
-    kw: dict[str, Any] = {
-        "lines": 10,
-        "since": None,
-        "follow": True,
-        "as_json": False,
-        "template": None,
-    }
-    rooms: list[str] = []
+def _scan(args: Sequence[str], flags: Sequence[str], valued: Sequence[str]) -> _Scan | None:
+    """Split a command's arguments; None for anything typer should judge.
+
+    ``valued`` options take ``--opt VALUE`` or ``--opt=VALUE``; a value may not
+    be empty or look like an option. Given twice, the last one counts, as in typer.
+    """
+    scan = _Scan([], set(), {})
     i = 0
     while i < len(args):
         arg = args[i]
         i += 1
-        if arg in TAIL_FLAGS:
-            kw["follow" if arg == "--no-follow" else "as_json"] = arg != "--no-follow"
+        if arg in flags:
+            scan.flags.add(arg)
             continue
         if not _is_option(arg):
-            rooms.append(arg)
+            scan.positional.append(arg)
             continue
         name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        if name not in TAIL_VALUES:
-            return None
-        if not eq:
-            if i == len(args):
-                return None
-            value = args[i]
-            i += 1
-        if _is_option(value):
-            return None
-        if name == "--format":
-            kw["template"] = value
-            continue
-        if not value.isdigit():
-            return None
-        kw["since" if name == "--since" else "lines"] = int(value)
-    kw["rooms"] = rooms or None
-    return kw
-
-
-JOIN_FLAGS = ("--legacy", "--weak")
-JOIN_VALUES = ("--passphrase-file", "--cipher")
-
-
-def _join_args(args: Sequence[str]) -> dict[str, Any] | None:
-    """``join``'s arguments as commands.join takes them, or None: let typer judge."""
-    kw: dict[str, Any] = {
-        "passphrase_file": None,
-        "cipher": "fernet",
-        "legacy": False,
-        "weak": False,
-    }
-    rooms: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if arg in JOIN_FLAGS:
-            kw[arg[2:]] = True
-            continue
-        if not _is_option(arg):
-            rooms.append(arg)
-            continue
-        name, eq, value = arg.partition("=")
-        if name not in JOIN_VALUES:
+        if name not in valued:
             return None
         if not eq:
             if i == len(args):
@@ -152,16 +108,47 @@ def _join_args(args: Sequence[str]) -> dict[str, Any] | None:
             i += 1
         if not value or _is_option(value):
             return None
-        if name == "--cipher":
-            if value not in commands.CIPHERS:
-                return None
-            kw["cipher"] = value
-        else:
-            kw["passphrase_file"] = Path(value)
-    if len(rooms) != 1:
+        scan.values[name] = value
+    return scan
+
+
+def _tail_args(args: Sequence[str]) -> dict[str, Any] | None:
+    """``tail``'s arguments as commands.tail takes them, or None: let typer judge."""
+    scan = _scan(args, ("--no-follow", "--json"), ("-n", "--lines", "--since", "--format"))
+    if scan is None:
         return None
-    kw["room"] = rooms[0]
-    return kw
+    numbers = {k: v for k, v in scan.values.items() if k != "--format"}
+    if not all(v.isdigit() for v in numbers.values()):
+        return None
+    lines = numbers.get("--lines", numbers.get("-n", "10"))
+    if "-n" in numbers and "--lines" in numbers:
+        return None  # which came last is typer's to say
+    return {
+        "rooms": scan.positional or None,
+        "lines": int(lines),
+        "since": int(numbers["--since"]) if "--since" in numbers else None,
+        "follow": "--no-follow" not in scan.flags,
+        "as_json": "--json" in scan.flags,
+        "template": scan.values.get("--format"),
+    }
+
+
+def _join_args(args: Sequence[str]) -> dict[str, Any] | None:
+    """``join``'s arguments as commands.join takes them, or None: let typer judge."""
+    scan = _scan(args, ("--legacy", "--weak"), ("--passphrase-file", "--cipher"))
+    if scan is None or len(scan.positional) != 1:
+        return None
+    cipher = scan.values.get("--cipher", "fernet")
+    if cipher not in commands.CIPHERS:
+        return None
+    passphrase_file = scan.values.get("--passphrase-file")
+    return {
+        "room": scan.positional[0],
+        "passphrase_file": Path(passphrase_file) if passphrase_file else None,
+        "cipher": cipher,
+        "legacy": "--legacy" in scan.flags,
+        "weak": "--weak" in scan.flags,
+    }
 
 
 def parse(argv: Sequence[str]) -> Command | None:
