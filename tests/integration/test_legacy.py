@@ -119,6 +119,18 @@ def handshake(d: Daemon, orig: OriginalClient, room: str) -> None:
     assert orig.next_plaintext() == f"{d.name}: ready".encode()
 
 
+def connected_pair(
+    make_daemon: MakeDaemon, original: Callable[..., OriginalClient], room: str
+) -> tuple[Daemon, OriginalClient, Tail]:
+    """alice's chatd and an original client in one legacy room, both ready, and
+    alice's tail of what arrives from now on."""
+    alice = make_daemon("alice")
+    orig = original(room)
+    join_legacy(alice, room)
+    handshake(alice, orig, room)
+    return alice, orig, tail_from_now(alice, room)
+
+
 def tail_from_now(d: Daemon, room: str) -> Tail:
     """A tail of what arrives from now on, with no race against its start: --since."""
     (info,) = [r for r in json.loads(d.ok("rooms", "--json")) if r["name"] == room]
@@ -195,11 +207,7 @@ def test_two_daemons_and_the_original_share_a_room(
 def test_other_key_garbage_and_duplicates_are_dropped(
     make_daemon: MakeDaemon, original: Callable[..., OriginalClient], room: str
 ) -> None:
-    alice = make_daemon("alice")
-    orig = original(room)
-    join_legacy(alice, room)
-    handshake(alice, orig, room)
-    tail = tail_from_now(alice, room)
+    alice, orig, tail = connected_pair(make_daemon, original, room)
     stranger = Fernet(base64.urlsafe_b64encode(b"another passphrase".ljust(32, b"0")))
     orig.publish_token(stranger.encrypt(b"eve: you cannot read this"))
     orig.publish_token(b"not a fernet token at all")
@@ -216,11 +224,7 @@ def test_other_key_garbage_and_duplicates_are_dropped(
 def test_odd_plaintexts_are_shown_safely(
     make_daemon: MakeDaemon, original: Callable[..., OriginalClient], room: str
 ) -> None:
-    alice = make_daemon("alice")
-    orig = original(room)
-    join_legacy(alice, room)
-    handshake(alice, orig, room)
-    tail = tail_from_now(alice, room)
+    alice, orig, tail = connected_pair(make_daemon, original, room)
     odd = [
         b"mallory: caf\xe9 \xff\xfe end",  # not UTF-8
         b"no colon here \x1b[2J\x07\x9b31m",  # no "name: ", terminal controls
@@ -321,11 +325,7 @@ def test_legacy_refuses_bad_options_clearly(make_daemon: MakeDaemon, room: str) 
 def test_legacy_room_survives_a_restart(
     make_daemon: MakeDaemon, original: Callable[..., OriginalClient], room: str
 ) -> None:
-    alice = make_daemon("alice")
-    orig = original(room)
-    join_legacy(alice, room)
-    handshake(alice, orig, room)
-    tail = tail_from_now(alice, room)
+    alice, orig, tail = connected_pair(make_daemon, original, room)
     orig.say("before the restart")
     next_from_others(tail)
     tail.stop()
