@@ -51,7 +51,7 @@ done
 
 echo "== bob tails the room in the background"
 # shellcheck disable=SC2046
-env $(userenv bob) chatctl tail lobby -n 0 > "$demo/bob-tail.txt" &
+env $(userenv bob) chatctl tail lobby --since 0 > "$demo/bob-tail.txt" &  # from seq 0: no race with the sends
 tail_pid=$!
 pids+=("$tail_pid")
 
