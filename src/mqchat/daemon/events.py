@@ -10,6 +10,7 @@ subscribed too, and the tail has no gap (DESIGN.md, "Gap-free tail").
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
@@ -19,11 +20,32 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from mqchat.protocol.ipc import NOTICE_TOPIC, SYNC_TOPIC_PREFIX, room_topic
+from mqchat.daemon.store import StoredMessage
+from mqchat.protocol.ipc import NOTICE_TOPIC, SYNC_TOPIC_PREFIX, message_event, room_topic
 
 log = logging.getLogger(__name__)
 
 SEND_HWM = 100_000
+
+
+def iso_ts(ms: int) -> str:
+    stamp = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def to_event(m: StoredMessage) -> dict[str, Any]:
+    return message_event(
+        room=m.room,
+        seq=m.seq,
+        message_id=m.id,
+        ts=iso_ts(m.ts_ms),
+        sender=m.sender,
+        fingerprint=m.fingerprint,
+        verified=m.verified,
+        own=m.own,
+        text=m.text,
+        legacy=m.legacy,
+    )
 
 
 class EventPublisher:

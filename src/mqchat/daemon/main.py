@@ -138,7 +138,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         client_id,
         password,
         loop,
-        on_message=service.on_message,
+        on_message=service.inbox.on_message,
         on_state=lambda up, why: _on_state(service, up, why),
         on_published=service.on_published,
     )

@@ -1,4 +1,6 @@
-"""The daemon's core: requests from local clients, payloads from the broker.
+"""The daemon's core: joined rooms, requests from local clients, the outbox.
+
+Payloads from the broker go to ``mqchat.daemon.inbox``.
 
 Everything here runs on the event loop thread. Handlers are synchronous except
 ``join`` (its key derivation runs in an executor), so requests from one client
@@ -8,65 +10,35 @@ are handled in the order they arrive: a stream of ``send`` keeps its order.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
-import hashlib
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from mqchat import __version__
 from mqchat.config import Settings
-from mqchat.daemon.broker import BrokerLink, Incoming
+from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.drops import DropCounter
-from mqchat.daemon.events import EventPublisher
+from mqchat.daemon.events import EventPublisher, to_event
+from mqchat.daemon.inbox import Inbox, legacy_id
 from mqchat.daemon.rooms import Room
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
-from mqchat.errors import NothingToTrust, NotJoined, PayloadTooLarge, ProtocolError, UsageError
+from mqchat.errors import NothingToTrust, NotJoined, UsageError
 from mqchat.protocol import envelope
 from mqchat.protocol import legacy as legacy_codec
-from mqchat.protocol.ipc import Request, message_event, notice_event
+from mqchat.protocol.ipc import Request, notice_event
 from mqchat.protocol.kdf import DEFAULT_KDF, derive_room_keys, topic_for
 from mqchat.protocol.limits import check_text, normalize_name, normalize_room
 from mqchat.protocol.signing import SigningIdentity, fingerprint
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SEND_SEQ_KEY = "send_seq"
-RECEIVE_BATCH = 512
-"""Payloads stored per transaction; more wait for the next loop pass."""
-MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_HISTORY = 100_000
-
-
-def iso_ts(ms: int) -> str:
-    stamp = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def to_event(m: StoredMessage) -> dict[str, Any]:
-    return message_event(
-        room=m.room,
-        seq=m.seq,
-        message_id=m.id,
-        ts=iso_ts(m.ts_ms),
-        sender=m.sender,
-        fingerprint=m.fingerprint,
-        verified=m.verified,
-        own=m.own,
-        text=m.text,
-        legacy=m.legacy,
-    )
-
-
-def legacy_id(payload: bytes) -> bytes:
-    """Legacy payloads carry no id: a token's hash stands in (its IV makes it unique)."""
-    return hashlib.sha256(payload).digest()[:16]
 
 
 class ChatService:
@@ -96,10 +68,18 @@ class ChatService:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         self._in_batch = False
         self._after_commit: list[Callable[[], None]] = []
-        self._incoming: list[Incoming] = []
         self._published: list[int] = []  # outbox ids whose PUBACK came
         self._handed: set[int] = set()  # outbox ids paho holds
         self._send_seq = int(store.get_meta(SEND_SEQ_KEY) or 0)
+        self.inbox = Inbox(
+            store=store,
+            identity=identity,
+            events=events,
+            drops=drops,
+            by_topic=self.by_topic,
+            batch=self.batch,
+            clock_ms=clock_ms,
+        )
         # One derivation at a time: two concurrent Argon2id runs deadlock inside
         # OpenSSL's thread pool on a 2-core machine (benchmarks/join.py found it),
         # and each holds 64 MiB anyway. The loop keeps serving meanwhile.
@@ -121,6 +101,7 @@ class ChatService:
         overtake older messages.
         """
         self.link = link
+        self.inbox.link = link
         for room in self.rooms.values():
             link.subscribe(room.topic, room.qos)
         for entry in self.store.outbox():
@@ -363,148 +344,6 @@ class ChatService:
             log.warning("%s", reason)
         kind = "broker_up" if connected else "broker_down"
         self.events.publish(None, notice_event(None, kind, reason))
-
-    def on_message(self, inc: Incoming) -> None:
-        """Queue a payload; the queue is stored in one transaction per loop pass."""
-        if not self._incoming:
-            asyncio.get_running_loop().call_soon(self._receive_queued)
-        self._incoming.append(inc)
-
-    def _receive_queued(self) -> None:
-        queued, self._incoming = self._incoming[:RECEIVE_BATCH], self._incoming[RECEIVE_BATCH:]
-        if self._incoming:
-            asyncio.get_running_loop().call_soon(self._receive_queued)
-        try:
-            with self.batch():
-                stored = [inc for inc in queued if self._receive_one(inc)]
-        except Exception:
-            # Not acknowledged: the broker hands them over again after a
-            # reconnect, so a failing store (a full disk) does not lose them.
-            self.drops.drop("internal_error")
-            log.exception("could not store received payloads (left unacknowledged)")
-            return
-        if self.link is not None:
-            for inc in stored:
-                self.link.ack(inc.mid, inc.qos)
-
-    def _receive_one(self, inc: Incoming) -> bool:
-        """Handle one payload; False leaves it unacknowledged."""
-        try:
-            room = self.by_topic.get(inc.topic)
-            if room is None:
-                self.drops.drop("unknown_topic")
-            elif room.legacy_key is not None:
-                self._receive_legacy(room, room.legacy_key, inc.payload)
-            elif room.keys is not None:
-                self._receive(room, inc.payload)
-        except Exception:
-            self.drops.drop("internal_error")
-            log.exception("error while handling a payload (left unacknowledged)")
-            return False
-        return True
-
-    def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
-        """Run a decoder; count and drop what it refuses."""
-        try:
-            return opener()
-        except PayloadTooLarge:
-            self.drops.drop("oversized", f"{len(payload)} bytes")
-        except ProtocolError as exc:
-            self.drops.drop("undecryptable", str(exc))
-        return None
-
-    def _receive(self, room: Room, payload: bytes) -> None:
-        keys = room.keys
-        if keys is None:  # pragma: no cover - guarded by the caller
-            return
-        opened = self._opened(payload, lambda: envelope.open_payload(payload, keys))
-        if opened is None:
-            return
-        m = opened[1]
-        if self.store.is_seen(m.message_id):
-            self.drops.drop("duplicate")
-            return
-        if self.store.is_replayed_seq(m.sender_key, m.seq):
-            self.drops.drop("replay")
-            return
-        now = self.clock_ms()
-        own = m.sender_key == self.identity.public_key
-        verified = own or self._check_pin(room, m.sender_name, m.sender_key)
-        ts = m.timestamp_ms if 0 <= m.timestamp_ms <= MAX_TS_MS else now
-        message = StoredMessage(
-            room.name,
-            room.last_seq + 1,
-            m.message_id.hex(),
-            ts,
-            m.sender_name,
-            m.fingerprint,
-            verified,
-            own,
-            False,
-            m.text,
-        )
-        self.store.record_received(
-            message=message,
-            id_bytes=m.message_id,
-            now_ms=now,
-            sender_key=m.sender_key,
-            sender_seq=m.seq,
-        )
-        room.last_seq = message.seq
-        self.events.publish(room.name, to_event(message))
-
-    def _check_pin(self, room: Room, sender: str, key: bytes) -> bool:
-        pin = self.store.pin(room.name, sender)
-        if pin is None:
-            self.store.set_pin(room.name, sender, key)
-            return True
-        pinned, pending = pin
-        if pinned == key:
-            return True
-        if pending != key:
-            self.store.set_pending(room.name, sender, key)
-            fp = fingerprint(key)
-            self.events.publish(
-                room.name,
-                notice_event(
-                    room.name,
-                    "key_changed",
-                    f"{sender} in {room.name} now signs with another key ({fp[:16]}); "
-                    f"their messages show as unverified until you run "
-                    f"`chatctl trust {room.name} {sender}`",
-                    sender=sender,
-                    fingerprint=fp,
-                ),
-            )
-        return False
-
-    def _receive_legacy(self, room: Room, key: legacy_codec.LegacyKey, payload: bytes) -> None:
-        lm = self._opened(payload, lambda: legacy_codec.open_legacy(payload, key))
-        if lm is None:
-            return
-        id_bytes = legacy_id(payload)
-        if self.store.is_seen(id_bytes):
-            self.drops.drop("duplicate")
-            return
-        now = self.clock_ms()
-        ts = lm.timestamp_s * 1000 if 0 <= lm.timestamp_s * 1000 <= MAX_TS_MS else now
-        message = StoredMessage(
-            room.name,
-            room.last_seq + 1,
-            id_bytes.hex(),
-            ts,
-            lm.sender_name,
-            "",
-            False,
-            False,
-            True,
-            lm.text,
-        )
-        self.store.record_received(
-            message=message, id_bytes=id_bytes, now_ms=now, sender_key=None, sender_seq=None
-        )
-        room.last_seq = message.seq
-        self.events.publish(room.name, to_event(message))
 
     # ------------------------------------------------------------------ upkeep
     def close(self) -> None:
