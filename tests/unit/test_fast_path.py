@@ -6,28 +6,12 @@ long since imported all of those for other reasons.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from fresh_interpreter import imported_after
 from mqchat.client.fast import parse
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 HEAVY = ("typer", "click", "rich", "cryptography", "paho", "asyncio")
-
-
-def imported_after(statement: str) -> set[str]:
-    code = f"{statement}; import json, sys; print(json.dumps(sorted(sys.modules)))"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    return {name.split(".")[0] for name in json.loads(out.stdout)}
 
 
 @pytest.mark.parametrize(
