@@ -13,13 +13,27 @@ from types import TracebackType
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness import DEADLINE_S, Broker, wait_until
+from harness import DEADLINE_S, PASSPHRASE, Broker, Daemon, Tail, wait_until
 from mqchat.protocol.kdf import derive_room_keys, topic_for
 
 
 def room_topic(room: str, passphrase: str) -> str:
     """The topic chatd uses for a passphrase room under the default prefix."""
     return topic_for("mqchat/v1", derive_room_keys(passphrase, room).tag)
+
+
+def first_payload(
+    raw: RawClient, alice: Daemon, bob: Daemon, room: str, text: str
+) -> tuple[Tail, bytes]:
+    """alice and bob join ``room`` and alice says ``text``: bob's tail (past that
+    message) and the payload the broker carried."""
+    alice.join(room)
+    bob.join(room)
+    tail = bob.tail(room, "--since", "0")
+    alice.ok("send", room, text)
+    assert tail.messages(1)[0]["text"] == text
+    (payload,) = raw.wait_payloads(room_topic(room, PASSPHRASE), 1)
+    return tail, payload
 
 
 class RawClient:

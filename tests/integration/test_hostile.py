@@ -21,7 +21,7 @@ from harness import PASSPHRASE, Broker, Daemon, Tail, command, wait_until
 from mqchat.protocol import envelope
 from mqchat.protocol.kdf import derive_room_keys
 from mqchat.protocol.signing import SigningIdentity
-from rawmqtt import RawClient, room_topic
+from rawmqtt import RawClient, first_payload, room_topic
 
 MakeDaemon = Callable[..., Daemon]
 FLOOD = 300
@@ -53,12 +53,7 @@ def test_hostile_payloads_are_dropped_counted_and_the_next_message_arrives(
     topic = room_topic(room, PASSPHRASE)
     with RawClient(broker) as raw:
         alice, bob = make_daemon("alice"), make_daemon("bob")
-        alice.join(room)
-        bob.join(room)
-        tail = bob.tail(room)
-        alice.ok("send", room, "a real message")
-        assert tail.messages(1)[0]["text"] == "a real message"
-        (real,) = raw.wait_payloads(topic, 1)
+        tail, real = first_payload(raw, alice, bob, room, "a real message")
 
         flipped = bytearray(real)
         flipped[len(real) // 2] ^= 0x01

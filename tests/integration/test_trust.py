@@ -11,7 +11,7 @@ from harness import PASSPHRASE, Broker, Daemon, wait_until
 from mqchat.protocol import envelope
 from mqchat.protocol.kdf import derive_room_keys
 from mqchat.protocol.signing import SigningIdentity, format_fingerprint
-from rawmqtt import RawClient, room_topic
+from rawmqtt import RawClient, first_payload, room_topic
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -79,12 +79,7 @@ def test_replayed_payloads_are_dropped_also_after_restart(
     topic = room_topic(room, PASSPHRASE)
     with RawClient(broker) as raw:
         alice, bob = make_daemon("alice"), make_daemon("bob")
-        alice.join(room)
-        bob.join(room)
-        tail = bob.tail(room)
-        alice.ok("send", room, "say it once")
-        assert tail.messages(1)[0]["text"] == "say it once"
-        (payload,) = raw.wait_payloads(topic, 1)
+        tail, payload = first_payload(raw, alice, bob, room, "say it once")
 
         raw.publish(topic, payload)
         wait_until(lambda: dropped(bob, "duplicate") == 1, "bob to drop the republished payload")
