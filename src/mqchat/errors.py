@@ -99,3 +99,11 @@ class NotJoined(MqchatError):
 
 class NothingToTrust(MqchatError):
     """There is no new key to trust for that name in that room."""
+
+
+class RequestTooLarge(MqchatError):
+    """The request is larger than chatd accepts (256 KiB)."""
+
+
+class StoreError(MqchatError):
+    """chatd cannot use its store."""

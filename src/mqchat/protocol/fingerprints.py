@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import hashlib
 
+MIN_FINGERPRINT_DIGITS = 32
+"""How much of a fingerprint a person must give to name a key (``chatctl trust``)."""
+
 
 def fingerprint(public_key: bytes) -> str:
-    """32 lowercase hex digits: the first 16 bytes of SHA-256 of the raw public key."""
-    return hashlib.sha256(public_key).hexdigest()[:32]
+    """64 lowercase hex digits: SHA-256 of the raw public key."""
+    return hashlib.sha256(public_key).hexdigest()
+
+
+def fingerprint_digits(text: str) -> str:
+    """The hex digits of a fingerprint as a person typed it (spaces, colons, any case)."""
+    return "".join(ch for ch in text.lower() if ch not in " :-\t")
 
 
 def format_fingerprint(fp: str) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from mqchat.errors import ProtocolError
 from mqchat.protocol.kdf import TAG_CHARS
-from mqchat.protocol.limits import MAX_NAME_BYTES, MAX_TEXT_BYTES
+from mqchat.protocol.limits import MAX_NAME_BYTES, MAX_SEQ, MAX_TEXT_BYTES, MAX_TIMESTAMP_MS
 from mqchat.protocol.signing import (
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
@@ -60,6 +60,7 @@ def encode(
         raise ProtocolError("name or text out of bounds")
     if len(message_id) != MESSAGE_ID_BYTES or len(room_tag) != TAG_CHARS:
         raise ProtocolError("message id or room tag has the wrong length")
+    check_ranges(seq, timestamp_ms)
     head = _HEAD.pack(
         INNER_VERSION, room_tag.encode(), identity.public_key, message_id, seq, timestamp_ms
     )
@@ -68,6 +69,14 @@ def encode(
     pad = -unpadded % BUCKET
     signed = body + struct.pack(">H", pad) + bytes(pad)
     return signed + identity.sign(SIGNATURE_LABEL + signed)
+
+
+def check_ranges(seq: int, timestamp_ms: int) -> None:
+    """Refuse numbers a store cannot hold or a clock cannot show (docs/protocol.md §4)."""
+    if not 1 <= seq <= MAX_SEQ:
+        raise ProtocolError(f"sequence number is outside 1..{MAX_SEQ}")
+    if not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
+        raise ProtocolError(f"timestamp is outside 0..{MAX_TIMESTAMP_MS}")
 
 
 def decode(data: bytes, expected_tag: str) -> Message:
@@ -99,6 +108,7 @@ def decode(data: bytes, expected_tag: str) -> Message:
     pos += 2
     if pos + pad != len(signed) or any(signed[pos:]):
         raise ProtocolError("inner message padding is wrong")
+    check_ranges(seq, ts)
     if not verify(sender_key, signature, SIGNATURE_LABEL + signed):
         raise ProtocolError("signature does not verify")
     try:

@@ -6,11 +6,15 @@ Pure and cheap to import: ``chatctl`` loads it on every command.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final, NamedTuple
 
-from mqchat.errors import IpcError
+from mqchat.errors import IpcError, RequestTooLarge
 
 MAX_REQUEST_BYTES: Final = 256 * 1024
+MAX_INT: Final = 2**63 - 1
+"""Every integer param fits SQLite's signed 64-bit integers (and is at least 0)."""
+MAX_HISTORY: Final = 100_000
 
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -55,8 +59,16 @@ METHODS: Final[dict[str, _ParamSpec]] = {
         "limit": (int, False, None),
         "since": (int, False, None),
     },
-    "trust": {"room": (str, True, None), "name": (str, True, None)},
+    "trust": {
+        "room": (str, True, None),
+        "name": (str, True, None),
+        "fingerprint": (str, False, None),
+    },
 }
+INT_RANGES: Final[dict[tuple[str, str], tuple[int, int]]] = {
+    ("history", "limit"): (0, MAX_HISTORY),
+}
+"""Integer params with a narrower range than 0..MAX_INT."""
 
 
 # NamedTuples rather than dataclasses: importing dataclasses (and inspect) costs
@@ -67,10 +79,20 @@ class Request(NamedTuple):
     params: dict[str, Any]
 
 
-def _check_type(name: str, value: Any, kind: type) -> None:
+def _check_value(method: str, name: str, value: Any, kind: type) -> None:
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
         raise IpcError(INVALID_PARAMS, f"param {name!r} must be of type {kind.__name__}")
+    if kind is int:
+        low, high = INT_RANGES.get((method, name), (0, MAX_INT))
+        if not low <= value <= high:
+            raise IpcError(INVALID_PARAMS, f"param {name!r} must be between {low} and {high}")
+    elif kind is str:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            # JSON lets "\ud800" through; nothing downstream can store or print it.
+            raise IpcError(INVALID_PARAMS, f"param {name!r} is not valid Unicode") from None
 
 
 def _validate_params(method: str, params: Any) -> dict[str, Any]:
@@ -89,15 +111,40 @@ def _validate_params(method: str, params: Any) -> dict[str, Any]:
                 raise IpcError(INVALID_PARAMS, f"param {name!r} is required")
             out[name] = default
             continue
-        _check_type(name, params[name], kind)
+        _check_value(method, name, params[name], kind)
         out[name] = params[name]
     return out
+
+
+_LEADING_ID = re.compile(
+    rb'\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d{1,19}|"[^"\\]{0,64}")'
+)
+
+
+def _leading_id(raw: bytes) -> str | int | None:
+    """The id of a request too large to parse, if it comes first (as chatctl sends it).
+
+    So the client that sent it learns at once why, instead of waiting for a reply.
+    """
+    found = _LEADING_ID.match(raw[:256])
+    if found is None:
+        return None
+    value = found.group(1)
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, str | int) else None
 
 
 def decode_request(raw: bytes) -> Request:
     """Parse one request, or raise IpcError with the JSON-RPC code and ``data`` = id."""
     if len(raw) > MAX_REQUEST_BYTES:
-        raise IpcError(INVALID_REQUEST, f"request is over {MAX_REQUEST_BYTES} bytes")
+        raise IpcError(
+            INVALID_REQUEST,
+            f"request too large: {len(raw)} bytes, the limit is {MAX_REQUEST_BYTES}",
+            _leading_id(raw),
+        )
     try:
         obj = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -122,10 +169,17 @@ def decode_request(raw: bytes) -> Request:
 
 
 def encode_request(req_id: int | str, method: str, params: dict[str, Any]) -> bytes:
-    return json.dumps(
+    """One request, id first; refused here when chatd would refuse it for its size."""
+    body = json.dumps(
         {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params},
         separators=(",", ":"),
     ).encode()
+    if len(body) > MAX_REQUEST_BYTES:
+        raise RequestTooLarge(
+            f"request too large: {method} would be {len(body)} bytes; "
+            f"chatd takes at most {MAX_REQUEST_BYTES} (256 KiB)"
+        )
+    return body
 
 
 def encode_result(req_id: str | int | None, result: Any) -> bytes:

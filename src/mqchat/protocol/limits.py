@@ -12,6 +12,12 @@ MAX_TEXT_BYTES = 16 * 1024
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Payloads above this are dropped before any decryption is attempted."""
 
+MAX_SEQ = 2**63 - 1
+"""Sequence numbers are 1..2^63-1: every integer a peer sends must fit SQLite's int64."""
+
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the latest time a message may claim."""
+
 MAX_ROOM_CHARS = 64
 MAX_NAME_BYTES = 64
 MIN_PASSPHRASE_CHARS = 12
