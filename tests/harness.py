@@ -68,6 +68,14 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_S)
         delay = min(delay * 2, 0.1)
 
 
+def memory_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (VmRSS) or its peak (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
 def short_tmpdir(prefix: str) -> Path:
     """Socket paths must stay under 107 bytes: keep test dirs short."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -292,6 +300,12 @@ class Daemon:
             f"chatd {self.name} broker connected={connected}",
         )
 
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise AssertionError(f"chatd {self.name} is not running")
+        return self.proc.pid
+
     def log(self) -> str:
         path = self.home / "chatd.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -333,7 +347,8 @@ class Daemon:
         for t in self.tails:
             t.stop()
         self.stop()
-        shutil.rmtree(self.home, ignore_errors=True)
+        if not os.environ.get("MQCHAT_TEST_KEEP"):
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 class Terminal:

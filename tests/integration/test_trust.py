@@ -37,7 +37,8 @@ def test_new_key_under_a_pinned_name_is_unverified_until_trusted(
     notice = tail.wait_for(lambda e: e["type"] == "notice" and e.get("kind") == "key_changed")
     forged_fp = json.loads(forger.ok("identity", "--json"))["fingerprint"]
     assert notice["sender"] == "alice" and notice["fingerprint"] == forged_fp
-    assert f"chatctl trust {room} alice" in notice["text"]
+    assert f"chatctl trust {room} alice FINGERPRINT" in notice["text"]
+    assert format_fingerprint(forged_fp) in notice["text"]
     forged = tail.messages(1)[0]
     assert forged["text"] == "trust me, I am alice"
     assert forged["sender"] == "alice" and forged["verified"] is False
@@ -47,8 +48,12 @@ def test_new_key_under_a_pinned_name_is_unverified_until_trusted(
     assert plain[0].endswith("<alice> the real alice")
     assert plain[1].endswith("<alice?> trust me, I am alice")
 
-    # The pin holds until the user accepts the new key, with its fingerprint shown.
-    out = bob.ok("trust", room, "alice")
+    # The pin holds until the user names the new key by the fingerprint they checked.
+    listing = bob.ctl("trust", room, "alice")
+    assert listing.returncode == 1 and "nothing pinned" in listing.stderr
+    assert format_fingerprint(forged_fp) in listing.stdout
+    assert format_fingerprint(first["fingerprint"]) in listing.stdout
+    out = bob.ok("trust", room, "alice", format_fingerprint(forged_fp))
     assert format_fingerprint(forged_fp) in out and "alice" in out
     forger.ok("send", room, "now trusted")
     later = tail.messages(1)[0]
@@ -59,16 +64,16 @@ def test_new_key_under_a_pinned_name_is_unverified_until_trusted(
     old = tail.messages(1)[0]
     assert old["text"] == "the old key again" and old["verified"] is False
 
-    # Nothing pending for a sender whose key never changed: a clear refusal.
+    # A name that never spoke has no key to trust: a clear refusal.
     result = bob.ctl("trust", room, "carol")
     assert result.returncode == 1
-    assert "no new key" in result.stderr and "Traceback" not in result.stderr
+    assert "no key has spoken as carol" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_identity_shows_own_fingerprint(make_daemon: MakeDaemon) -> None:
     alice = make_daemon("alice")
     fp = alice.status()["fingerprint"]
-    assert len(fp) == 32
+    assert len(fp) == 64  # all of SHA-256: what `trust` takes
     assert alice.ok("identity").strip() == f"alice  {format_fingerprint(fp)}"
     assert json.loads(alice.ok("identity", "--json"))["fingerprint"] == fp
 

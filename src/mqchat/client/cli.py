@@ -235,17 +235,42 @@ def identity(
 def trust(
     ctx: typer.Context,
     room: Annotated[str, typer.Argument(help="The room.")],
-    name: Annotated[str, typer.Argument(help="The sender whose new key you accept.")],
+    name: Annotated[str, typer.Argument(help="The sender whose key you accept.")],
+    fingerprint: Annotated[
+        str | None,
+        typer.Argument(
+            help="The fingerprint NAME read to you from `chatctl identity` (all of it, or "
+            "at least its first 32 hex digits). Without it, list the keys seen as NAME.",
+        ),
+    ] = None,
 ) -> None:
-    """Accept the new key of NAME in ROOM (after checking its fingerprint with them)."""
+    """Pin the key of NAME in ROOM that has FINGERPRINT; without it, list the keys seen."""
     from mqchat.client.render import escape
+    from mqchat.errors import NothingToTrust
     from mqchat.protocol.fingerprints import format_fingerprint
 
+    params = {"room": _room(room), "name": name, "fingerprint": fingerprint}
     with _client(ctx) as c:
-        result = c.call("trust", {"room": _room(room), "name": name})
-    out(
-        f"trusted {escape(result['name'])} in {escape(result['room'])}: "
-        f"{format_fingerprint(result['fingerprint'])}"
+        result: dict[str, Any] = c.call("trust", params)
+    who, where = escape(result["name"]), escape(result["room"])
+    if result.get("trusted"):
+        out(f"trusted {who} in {where}: {format_fingerprint(result['trusted'])}")
+        return
+    candidates = result.get("candidates") or []
+    if not candidates:
+        raise NothingToTrust(f"no key has spoken as {who} in {where} yet")
+    out(f"keys seen as {who} in {where}:")
+    for key in candidates:
+        seen = (
+            f"first {key['first_seen']}, last {key['last_seen']}, {key['messages']} messages"
+            if key.get("first_seen")
+            else "pinned earlier"
+        )
+        mark = "pinned" if key.get("pinned") else "not pinned"
+        out(f"  {format_fingerprint(key['fingerprint'])}  ({mark}; {seen})")
+    raise NothingToTrust(
+        f"nothing pinned: ask {who} to read you their fingerprint (`chatctl identity`), then "
+        f"run `chatctl trust {where} {who} FINGERPRINT`"
     )
 
 

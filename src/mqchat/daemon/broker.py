@@ -26,11 +26,16 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mqchat.config import Settings
+from mqchat.protocol.limits import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 """How long the broker keeps our session (and queues QoS 1 messages) while we are away."""
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 1024
+"""Asked of the broker at CONNECT (MQTT 5 Maximum Packet Size): the largest
+payload chatd would open, plus room for the topic and headers. A broker does not
+send us anything larger, so a huge payload never reaches our memory."""
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 60.0
 
@@ -157,6 +162,7 @@ class BrokerLink:
         delays = backoff_delays(random.Random())  # noqa: S311 -- jitter, not a secret
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated
         props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.MaximumPacketSize = MAX_PACKET_BYTES
         first = True
         while not self._stopping.is_set():
             try:

@@ -23,14 +23,20 @@ from mqchat.errors import PayloadTooLarge, ProtocolError
 from mqchat.protocol import envelope
 from mqchat.protocol import legacy as legacy_codec
 from mqchat.protocol.ipc import notice_event
-from mqchat.protocol.signing import SigningIdentity, fingerprint
+from mqchat.protocol.limits import MAX_TIMESTAMP_MS
+from mqchat.protocol.signing import SigningIdentity, fingerprint, format_fingerprint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RECEIVE_BATCH = 512
 """Payloads stored per transaction; more wait for the next loop pass."""
-MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+JOIN_SKEW_MS = 10 * 60 * 1000
+"""A message may claim a time this much before we joined its room (clock skew);
+anything older is a replay of traffic captured before we were there."""
+STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+"""When the store itself fails, received payloads stay unacknowledged and are
+tried again after these delays; then chatd gives up and exits non-zero."""
 
 
 def legacy_id(payload: bytes) -> bytes:
@@ -49,6 +55,7 @@ class Inbox:
         by_topic: dict[str, Room],
         batch: Callable[[], AbstractContextManager[None]],
         clock_ms: Callable[[], int],
+        on_fatal: Callable[[str], None],
     ) -> None:
         self.store = store
         self.identity = identity
@@ -57,47 +64,77 @@ class Inbox:
         self.by_topic = by_topic
         self._batch = batch
         self.clock_ms = clock_ms
+        self._on_fatal = on_fatal
         self.link: BrokerLink | None = None
         self._incoming: list[Incoming] = []
+        self._failures = 0  # store failures in a row
 
     def on_message(self, inc: Incoming) -> None:
         """Queue a payload; the queue is stored in one transaction per loop pass."""
-        if not self._incoming:
+        if not self._incoming and not self._failures:
             asyncio.get_running_loop().call_soon(self._receive_queued)
         self._incoming.append(inc)
 
     def _receive_queued(self) -> None:
         queued, self._incoming = self._incoming[:RECEIVE_BATCH], self._incoming[RECEIVE_BATCH:]
+        try:
+            self._store_batch(queued)
+        except Exception as exc:
+            if not Store.is_failure(exc):
+                raise  # _store_batch isolates payloads; anything else is a bug
+            self._retry_later(queued, exc)
+            return
+        self._failures = 0
         if self._incoming:
             asyncio.get_running_loop().call_soon(self._receive_queued)
-        try:
-            with self._batch():
-                stored = [inc for inc in queued if self._receive_one(inc)]
-        except Exception:
-            # Not acknowledged: the broker hands them over again after a
-            # reconnect, so a failing store (a full disk) does not lose them.
-            self.drops.drop("internal_error")
-            log.exception("could not store received payloads (left unacknowledged)")
-            return
         if self.link is not None:
-            for inc in stored:
+            # Everything is acknowledged, stored or refused: a payload refused for
+            # its content is never handed over again (issue 11).
+            for inc in queued:
                 self.link.ack(inc.mid, inc.qos)
 
-    def _receive_one(self, inc: Incoming) -> bool:
-        """Handle one payload; False leaves it unacknowledged."""
+    def _store_batch(self, queued: list[Incoming]) -> None:
+        """Store a batch in one transaction; if one payload breaks it, one at a time."""
         try:
-            room = self.by_topic.get(inc.topic)
-            if room is None:
-                self.drops.drop("unknown_topic")
-            elif room.legacy_key is not None:
-                self._receive_legacy(room, room.legacy_key, inc.payload)
-            elif room.keys is not None:
-                self._receive(room, inc.payload)
-        except Exception:
-            self.drops.drop("internal_error")
-            log.exception("error while handling a payload (left unacknowledged)")
-            return False
-        return True
+            with self._batch():
+                for inc in queued:
+                    self._receive_one(inc)
+            return
+        except Exception as exc:
+            if Store.is_failure(exc):
+                raise
+        # Something in this batch is not the store's fault: find it, keep the rest.
+        with self._batch():
+            for inc in queued:
+                try:
+                    with self.store.transaction():
+                        self._receive_one(inc)
+                except Exception as exc:
+                    if Store.is_failure(exc):
+                        raise
+                    self.drops.drop("internal_error", type(exc).__name__)
+                    log.error("a payload could not be handled; dropped", exc_info=True)
+
+    def _retry_later(self, queued: list[Incoming], exc: Exception) -> None:
+        """Keep the payloads unacknowledged and try again later, a bounded number of times."""
+        self._incoming[:0] = queued
+        if self._failures >= len(STORE_RETRY_DELAYS_S):
+            self._on_fatal(f"the store {self.store.path} keeps failing: {exc}")
+            return
+        delay = STORE_RETRY_DELAYS_S[self._failures]
+        self._failures += 1
+        self.drops.drop("store_failed", str(exc))
+        log.warning("could not store received payloads (%s); trying again in %g s", exc, delay)
+        asyncio.get_running_loop().call_later(delay, self._receive_queued)
+
+    def _receive_one(self, inc: Incoming) -> None:
+        room = self.by_topic.get(inc.topic)
+        if room is None:
+            self.drops.drop("unknown_topic")
+        elif room.legacy_key is not None:
+            self._receive_legacy(room, room.legacy_key, inc.payload)
+        elif room.keys is not None:
+            self._receive(room, inc.payload)
 
     def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
         """Run a decoder; count and drop what it refuses."""
@@ -123,15 +160,16 @@ class Inbox:
         if self.store.is_replayed_seq(m.sender_key, m.seq):
             self.drops.drop("replay")
             return
+        if self._before_join(room, m.timestamp_ms):
+            return
         now = self.clock_ms()
         own = m.sender_key == self.identity.public_key
-        verified = own or self._check_pin(room, m.sender_name, m.sender_key)
-        ts = m.timestamp_ms if 0 <= m.timestamp_ms <= MAX_TS_MS else now
+        verified = own or self._check_pin(room, m.sender_name, m.sender_key, now)
         message = StoredMessage(
             room.name,
             room.last_seq + 1,
             m.message_id.hex(),
-            ts,
+            m.timestamp_ms,
             m.sender_name,
             m.fingerprint,
             verified,
@@ -149,14 +187,23 @@ class Inbox:
         room.last_seq = message.seq
         self.events.publish(room.name, to_event(message))
 
-    def _check_pin(self, room: Room, sender: str, key: bytes) -> bool:
+    def _before_join(self, room: Room, timestamp_ms: int) -> bool:
+        """True (and counted) for a message stamped before we joined: a replay."""
+        if timestamp_ms >= room.joined_ms - JOIN_SKEW_MS:
+            return False
+        self.drops.drop("before_join")
+        return True
+
+    def _check_pin(self, room: Room, sender: str, key: bytes, now_ms: int) -> bool:
         pin = self.store.pin(room.name, sender)
         if pin is None:
             self.store.set_pin(room.name, sender, key)
+            self.store.saw_key(room.name, sender, key, now_ms)
             return True
         pinned, pending = pin
         if pinned == key:
             return True
+        self.store.saw_key(room.name, sender, key, now_ms)
         if pending != key:
             self.store.set_pending(room.name, sender, key)
             fp = fingerprint(key)
@@ -165,9 +212,10 @@ class Inbox:
                 notice_event(
                     room.name,
                     "key_changed",
-                    f"{sender} in {room.name} now signs with another key ({fp[:16]}); "
-                    f"their messages show as unverified until you run "
-                    f"`chatctl trust {room.name} {sender}`",
+                    f"{sender} in {room.name} now signs with another key "
+                    f"({format_fingerprint(fp)}); their messages show as unverified until you "
+                    f"check that fingerprint with them and run "
+                    f"`chatctl trust {room.name} {sender} FINGERPRINT`",
                     sender=sender,
                     fingerprint=fp,
                 ),
@@ -178,12 +226,17 @@ class Inbox:
         lm = self._opened(payload, lambda: legacy_codec.open_legacy(payload, key))
         if lm is None:
             return
+        ts = lm.timestamp_s * 1000
+        if not 0 <= ts <= MAX_TIMESTAMP_MS:
+            self.drops.drop("undecryptable", "legacy timestamp out of range")
+            return
         id_bytes = legacy_id(payload)
         if self.store.is_seen(id_bytes):
             self.drops.drop("duplicate")
             return
+        if self._before_join(room, ts):
+            return
         now = self.clock_ms()
-        ts = lm.timestamp_s * 1000 if 0 <= lm.timestamp_s * 1000 <= MAX_TS_MS else now
         message = StoredMessage(
             room.name,
             room.last_seq + 1,

@@ -2,7 +2,9 @@
 
 Accepts REQ and DEALER peers alike: the reply goes back with the routing
 envelope it came with. Nothing a client sends can stop the daemon: bad input
-gets a JSON-RPC error, an oversized message is cut off by ZMQ_MAXMSGSIZE.
+gets a JSON-RPC error; a request of more frames or bytes than a request can
+have is refused without being copied or echoed; a frame over MAX_FRAME_BYTES
+makes ZeroMQ drop that client's connection (ZMQ_MAXMSGSIZE).
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any
+from typing import Any, cast
 
 import zmq
-import zmq.asyncio
 
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.service import ChatService
@@ -29,6 +30,7 @@ from mqchat.protocol.ipc import (
     BAD_PASSPHRASE,
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     MAX_REQUEST_BYTES,
     NOT_JOINED,
     REFUSED,
@@ -40,9 +42,6 @@ from mqchat.protocol.ipc import (
 )
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH = 256
-"""Requests handled per batch; a pipelining client fills one quickly."""
 
 
 def error_code(exc: MqchatError) -> int:
@@ -57,43 +56,105 @@ def error_code(exc: MqchatError) -> int:
     return REFUSED
 
 
+MAX_BATCH = 256
+"""Requests handled per batch; then the loop gets a turn (PUBACKs, events, other clients)."""
+MAX_FRAME_BYTES = 512 * 1024
+"""ZMQ_MAXMSGSIZE: a peer that sends a larger frame is disconnected by ZeroMQ. Above
+MAX_REQUEST_BYTES so that a request a little too large still gets an error reply."""
+MAX_FRAMES = 3
+"""A request is [identity, (empty delimiter,) JSON]: anything longer is refused unread."""
+RECEIVE_HWM = 1000
+SEND_HWM = 10_000
+
+
 class IpcServer:
+    """The ROUTER socket, driven by the event loop's reader callback.
+
+    ZeroMQ's descriptor is edge-triggered: it says "something changed", not "a
+    message is waiting". So each wake-up drains what ``EVENTS`` reports, and
+    every send is followed by the same check, since a send can consume the edge.
+    """
+
     def __init__(
-        self, ctx: zmq.asyncio.Context, endpoint: str, service: ChatService, drops: DropCounter
+        self, ctx: zmq.Context[Any], endpoint: str, service: ChatService, drops: DropCounter
     ) -> None:
-        self._sock = ctx.socket(zmq.ROUTER)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES * 4)
+        self._sock: zmq.Socket[bytes] = zmq.Socket(ctx, zmq.ROUTER)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDHWM, 100_000)
-        self._sock.setsockopt(zmq.RCVHWM, 100_000)
+        self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._sock.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         self._sock.bind(endpoint)
-        # Draining what is already queued and replying never block, so these go
-        # through the plain socket under the asyncio wrapper, without futures.
-        self._direct: zmq.Socket[bytes] = zmq.Socket.shadow(self._sock.underlying)
         self._service = service
         self._drops = drops
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_scheduled = False
 
-    async def serve(self) -> None:
-        """Receive requests; handle all that are waiting as one batch (one commit)."""
-        while True:
-            batch = [await self._sock.recv_multipart()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._direct.recv_multipart(flags=zmq.NOBLOCK))
-                except zmq.Again:
-                    break
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        loop.add_reader(self._sock, self._schedule_drain)
+        self._schedule_drain()
+
+    def _schedule_drain(self) -> None:
+        if self._loop is not None and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Handle up to MAX_BATCH waiting requests as one batch (one commit), then yield."""
+        self._drain_scheduled = False
+        batch: list[list[bytes]] = []
+        while len(batch) < MAX_BATCH and self._readable():
+            frames = self._receive()
+            if frames is not None:
+                batch.append(frames)
+        if batch:
             self._handle_batch(batch)
+        if self._readable():
+            self._schedule_drain()  # more waiting: after the loop's other work
 
-    def _reply(self, envelope: list[bytes], body: bytes, *, kick: bool = True) -> None:
+    def _readable(self) -> bool:
+        return bool(cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+    def _receive(self) -> list[bytes] | None:
+        """One request's frames, or None (counted) for one that breaks the limits.
+
+        Frames are taken one at a time, so an oversized request is never copied
+        whole into Python, and never echoed back.
+        """
+        frames: list[bytes] = []
+        count = size = 0
+        while True:
+            frame = self._sock.recv(zmq.NOBLOCK, copy=False)
+            count += 1
+            size += len(frame.buffer)
+            if count <= MAX_FRAMES:
+                frames.append(frame.bytes)
+            if not frame.more:
+                break
+        if count > MAX_FRAMES or size > MAX_FRAME_BYTES:
+            self._drops.drop("bad_request", f"{count} frames, {size} bytes")
+            delimited = len(frames) > 1 and not frames[1]
+            self._reply(
+                frames[:2] if delimited else frames[:1],
+                encode_error(
+                    None,
+                    INVALID_REQUEST,
+                    f"a request is one JSON frame of at most {MAX_REQUEST_BYTES} bytes",
+                ),
+            )
+            return None
+        return frames
+
+    def _reply(self, envelope: list[bytes], body: bytes) -> None:
+        if not envelope:
+            return
         try:
-            self._direct.send_multipart([*envelope, body], flags=zmq.NOBLOCK)
+            self._sock.send_multipart([*envelope, body], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.debug("could not reply to a client: %s", exc)
-        if kick:
-            # The send may have consumed the edge of ZeroMQ's edge-triggered
-            # descriptor; this makes the asyncio wrapper check for requests.
-            self._sock.get(zmq.EVENTS)
+        if self._readable():
+            self._schedule_drain()
 
     def _handle_batch(self, batch: list[list[bytes]]) -> None:
         replies: list[tuple[list[bytes], Request | None, bytes]] = []
@@ -119,8 +180,7 @@ class IpcServer:
                 for env, req, _ in replies
             ]
         for envelope, _, body in replies:
-            self._reply(envelope, body, kick=False)
-        self._sock.get(zmq.EVENTS)
+            self._reply(envelope, body)
 
     def _handle(
         self, envelope: list[bytes], body: bytes
@@ -160,4 +220,6 @@ class IpcServer:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock)
         self._sock.close(linger=0)

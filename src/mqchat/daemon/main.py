@@ -18,6 +18,8 @@ from mqchat.errors import MqchatError
 
 if TYPE_CHECKING:
     from mqchat.daemon.service import ChatService
+    from mqchat.daemon.store import Store
+    from mqchat.protocol.signing import SigningIdentity
 
 log = logging.getLogger("mqchat.daemon")
 
@@ -107,22 +109,9 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     from mqchat.daemon.events import EventPublisher
     from mqchat.daemon.ipc_server import IpcServer
     from mqchat.daemon.notify import sd_notify
-    from mqchat.daemon.runtime_dir import prepare_private_dir
     from mqchat.daemon.service import ChatService
-    from mqchat.daemon.state import load_identity
-    from mqchat.daemon.store import Store
-    from mqchat.secret_file import read_secret_file
 
-    prepare_private_dir(settings.state_dir, "state directory")
-    password = (
-        read_secret_file(settings.password_file, "broker password file")
-        if settings.password_file
-        else None
-    )
-    store = Store(settings.state_dir / "mqchat.db", settings.retention)
-    identity = load_identity(settings.state_dir, os.urandom)
-    client_id = store.get_meta("client_id") or f"mqchat-{os.urandom(8).hex()}"
-    store.set_meta("client_id", client_id)
+    password, store, identity, client_id = _open_state(settings)
 
     loop = asyncio.get_running_loop()
     ctx = zmq.asyncio.Context()
@@ -131,7 +120,15 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
             path.unlink()
     drops = DropCounter()
     events = EventPublisher(ctx, f"ipc://{events_path}")
-    service = ChatService(settings, store, identity, events, drops)
+    stop = asyncio.Event()
+    fatal: list[str] = []
+
+    def die(reason: str) -> None:
+        log.error("%s; stopping so that the service manager restarts chatd", reason)
+        fatal.append(reason)
+        stop.set()
+
+    service = ChatService(settings, store, identity, events, drops, on_fatal=die)
     server = IpcServer(ctx, f"ipc://{ctl_path}", service, drops)
     link = BrokerLink(
         settings,
@@ -144,7 +141,6 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     )
     service.attach(link)
 
-    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
@@ -157,8 +153,8 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         len(service.rooms),
         settings.runtime_dir,
     )
+    server.start(loop)
     tasks = [
-        asyncio.create_task(server.serve(), name="ipc-server"),
         asyncio.create_task(events.serve_subscriptions(), name="ipc-events"),
         asyncio.create_task(_upkeep(service), name="upkeep"),
     ]
@@ -179,7 +175,27 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         events.close()
         ctx.term()
         store.close()
-    return 0
+    return 1 if fatal else 0
+
+
+def _open_state(settings: Settings) -> tuple[str | None, Store, SigningIdentity, str]:
+    """The broker password, the store, our identity and our MQTT client id."""
+    from mqchat.daemon.runtime_dir import prepare_private_dir
+    from mqchat.daemon.state import load_identity
+    from mqchat.daemon.store import Store
+    from mqchat.secret_file import read_secret_file
+
+    prepare_private_dir(settings.state_dir, "state directory")
+    password = (
+        read_secret_file(settings.password_file, "broker password file")
+        if settings.password_file
+        else None
+    )
+    identity = load_identity(settings.state_dir, os.urandom)
+    store = Store(settings.state_dir / "mqchat.db", settings.retention)
+    client_id = store.get_meta("client_id") or f"mqchat-{os.urandom(8).hex()}"
+    store.set_meta("client_id", client_id)
+    return password, store, identity, client_id
 
 
 def _on_state(service: ChatService, up: bool, why: str) -> None:

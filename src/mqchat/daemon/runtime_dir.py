@@ -58,7 +58,14 @@ class DaemonLock:
 
     def __init__(self, runtime_dir: Path) -> None:
         self.path = runtime_dir / LOCK_FILE
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._fd = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+            )
+        except OSError as exc:
+            raise RuntimeDirError(
+                f"cannot open the lock file {self.path}: {exc.strerror}"
+            ) from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

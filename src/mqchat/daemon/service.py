@@ -23,22 +23,23 @@ from mqchat import __version__
 from mqchat.config import Settings
 from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.drops import DropCounter
-from mqchat.daemon.events import EventPublisher, to_event
+from mqchat.daemon.events import EventPublisher, iso_ts, to_event
 from mqchat.daemon.inbox import Inbox, legacy_id
 from mqchat.daemon.rooms import Room
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
 from mqchat.errors import NothingToTrust, NotJoined, UsageError
 from mqchat.protocol import envelope
 from mqchat.protocol import legacy as legacy_codec
+from mqchat.protocol.fingerprints import MIN_FINGERPRINT_DIGITS, fingerprint_digits
 from mqchat.protocol.ipc import Request, notice_event
 from mqchat.protocol.kdf import DEFAULT_KDF, derive_room_keys, topic_for
 from mqchat.protocol.limits import check_text, normalize_name, normalize_room
-from mqchat.protocol.signing import SigningIdentity, fingerprint
+from mqchat.protocol.signing import SigningIdentity
+from mqchat.protocol.signing import fingerprint as key_fingerprint
 
 log = logging.getLogger(__name__)
 
 SEND_SEQ_KEY = "send_seq"
-MAX_HISTORY = 100_000
 
 
 class ChatService:
@@ -50,6 +51,7 @@ class ChatService:
         events: EventPublisher,
         drops: DropCounter,
         *,
+        on_fatal: Callable[[str], None],
         random: Callable[[int], bytes] = os.urandom,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -79,6 +81,7 @@ class ChatService:
             by_topic=self.by_topic,
             batch=self.batch,
             clock_ms=clock_ms,
+            on_fatal=on_fatal,
         )
         # One derivation at a time: two concurrent Argon2id runs deadlock inside
         # OpenSSL's thread pool on a 2-core machine (benchmarks/join.py found it),
@@ -251,28 +254,74 @@ class ChatService:
 
     def rpc_history(self, room: str, limit: int | None, since: int | None) -> dict[str, Any]:
         r = self._room(room)
-        if limit is not None and not 0 <= limit <= MAX_HISTORY:
-            raise UsageError(f"limit must be between 0 and {MAX_HISTORY}")
         if since is None and limit is None:
             limit = 10
-        msgs = self.store.history(r.name, limit=limit, since=since)
-        return {"room": r.name, "last_seq": r.last_seq, "messages": [to_event(m) for m in msgs]}
+        msgs, more = self.store.history(r.name, limit=limit, since=since)
+        return {
+            "room": r.name,
+            "last_seq": r.last_seq,
+            "messages": [to_event(m) for m in msgs],
+            "more": more,
+        }
 
-    def rpc_trust(self, room: str, name: str) -> dict[str, Any]:
+    def rpc_trust(self, room: str, name: str, fingerprint: str | None) -> dict[str, Any]:
         r = self._room(room)
         sender = normalize_name(name)
         pin = self.store.pin(r.name, sender)
-        if pin is None or pin[1] is None:
-            raise NothingToTrust(f"there is no new key to trust for {sender!r} in {r.name!r}")
-        self.store.set_pin(r.name, sender, pin[1])
-        fp = fingerprint(pin[1])
+        pinned = pin[0] if pin is not None else None
+        seen = self.store.keys_seen(r.name, sender)
+        candidates = [
+            {
+                "fingerprint": key_fingerprint(key),
+                "first_seen": iso_ts(first),
+                "last_seen": iso_ts(last),
+                "messages": count,
+                "pinned": key == pinned,
+            }
+            for key, first, last, count in seen
+        ]
+        if pinned is not None and pinned not in [k for k, *_ in seen]:
+            # Pinned before chatd kept a list of keys seen (or our own, pinned at join).
+            candidates.insert(
+                0,
+                {
+                    "fingerprint": key_fingerprint(pinned),
+                    "first_seen": None,
+                    "last_seen": None,
+                    "messages": None,
+                    "pinned": True,
+                },
+            )
+        result: dict[str, Any] = {"room": r.name, "name": sender, "candidates": candidates}
+        if fingerprint is None:
+            return {**result, "trusted": None}
+        key = self._key_named(r.name, sender, fingerprint, [k for k, *_ in seen])
+        self.store.set_pin(r.name, sender, key)
+        fp = key_fingerprint(key)
         self.events.publish(
             r.name,
             notice_event(
-                r.name, "trusted", f"trusted {sender}'s new key", sender=sender, fingerprint=fp
+                r.name, "trusted", f"trusted {sender}'s key", sender=sender, fingerprint=fp
             ),
         )
-        return {"room": r.name, "name": sender, "fingerprint": fp}
+        return {**result, "trusted": fp}
+
+    @staticmethod
+    def _key_named(room: str, sender: str, given: str, keys: list[bytes]) -> bytes:
+        """The one key seen under ``sender`` whose fingerprint starts with ``given``."""
+        digits = fingerprint_digits(given)
+        if len(digits) < MIN_FINGERPRINT_DIGITS or any(c not in "0123456789abcdef" for c in digits):
+            raise UsageError(
+                f"give the fingerprint {sender} reads from `chatctl identity`: at least "
+                f"{MIN_FINGERPRINT_DIGITS} hex digits"
+            )
+        matches = [k for k in keys if key_fingerprint(k).startswith(digits)]
+        if not matches:
+            raise NothingToTrust(
+                f"no key with that fingerprint has spoken as {sender!r} in {room!r}; "
+                f"run `chatctl trust {room} {sender}` to list the keys seen"
+            )
+        return matches[0]
 
     # ------------------------------------------------------------------ broker side
     @contextmanager

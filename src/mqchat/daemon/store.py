@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mqchat.errors import StoreError
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -25,6 +27,9 @@ CHECKPOINT_INTERVAL_S = 1.0
 REPLAY_WINDOW = 4096
 """Per-sender sequence numbers this far below the highest seen are too old."""
 SEEN_ID_DAYS = 30
+HISTORY_PAGE_MESSAGES = 1000
+HISTORY_PAGE_BYTES = 1024 * 1024
+"""A history page ends after the message that takes its text past this."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +70,15 @@ CREATE TABLE IF NOT EXISTS seen_seqs (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sender_high (sender_key BLOB PRIMARY KEY, seq INTEGER NOT NULL)
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sender_keys (
+    room TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sender_key BLOB NOT NULL,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    PRIMARY KEY (room, name, sender_key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pins (
     room TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -159,29 +173,60 @@ class Store:
     def __init__(self, path: Path, retention: int) -> None:
         self.path = path
         self.retention = retention
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._db = self._open(path)
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreError(f"cannot use the store {path}: {reason}") from None
+        self._checkpointer = Checkpointer(path)
+        self._checkpointer.start()
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         os.close(fd)
         os.chmod(path, 0o600)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            Store._configure(db, path)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _configure(db: sqlite3.Connection, path: Path) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a killed process; only power loss can
         # undo the last commits (docs/store.md says so).
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=OFF")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=OFF")
         # A checkpoint fsyncs the database: inside a commit on the event loop it
         # stalled every few hundred messages by ~20 ms (benchmarks/latency.py).
         # The Checkpointer thread does it instead.
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.executescript(_SCHEMA)
+        db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
         )
+        # Reading every table once now turns a damaged file into a clear error at
+        # start-up rather than a failure in the middle of serving.
+        for table in ("meta", "rooms", "outbox", "pins"):
+            db.execute(f"SELECT * FROM {table}").fetchall()
+        db.execute("SELECT MAX(seq) FROM messages").fetchone()
         for suffix in ("-wal", "-shm"):
             side = Path(f"{path}{suffix}")
             if side.exists():
                 os.chmod(side, 0o600)
-        self._checkpointer = Checkpointer(path)
-        self._checkpointer.start()
+
+    @staticmethod
+    def is_failure(exc: BaseException) -> bool:
+        """True when ``exc`` says the store itself failed (disk, lock, damage), so
+        trying again later may succeed; False for a refused value, which will not."""
+        if isinstance(exc, OSError | MemoryError | sqlite3.OperationalError):
+            return True
+        refused = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
+        return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, refused)
 
     def close(self) -> None:
         self._checkpointer.stop()
@@ -284,26 +329,45 @@ class Store:
                 (m.room, m.seq - self.retention),
             )
 
-    def history(self, room: str, *, limit: int | None, since: int | None) -> list[StoredMessage]:
-        """The last ``limit`` messages, or all after ``since`` (up to ``limit`` if given)."""
-        if since is not None:
-            sql = f"SELECT {_MSG_COLS} FROM messages WHERE room = ? AND seq > ? ORDER BY seq"
-            args: tuple[Any, ...] = (room, since)
-            if limit is not None:
-                sql += " LIMIT ?"
-                args += (limit,)
-            return [_message(r) for r in self._db.execute(sql, args)]
-        if limit is None:
-            rows = self._db.execute(
-                f"SELECT {_MSG_COLS} FROM messages WHERE room = ? ORDER BY seq",
-                (room,),
-            ).fetchall()
-            return [_message(r) for r in rows]
+    def history(
+        self, room: str, *, limit: int | None, since: int | None
+    ) -> tuple[list[StoredMessage], bool]:
+        """One page of messages, oldest first, and whether more follow it.
+
+        With ``since``: the messages after it (at most ``limit``); without: the
+        last ``limit`` (all if None). A page holds at most HISTORY_PAGE_MESSAGES
+        messages and ends after the one that takes its text past
+        HISTORY_PAGE_BYTES, so memory does not grow with a room's history; the
+        caller asks again with ``since`` = the last seq it got.
+        """
+        if since is None:
+            since = self._start_of_last(room, limit)
+        wanted = HISTORY_PAGE_MESSAGES if limit is None else min(limit, HISTORY_PAGE_MESSAGES)
         rows = self._db.execute(
-            f"SELECT {_MSG_COLS} FROM messages WHERE room = ? ORDER BY seq DESC LIMIT ?",
-            (room, limit),
-        ).fetchall()
-        return [_message(r) for r in reversed(rows)]
+            f"SELECT {_MSG_COLS} FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (room, since, wanted + 1),
+        )
+        page: list[StoredMessage] = []
+        size = 0
+        for row in rows:
+            if len(page) == wanted or size > HISTORY_PAGE_BYTES:
+                return page, True
+            message = _message(row)
+            page.append(message)
+            size += len(message.text) + len(message.sender) + 128
+        return page, False
+
+    def _start_of_last(self, room: str, limit: int | None) -> int:
+        """The seq just before the last ``limit`` messages of a room (0: from the start)."""
+        if limit is None:
+            return 0
+        if limit == 0:
+            return self.last_seq(room)
+        row = self._db.execute(
+            "SELECT seq FROM messages WHERE room = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            (room, limit - 1),
+        ).fetchone()
+        return 0 if row is None else int(row[0]) - 1
 
     def count_messages(self, room: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM messages WHERE room = ?", (room,)).fetchone()
@@ -418,6 +482,24 @@ class Store:
             "DO UPDATE SET sender_key = excluded.sender_key, pending_key = NULL",
             (room, name, key),
         )
+
+    def saw_key(self, room: str, name: str, key: bytes, now_ms: int) -> None:
+        """Remember that ``key`` spoke under ``name``: `trust` chooses among these."""
+        self._db.execute(
+            "INSERT INTO sender_keys VALUES (?, ?, ?, ?, ?, 1) "
+            "ON CONFLICT(room, name, sender_key) DO UPDATE SET "
+            "last_ms = MAX(last_ms, excluded.last_ms), messages = messages + 1",
+            (room, name, key, now_ms, now_ms),
+        )
+
+    def keys_seen(self, room: str, name: str) -> list[tuple[bytes, int, int, int]]:
+        """(key, first seen ms, last seen ms, messages) of every key seen under ``name``."""
+        rows = self._db.execute(
+            "SELECT sender_key, first_ms, last_ms, messages FROM sender_keys "
+            "WHERE room = ? AND name = ? ORDER BY first_ms",
+            (room, name),
+        ).fetchall()
+        return [(bytes(k), int(f), int(la), int(m)) for k, f, la, m in rows]
 
     def set_pending(self, room: str, name: str, key: bytes) -> None:
         self._db.execute(
