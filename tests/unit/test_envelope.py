@@ -22,7 +22,7 @@ from mqchat.errors import PayloadTooLarge, ProtocolError
 from mqchat.protocol.envelope import open_payload, seal
 from mqchat.protocol.inner import Message
 from mqchat.protocol.kdf import RoomKeys, cipher_key, derive_room_keys
-from mqchat.protocol.limits import MAX_PAYLOAD_BYTES, MAX_TEXT_BYTES
+from mqchat.protocol.limits import MAX_PAYLOAD_BYTES, MAX_SEQ, MAX_TEXT_BYTES, MAX_TIMESTAMP_MS
 from mqchat.protocol.signing import SigningIdentity
 
 CIPHERS = ("fernet", "aes-256-gcm", "chacha20-poly1305")
@@ -533,3 +533,65 @@ def test_mutated_payloads_open_only_if_unchanged(
     if message is not None:
         assert bytes(mutated) == original
         assert message.text == TEXT
+
+
+# -- every field of the inner message, as a hostile member would set it ---------
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    seq=st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1]),
+    timestamp_ms=st.integers(0, 2**64 - 1) | st.sampled_from([0, MAX_TIMESTAMP_MS + 1]),
+    name=st.binary(max_size=70),
+    text=st.binary(max_size=40),
+    message_id=st.binary(min_size=16, max_size=16),
+)
+def test_any_signed_fields_open_in_range_or_raise(
+    keys: RoomKeys,
+    alice: SigningIdentity,
+    seq: int,
+    timestamp_ms: int,
+    name: bytes,
+    text: bytes,
+    message_id: bytes,
+) -> None:
+    plain = build_inner(
+        alice,
+        tag=keys.tag,
+        name=name,
+        text=text,
+        message_id=message_id,
+        seq=seq,
+        timestamp_ms=timestamp_ms,
+    )
+    try:
+        message = open_payload(encrypt_body(keys, "aes-256-gcm", plain), keys)[1]
+    except ProtocolError:
+        return
+    assert 1 <= message.seq <= MAX_SEQ
+    assert 0 <= message.timestamp_ms <= MAX_TIMESTAMP_MS
+    assert 1 <= len(message.sender_name.encode()) <= 64
+
+
+@pytest.mark.parametrize(
+    ("seq", "timestamp_ms"),
+    [(0, 1), (2**63, 1), (2**64 - 1, 1), (1, MAX_TIMESTAMP_MS + 1), (1, 2**63)],
+)
+def test_numbers_out_of_range_are_refused_by_sender_and_receiver(
+    keys: RoomKeys, alice: SigningIdentity, seq: int, timestamp_ms: int
+) -> None:
+    plain = build_inner(
+        alice, tag=keys.tag, name=b"alice", text=b"hi", seq=seq, timestamp_ms=timestamp_ms
+    )
+    with pytest.raises(ProtocolError):
+        open_payload(encrypt_body(keys, "aes-256-gcm", plain), keys)
+    with pytest.raises(ProtocolError):
+        seal(
+            keys,
+            alice,
+            name="alice",
+            text="hi",
+            seq=seq,
+            timestamp_ms=timestamp_ms,
+            random=counting_random(),
+        )
