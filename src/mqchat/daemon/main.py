@@ -90,15 +90,19 @@ def run(settings: Settings) -> int:
     from mqchat.daemon.runtime_dir import DaemonLock, prepare_private_dir, socket_paths
 
     prepare_private_dir(settings.runtime_dir, "runtime directory")
+    prepare_private_dir(settings.state_dir, "state directory")
     ctl_path, events_path = socket_paths(settings.runtime_dir)
-    lock = DaemonLock(settings.runtime_dir)
+    locks = [DaemonLock(settings.runtime_dir)]
     try:
+        locks.append(DaemonLock(settings.state_dir, "state directory"))
         return asyncio.run(serve(settings, ctl_path, events_path))
     finally:
-        for path in (ctl_path, events_path):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        lock.release()
+        if len(locks) == 2:  # the sockets are ours only once both locks are
+            for path in (ctl_path, events_path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        for lock in locks:
+            lock.release()
 
 
 async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
@@ -180,12 +184,10 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
 
 def _open_state(settings: Settings) -> tuple[str | None, Store, SigningIdentity, str]:
     """The broker password, the store, our identity and our MQTT client id."""
-    from mqchat.daemon.runtime_dir import prepare_private_dir
     from mqchat.daemon.state import load_identity
     from mqchat.daemon.store import Store
     from mqchat.secret_file import read_secret_file
 
-    prepare_private_dir(settings.state_dir, "state directory")
     password = (
         read_secret_file(settings.password_file, "broker password file")
         if settings.password_file

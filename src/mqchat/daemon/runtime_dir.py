@@ -54,10 +54,15 @@ def socket_paths(runtime_dir: Path) -> tuple[Path, Path]:
 
 
 class DaemonLock:
-    """An flock on <runtime dir>/chatd.lock, held for the daemon's life."""
+    """An flock on <dir>/chatd.lock, held for the daemon's life.
 
-    def __init__(self, runtime_dir: Path) -> None:
-        self.path = runtime_dir / LOCK_FILE
+    chatd takes one in its runtime dir (one daemon per set of sockets) and one in
+    its state dir (one daemon per store, identity and MQTT client id: two would
+    take the broker session from each other).
+    """
+
+    def __init__(self, directory: Path, what: str = "runtime directory") -> None:
+        self.path = directory / LOCK_FILE
         try:
             self._fd = os.open(
                 self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
@@ -72,9 +77,10 @@ class DaemonLock:
             other = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
             os.close(self._fd)
             pid = f" (pid {other})" if other.isdigit() else ""
+            flag = "--runtime-dir" if what == "runtime directory" else "--state-dir"
             raise AlreadyRunning(
-                f"chatd is already running for {runtime_dir}{pid}; stop it first, "
-                "or start this one with another --runtime-dir"
+                f"chatd is already running for {what} {directory}{pid}; stop it first, "
+                f"or start this one with another {flag}"
             ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)

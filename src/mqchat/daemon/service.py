@@ -26,6 +26,7 @@ from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher, iso_ts, to_event
 from mqchat.daemon.inbox import Inbox, legacy_id
 from mqchat.daemon.rooms import Room
+from mqchat.daemon.state import SeqReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
 from mqchat.errors import NothingToTrust, NotJoined, UsageError
 from mqchat.protocol import envelope
@@ -72,7 +73,10 @@ class ChatService:
         self._after_commit: list[Callable[[], None]] = []
         self._published: list[int] = []  # outbox ids whose PUBACK came
         self._handed: set[int] = set()  # outbox ids paho holds
-        self._send_seq = int(store.get_meta(SEND_SEQ_KEY) or 0)
+        self._seqs = SeqReservation(settings.state_dir)
+        # Past every number reserved before, whatever the database remembers.
+        self._seq_floor = self._seqs.reserved
+        self._send_seq = max(int(store.get_meta(SEND_SEQ_KEY) or 0), self._seq_floor)
         self.inbox = Inbox(
             store=store,
             identity=identity,
@@ -222,6 +226,7 @@ class ChatService:
             id_bytes, fp = legacy_id(payload), ""
         elif r.keys is not None:
             seq_after += 1
+            self._seqs.cover(seq_after)
             id_bytes, payload = envelope.seal(
                 r.keys,
                 self.identity,
@@ -350,7 +355,7 @@ class ChatService:
 
     def _reload_counters(self) -> None:
         self._after_commit.clear()
-        self._send_seq = int(self.store.get_meta(SEND_SEQ_KEY) or 0)
+        self._send_seq = max(int(self.store.get_meta(SEND_SEQ_KEY) or 0), self._seq_floor)
         for room in self.rooms.values():
             room.last_seq = self.store.last_seq(room.name)
 

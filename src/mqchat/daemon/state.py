@@ -11,6 +11,9 @@ from mqchat.errors import MqchatError
 from mqchat.protocol.signing import SigningIdentity
 
 IDENTITY_FILE = "identity.key"
+SEQ_FILE = "identity.seq"
+SEQ_BLOCK = 1024
+"""Send sequence numbers reserved at a time in SEQ_FILE."""
 
 
 def load_identity(state_dir: Path, random: Callable[[int], bytes]) -> SigningIdentity:
@@ -45,3 +48,53 @@ def _load_or_create(path: Path, random: Callable[[int], bytes]) -> SigningIdenti
         f.flush()
         os.fsync(f.fileno())
     return identity
+
+
+class SeqReservation:
+    """Keeps the send sequence number moving forward while identity.key stays.
+
+    The number lives in the database, but a database can be deleted or restored
+    from a backup while the identity stays; peers would then drop the reused
+    numbers as replays. So numbers are reserved in blocks in SEQ_FILE beside the
+    key, written and fsynced before any number of a block is used, and a daemon
+    starts after the last reserved number whatever its database says.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / SEQ_FILE
+        try:
+            text = self.path.read_text().strip()
+        except FileNotFoundError:
+            text = "0"
+        except OSError as exc:
+            raise MqchatError(f"cannot read {self.path}: {exc.strerror}") from None
+        if not text.isascii() or not text.isdigit():
+            raise MqchatError(f"{self.path} is damaged: it must hold one number") from None
+        self.reserved = int(text)
+
+    def cover(self, seq: int) -> None:
+        """Make sure ``seq`` is reserved before it is used."""
+        if seq <= self.reserved:
+            return
+        upto = seq + SEQ_BLOCK - 1
+        try:
+            self._write(upto)
+        except OSError as exc:
+            raise MqchatError(
+                f"cannot reserve send sequence numbers in {self.path}: {exc.strerror}"
+            ) from None
+        self.reserved = upto
+
+    def _write(self, upto: int) -> None:
+        tmp = self.path.with_name(f".{SEQ_FILE}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{upto}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
