@@ -106,9 +106,13 @@ class Broker:
         persistence: bool = False,
         port: int | None = None,
         tls: tuple[Path, Path] | None = None,
+        acl: str | None = None,
     ) -> None:
-        """``tls``: (certificate chain, key) files; the listener is then TLS only."""
+        """``tls``: (certificate chain, key) files; the listener is then TLS only.
+        ``acl``: the text of a mosquitto ACL file (``set_acl`` changes it for the
+        next start)."""
         self.dir = short_tmpdir("mqb-")
+        self.acl = acl
         self.port = port or free_port()
         self.persistence = persistence
         self.tls = tls
@@ -126,13 +130,17 @@ class Broker:
         ]
         if self.persistence:
             lines += [f"persistence_location {self.dir}/", "autosave_interval 1"]
+        if self.acl is not None:
+            acl_file = self.dir / "acl"
+            acl_file.write_text(self.acl)
+            lines.append(f"acl_file {acl_file}")
         if self.tls:
             # Copies in the broker's own dir, which mosquitto can read (below).
             chain, key = self.dir / "server.pem", self.dir / "server.key"
             shutil.copyfile(self.tls[0], chain)
             shutil.copyfile(self.tls[1], key)
             lines += [f"certfile {chain}", f"keyfile {key}"]
-        if os.geteuid() == 0 and (self.persistence or self.tls):
+        if os.geteuid() == 0 and (self.persistence or self.tls or self.acl is not None):
             # Started as root, mosquitto drops to the "mosquitto" user, which
             # could not use this 0700 dir: persistence would fail with only a
             # line in its log, and the TLS key could not be read.

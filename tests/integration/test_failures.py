@@ -9,9 +9,10 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 
-from harness import Daemon, command, short_tmpdir
+from harness import Broker, Daemon, command, short_tmpdir, wait_until
 
 MakeDaemon = Callable[..., Daemon]
+MakeBroker = Callable[..., Broker]
 
 
 def test_a_lost_database_does_not_silence_the_sender(make_daemon: MakeDaemon, room: str) -> None:
@@ -50,3 +51,53 @@ def test_a_second_daemon_on_one_state_dir_is_refused(make_daemon: MakeDaemon, ro
     assert f"state directory {alice.state_dir} (pid {alice.pid})" in result.stderr
     assert "Traceback" not in result.stderr
     alice.ok("send", room, "the first one keeps working")
+
+
+def test_a_refused_publish_is_kept_shown_and_sent_again(
+    make_broker: MakeBroker, make_daemon: MakeDaemon, room: str
+) -> None:
+    """A PUBACK with a failure reason (here an ACL) used to delete the message."""
+    broker = make_broker(persistence=True, acl="topic read #\n")
+    alice, bob = make_daemon("alice", on=broker), make_daemon("bob", on=broker)
+    alice.join(room)
+    bob.join(room)
+    watch = alice.tail(room, "--since", "0")
+    alice.ok("send", room, "refused at first")
+    notice = watch.wait_for(lambda e: e.get("kind") == "publish_refused")
+    assert "not authorized" in notice["text"].lower()
+    status = alice.status()["broker"]
+    assert status["outbox"] == 1 and status["refused"] == 1
+    assert "not authorized" in status["last_refusal"]["reason"].lower()
+
+    broker.stop()
+    broker.acl = "topic readwrite #\n"
+    broker.start()
+    tail = bob.tail(room, "--since", "0")
+    assert tail.messages(1)[0]["text"] == "refused at first"
+    wait_until(lambda: alice.status()["broker"]["outbox"] == 0, "the outbox to empty")
+    assert alice.status()["broker"]["refused"] == 0
+
+
+def test_leaving_while_the_broker_is_down_stops_the_room_arriving(
+    make_broker: MakeBroker, make_daemon: MakeDaemon, room: str
+) -> None:
+    """The persistent session used to keep the subscription of a room left offline."""
+    broker = make_broker(persistence=True)
+    alice, bob = make_daemon("alice", on=broker), make_daemon("bob", on=broker)
+    alice.join(room)
+    bob.join(room)
+    other = room + "-still-joined"
+    alice.join(other)
+    bob.join(other)
+    broker.stop()
+    alice.wait_connected(False)
+    alice.ok("leave", room)
+    broker.start()
+    alice.wait_connected()
+    bob.wait_connected()
+    tail = alice.tail(other, "--since", "0")
+    for i in range(3):
+        bob.ok("send", room, f"not for alice {i}")
+    bob.ok("send", other, "for alice")
+    assert tail.messages(1)[0]["text"] == "for alice"
+    assert "unknown_topic" not in alice.status()["dropped"]

@@ -73,14 +73,20 @@ class BrokerLink:
         *,
         on_message: Callable[[Incoming], None],
         on_state: Callable[[bool, str], None],
-        on_published: Callable[[int], None],
+        on_published: Callable[[int, str | None], None],
     ) -> None:
         self._settings = settings
         self._loop = loop
         self._on_message = on_message
         self._on_state = on_state
         self._on_published = on_published
+        # What we want subscribed, what we still must unsubscribe, and whether a
+        # session is up: changed only under the lock, by the loop's calls and by
+        # paho's CONNACK handler alike, so a join can never fall between the
+        # handler's copy of the list and the session coming up.
         self._topics: dict[str, int] = {}
+        self._unsubscribe: set[str] = set()
+        self._session_up = False
         self._topics_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,14 +136,19 @@ class BrokerLink:
     def subscribe(self, topic: str, qos: int) -> None:
         with self._topics_lock:
             self._topics[topic] = qos
-        if self.connected:
-            self._client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))
+            self._unsubscribe.discard(topic)
+            if self._session_up:
+                self._client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))
 
     def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``, now or, while disconnected, at the next CONNACK:
+        the persistent session would otherwise keep delivering it."""
         with self._topics_lock:
             self._topics.pop(topic, None)
-        if self.connected:
-            self._client.unsubscribe(topic)
+            if self._session_up:
+                self._client.unsubscribe(topic)
+            else:
+                self._unsubscribe.add(topic)
 
     def publish(self, topic: str, payload: bytes, qos: int) -> int | None:
         """Hand a message to paho; return its mid, or None if it was not taken.
@@ -187,6 +198,8 @@ class BrokerLink:
                 rc = self._client.loop(timeout=1.0)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
+            with self._topics_lock:
+                self._session_up = False
             if self._connacks != connacks:
                 # A session was up: the next outage starts from a short delay,
                 # not from where the last one's backoff had climbed to.
@@ -224,9 +237,12 @@ class BrokerLink:
             return
         self._connacks += 1
         with self._topics_lock:
-            topics = list(self._topics.items())
-        for topic, qos in topics:
-            client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))
+            for topic, qos in self._topics.items():
+                client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))
+            for topic in self._unsubscribe:
+                client.unsubscribe(topic)
+            self._unsubscribe.clear()
+            self._session_up = True
         self._set_state(True, f"connected to {self._settings.broker}")
 
     def _cb_disconnect(
@@ -237,6 +253,8 @@ class BrokerLink:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        with self._topics_lock:
+            self._session_up = False
         if self.connected and not self._stopping.is_set():
             self._set_state(False, f"disconnected from {self._settings.broker}: {reason}")
         else:
@@ -259,6 +277,5 @@ class BrokerLink:
         reason: ReasonCode,
         properties: Properties,
     ) -> None:
-        if reason.is_failure:
-            log.warning("broker refused a publish: %s", reason)
-        self._loop.call_soon_threadsafe(self._on_published, mid)
+        refusal = str(reason) if reason.is_failure else None
+        self._loop.call_soon_threadsafe(self._on_published, mid, refusal)

@@ -68,6 +68,7 @@ class Inbox:
         self.link: BrokerLink | None = None
         self._incoming: list[Incoming] = []
         self._failures = 0  # store failures in a row
+        self._unsubscribed: set[str] = set()
 
     def on_message(self, inc: Incoming) -> None:
         """Queue a payload; the queue is stored in one transaction per loop pass."""
@@ -131,6 +132,11 @@ class Inbox:
         room = self.by_topic.get(inc.topic)
         if room is None:
             self.drops.drop("unknown_topic")
+            if self.link is not None and inc.topic and inc.topic not in self._unsubscribed:
+                # A subscription the broker kept for us (a room left while the
+                # broker was down, a lost database): stop it coming.
+                self._unsubscribed.add(inc.topic)
+                self.link.unsubscribe(inc.topic)
         elif room.legacy_key is not None:
             self._receive_legacy(room, room.legacy_key, inc.payload)
         elif room.keys is not None:

@@ -73,6 +73,8 @@ class ChatService:
         self._after_commit: list[Callable[[], None]] = []
         self._published: list[int] = []  # outbox ids whose PUBACK came
         self._handed: set[int] = set()  # outbox ids paho holds
+        self._refusals: dict[int, str] = {}  # outbox id -> the broker's reason
+        self.last_refusal: tuple[str, int] | None = None
         self._seqs = SeqReservation(settings.state_dir)
         # Past every number reserved before, whatever the database remembers.
         self._seq_floor = self._seqs.reserved
@@ -133,6 +135,10 @@ class ChatService:
                 "url": str(self.settings.broker),
                 "connected": self.connected,
                 "outbox": self.store.outbox_depth(),
+                "refused": len(self._refusals),
+                "last_refusal": None
+                if self.last_refusal is None
+                else {"reason": self.last_refusal[0], "at": iso_ts(self.last_refusal[1])},
             },
             "rooms": sorted(self.rooms),
             "dropped": self.drops.as_dict(),
@@ -370,14 +376,41 @@ class ChatService:
             self._inflight[mid] = entry.id
             self._handed.add(entry.id)
 
-    def on_published(self, mid: int) -> None:
+    def on_published(self, mid: int, refusal: str | None) -> None:
         entry_id = self._inflight.pop(mid, None)
         if entry_id is None:
             return
         self._handed.discard(entry_id)
+        if refusal is not None:
+            self._refused(entry_id, refusal)
+            return
+        self._refusals.pop(entry_id, None)
         if not self._published:
             asyncio.get_running_loop().call_soon(self._forget_published)
         self._published.append(entry_id)
+
+    def _refused(self, entry_id: int, reason: str) -> None:
+        """The broker took the message but would not publish it (an ACL, a quota).
+
+        It stays in the outbox and goes again on the next connection; `status`
+        counts it and tails are told, so a refusal is never mistaken for delivery.
+        """
+        first = entry_id not in self._refusals
+        self._refusals[entry_id] = reason
+        self.last_refusal = (reason, self.clock_ms())
+        log.warning("the broker refused to publish a message (%s); kept for a retry", reason)
+        room = self.store.outbox_room(entry_id)
+        if first and room is not None and room in self.rooms:
+            self.events.publish(
+                room,
+                notice_event(
+                    room,
+                    "publish_refused",
+                    f"the broker refused a message in {room} ({reason}); chatd keeps it and "
+                    f"tries again when it reconnects",
+                    reason=reason,
+                ),
+            )
 
     def _forget_published(self) -> None:
         """Remove every entry PUBACK'd since the last pass, in one transaction."""

@@ -406,6 +406,10 @@ class Store:
         ).fetchall()
         return [OutboxEntry(*r) for r in rows]
 
+    def outbox_room(self, entry_id: int) -> str | None:
+        row = self._db.execute("SELECT room FROM outbox WHERE id = ?", (entry_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
