@@ -76,6 +76,38 @@ def memory_kib(pid: int, field: str = "VmRSS") -> int:
     raise AssertionError(f"no {field} for pid {pid}")
 
 
+class PeakMemory:
+    """The highest VmRSS of a process while the block runs, sampled every 20 ms.
+
+    VmHWM would do, but it remembers peaks from before the block (a join's
+    64 MiB Argon2id run).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = memory_kib(pid)
+        self.peak = self.start
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):  # a sampling period, not a synchronisation
+            with contextlib.suppress(OSError, AssertionError):
+                self.peak = max(self.peak, memory_kib(self.pid))
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.start) / 1024
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def short_tmpdir(prefix: str) -> Path:
     """Socket paths must stay under 107 bytes: keep test dirs short."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

@@ -6,10 +6,11 @@ daemons on one store, ...) with real daemons and a real mosquitto.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 
-from harness import Broker, Daemon, command, short_tmpdir, wait_until
+from harness import Broker, Daemon, PeakMemory, command, short_tmpdir, wait_until
 
 MakeDaemon = Callable[..., Daemon]
 MakeBroker = Callable[..., Broker]
@@ -101,3 +102,30 @@ def test_leaving_while_the_broker_is_down_stops_the_room_arriving(
     bob.ok("send", other, "for alice")
     assert tail.messages(1)[0]["text"] == "for alice"
     assert "unknown_topic" not in alice.status()["dropped"]
+
+
+OUTAGE_SENDS = int(os.environ.get("MQCHAT_TEST_OUTAGE_SENDS", "100000"))
+
+
+def test_a_long_outage_is_sent_in_order_with_bounded_memory(
+    make_broker: MakeBroker, make_daemon: MakeDaemon, room: str
+) -> None:
+    """The whole outbox used to be handed to paho at once: past 65,535 pending
+    packet ids paho refused, and memory grew with the outage."""
+    broker = make_broker(persistence=True)
+    alice, bob = make_daemon("alice", on=broker), make_daemon("bob", on=broker)
+    alice.join(room)
+    bob.join(room)
+    broker.stop()
+    alice.wait_connected(False)
+    lines = "".join(f"{i}\n" for i in range(OUTAGE_SENDS))
+    with PeakMemory(alice.pid) as memory:
+        result = alice.ctl("send", room, input=lines, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert alice.status()["broker"]["outbox"] == OUTAGE_SENDS
+        broker.start()
+        tail = bob.tail(room, "--since", "0")
+        got = [int(m["text"]) for m in tail.messages(OUTAGE_SENDS, timeout=600)]
+        assert got == list(range(OUTAGE_SENDS))
+        wait_until(lambda: alice.status()["broker"]["outbox"] == 0, "alice's outbox to empty")
+    assert memory.growth_mib < 50, f"chatd grew by {memory.growth_mib:.0f} MiB"

@@ -36,6 +36,8 @@ MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 1024
 """Asked of the broker at CONNECT (MQTT 5 Maximum Packet Size): the largest
 payload chatd would open, plus room for the topic and headers. A broker does not
 send us anything larger, so a huge payload never reaches our memory."""
+MAX_INFLIGHT = 100
+"""QoS 1 publishes awaiting PUBACK at once, or fewer if the broker's Receive Maximum says so."""
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 60.0
 
@@ -74,12 +76,14 @@ class BrokerLink:
         on_message: Callable[[Incoming], None],
         on_state: Callable[[bool, str], None],
         on_published: Callable[[int, str | None], None],
+        on_fatal: Callable[[str], None],
     ) -> None:
         self._settings = settings
         self._loop = loop
         self._on_message = on_message
         self._on_state = on_state
         self._on_published = on_published
+        self._on_fatal = on_fatal
         # What we want subscribed, what we still must unsubscribe, and whether a
         # session is up: changed only under the lock, by the loop's calls and by
         # paho's CONNACK handler alike, so a join can never fall between the
@@ -92,6 +96,8 @@ class BrokerLink:
         self._thread: threading.Thread | None = None
         self._connacks = 0  # successful CONNACKs; the paho thread's own counter
         self.connected = False
+        self.receive_maximum = 65535
+        """How many QoS 1 publishes the broker takes unacknowledged (MQTT 5 CONNACK)."""
         url = settings.broker
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -113,7 +119,7 @@ class BrokerLink:
             self._client.tls_set_context(ctx)
         if settings.username:
             self._client.username_pw_set(settings.username, password)
-        self._client.max_inflight_messages_set(100)
+        self._client.max_inflight_messages_set(MAX_INFLIGHT)
         self._client.on_connect = self._cb_connect
         self._client.on_disconnect = self._cb_disconnect
         self._client.on_message = self._cb_message
@@ -122,7 +128,7 @@ class BrokerLink:
 
     # called from the asyncio thread ------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread = threading.Thread(target=self._supervised, name="mqtt-link", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -168,6 +174,16 @@ class BrokerLink:
             self._client.ack(mid, qos)
 
     # the paho thread ---------------------------------------------------
+    def _supervised(self) -> None:
+        """Run the link; if it dies of a bug, say so and stop chatd (systemd restarts it)
+        rather than leave a daemon that looks connected and is not."""
+        try:
+            self._run()
+        except BaseException as exc:
+            log.critical("the broker link failed", exc_info=True)
+            self.connected = False
+            self._loop.call_soon_threadsafe(self._on_fatal, f"the broker link failed: {exc!r}")
+
     def _run(self) -> None:
         url = self._settings.broker
         delays = backoff_delays(random.Random())  # noqa: S311 -- jitter, not a secret
@@ -236,6 +252,10 @@ class BrokerLink:
             self._set_state(False, f"broker refused the connection: {reason}")
             return
         self._connacks += 1
+        # paho does not read the broker's Receive Maximum itself (and cannot change
+        # its in-flight limit while connected): the service hands it no more.
+        received = getattr(properties, "ReceiveMaximum", None) if properties else None
+        self.receive_maximum = received if isinstance(received, int) and received > 0 else 65535
         with self._topics_lock:
             for topic, qos in self._topics.items():
                 client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))

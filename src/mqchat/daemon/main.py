@@ -142,6 +142,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         on_message=service.inbox.on_message,
         on_state=lambda up, why: _on_state(service, up, why),
         on_published=service.on_published,
+        on_fatal=die,
     )
     service.attach(link)
 

@@ -41,6 +41,10 @@ from mqchat.protocol.signing import fingerprint as key_fingerprint
 log = logging.getLogger(__name__)
 
 SEND_SEQ_KEY = "send_seq"
+OUTBOX_WINDOW = 100
+"""Outbox entries the broker link holds at once (fewer if the broker's Receive
+Maximum says so); PUBACKs make room for more."""
+OUTBOX_PAGE = 256
 
 
 class ChatService:
@@ -74,6 +78,8 @@ class ChatService:
         self._published: list[int] = []  # outbox ids whose PUBACK came
         self._handed: set[int] = set()  # outbox ids paho holds
         self._refusals: dict[int, str] = {}  # outbox id -> the broker's reason
+        self._cursor = 0  # the newest outbox id handed over since the last (re)connection
+        self._fill_pending = False
         self.last_refusal: tuple[str, int] | None = None
         self._seqs = SeqReservation(settings.state_dir)
         # Past every number reserved before, whatever the database remembers.
@@ -113,8 +119,7 @@ class ChatService:
         self.inbox.link = link
         for room in self.rooms.values():
             link.subscribe(room.topic, room.qos)
-        for entry in self.store.outbox():
-            self._hand_to_broker(entry)
+        self._fill_window()
 
     # ------------------------------------------------------------------ requests
     def call(self, req: Request) -> Any | Awaitable[Any]:
@@ -248,7 +253,7 @@ class ChatService:
             r.name, r.last_seq + 1, id_bytes.hex(), now, self.name, fp, True, True, r.legacy, text
         )
         entry = OutboxEntry(0, r.name, r.topic, r.qos, payload)
-        entry_id = self.store.record_send(
+        self.store.record_send(
             message=message,
             entry=entry,
             seq_key=SEND_SEQ_KEY,
@@ -260,7 +265,7 @@ class ChatService:
         self._send_seq = seq_after
         r.last_seq = message.seq
         self.events.publish(r.name, to_event(message))
-        self._hand_to_broker(OutboxEntry(entry_id, r.name, r.topic, r.qos, payload))
+        self._fill_window()
         return {"room": r.name, "seq": message.seq, "id": message.id, "queued": not self.connected}
 
     def rpc_history(self, room: str, limit: int | None, since: int | None) -> dict[str, Any]:
@@ -365,16 +370,39 @@ class ChatService:
         for room in self.rooms.values():
             room.last_seq = self.store.last_seq(room.name)
 
-    def _hand_to_broker(self, entry: OutboxEntry) -> None:
+    def _fill_window(self) -> None:
+        """Hand the broker link the oldest outbox entries it does not hold, up to the window.
+
+        The durable outbox is the queue; paho holds only a bounded window of it
+        (refilled on every PUBACK), no larger than the broker's Receive Maximum, so
+        a long outage costs no memory, paho never runs out of packet ids and the
+        broker's queue is never overrun. Entries go in outbox order.
+        """
         if self._in_batch:
-            self._after_commit.append(functools.partial(self._hand_to_broker, entry))
+            if not self._fill_pending:
+                self._fill_pending = True
+                self._after_commit.append(self._fill_window)
             return
-        if self.link is None or entry.id in self._handed:
-            return
-        mid = self.link.publish(entry.topic, entry.payload, entry.qos)
-        if mid is not None:
-            self._inflight[mid] = entry.id
-            self._handed.add(entry.id)
+        self._fill_pending = False
+        if self.link is None or not self.connected:
+            return  # the outbox is the queue: paho holds nothing while offline
+        window = min(OUTBOX_WINDOW, self.link.receive_maximum)
+        while len(self._handed) < window:
+            page = self.store.outbox_after(self._cursor, OUTBOX_PAGE)
+            if not page:
+                return
+            for entry in page:
+                if entry.id in self._handed:
+                    self._cursor = entry.id
+                    continue
+                if len(self._handed) >= window:
+                    return
+                mid = self.link.publish(entry.topic, entry.payload, entry.qos)
+                if mid is None:
+                    return  # not taken now (QoS 0 while offline): the next connection
+                self._cursor = entry.id
+                self._inflight[mid] = entry.id
+                self._handed.add(entry.id)
 
     def on_published(self, mid: int, refusal: str | None) -> None:
         entry_id = self._inflight.pop(mid, None)
@@ -388,6 +416,7 @@ class ChatService:
         if not self._published:
             asyncio.get_running_loop().call_soon(self._forget_published)
         self._published.append(entry_id)
+        self._fill_window()
 
     def _refused(self, entry_id: int, reason: str) -> None:
         """The broker took the message but would not publish it (an ACL, a quota).
@@ -425,8 +454,8 @@ class ChatService:
             return
         if connected:
             log.info("%s", reason)
-            for entry in self.store.outbox():
-                self._hand_to_broker(entry)
+            self._cursor = 0  # refused or untaken entries go again, in order
+            self._fill_window()
         else:
             log.warning("%s", reason)
         kind = "broker_up" if connected else "broker_down"

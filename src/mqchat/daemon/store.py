@@ -400,9 +400,11 @@ class Store:
             self.set_meta(seq_key, str(sender_seq))
             return int(cur.lastrowid or 0)
 
-    def outbox(self) -> list[OutboxEntry]:
+    def outbox_after(self, entry_id: int, limit: int) -> list[OutboxEntry]:
+        """Up to ``limit`` outbox entries with an id above ``entry_id``, oldest first."""
         rows = self._db.execute(
-            "SELECT id, room, topic, qos, payload FROM outbox ORDER BY id"
+            "SELECT id, room, topic, qos, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (entry_id, limit),
         ).fetchall()
         return [OutboxEntry(*r) for r in rows]
 
