@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -183,3 +185,15 @@ def test_any_text_parses_or_raises_invalid_invite(text: str) -> None:
         parse_invite(text)
     except InvalidInvite:
         return
+
+
+def doc_without_white_space() -> str:
+    """docs/protocol.md with all white space removed, so wrapped hex reads as one string."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+    return re.sub(r"\s+", "", doc.read_text(encoding="utf-8"))
+
+
+def test_the_doc_shows_the_pinned_invite() -> None:
+    doc = doc_without_white_space()
+    assert LINE in doc
+    assert CHECK_KEY in doc

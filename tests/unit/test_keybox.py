@@ -8,8 +8,10 @@ it; anything else is a ProtocolError.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -295,3 +297,17 @@ def test_every_member_picks_the_same_winner_whatever_the_arrival_order(order: li
 def test_no_candidate_is_an_error() -> None:
     with pytest.raises(ProtocolError):
         winning_rekey([])
+
+
+def doc_without_white_space() -> str:
+    """docs/protocol.md with all white space removed, so wrapped hex reads as one string."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+    return re.sub(r"\s+", "", doc.read_text(encoding="utf-8"))
+
+
+def test_the_doc_shows_the_pinned_vectors() -> None:
+    doc = doc_without_white_space()
+    pinned = [REKEY_RECORD_HEX, REKEY_ID, REKEY_PAYLOAD_SHA256, BOB_BOX_SHARED, BOB_BOX_KEY]
+    pinned += [BOB_BOX_NONCE, BOB_BOX_SEALED, BOB_X25519_PRIVATE, ALICE_X25519_PRIVATE]
+    for value in pinned:
+        assert value in doc, value[:40]

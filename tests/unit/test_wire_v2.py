@@ -9,8 +9,10 @@ bytes either open to a verified Batch or raise ProtocolError.
 from __future__ import annotations
 
 import base64
+import re
 import struct
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -798,3 +800,24 @@ def vars_of(record: Record) -> list[object]:
     if isinstance(record, RepairRequest):
         values += [n for pair in record.ranges for n in pair]
     return values
+
+
+def doc_without_white_space() -> str:
+    """docs/protocol.md with all white space removed, so wrapped hex reads as one string."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+    return re.sub(r"\s+", "", doc.read_text(encoding="utf-8"))
+
+
+def test_the_doc_shows_the_pinned_vectors() -> None:
+    doc = doc_without_white_space()
+    pinned = [payload.hex() for payload in PAYLOADS_B.values()]
+    pinned += [
+        PAYLOAD_C.hex(),
+        EPOCH0_SECRET.hex(),
+        AD_HEX,
+        HEADS_RECORD_HEX,
+        *EPOCH0_KEYS_HEX.values(),
+    ]
+    pinned += [PLAIN_B_HEX[-128:], EPOCH0_TAG, EPOCH1_TAG]
+    for value in pinned:
+        assert value in doc, value[:40]
