@@ -311,3 +311,17 @@ def test_the_doc_shows_the_pinned_vectors() -> None:
     pinned += [BOB_BOX_NONCE, BOB_BOX_SEALED, BOB_X25519_PRIVATE, ALICE_X25519_PRIVATE]
     for value in pinned:
         assert value in doc, value[:40]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    ephemeral=st.binary(max_size=40),
+    sealed=st.binary(max_size=60),
+    new_epoch=st.integers(0, 2**53 - 1),
+)
+def test_any_box_opens_or_raises_protocol_error(
+    ephemeral: bytes, sealed: bytes, new_epoch: int
+) -> None:
+    box = KeyBox(BOB_X25519, ephemeral, sealed)
+    with pytest.raises(ProtocolError):
+        open_box(box, BOB_KEYS, tag=E0.tag, new_epoch=new_epoch, rekeyer_key=ALICE.public_key)

@@ -45,6 +45,7 @@ from mqchat.protocol.records import (
     Record,
     RepairRequest,
     Text,
+    decode_record,
     encode_record,
 )
 from mqchat.protocol.signing import SigningIdentity
@@ -821,3 +822,24 @@ def test_the_doc_shows_the_pinned_vectors() -> None:
     pinned += [PLAIN_B_HEX[-128:], EPOCH0_TAG, EPOCH1_TAG]
     for value in pinned:
         assert value in doc, value[:40]
+
+
+@FUZZ
+@given(kind=st.integers(0, 255), body=st.binary(max_size=300))
+def test_any_record_body_decodes_or_raises_protocol_error(kind: int, body: bytes) -> None:
+    try:
+        record = decode_record(kind, body)
+    except ProtocolError:
+        return
+    if record is None:
+        assert kind > 7
+    else:
+        assert encode_record(record) == record_bytes(kind, body)  # one value, one encoding
+
+
+@FUZZ
+@given(token=st.binary(max_size=200), key=st.binary(min_size=32, max_size=32))
+def test_any_fernet_token_opens_or_raises_protocol_error(token: bytes, key: bytes) -> None:
+    for attempt in (fernet_token.open_raw, fernet_token.open_text):
+        with pytest.raises(ProtocolError):
+            attempt(key, token)
