@@ -22,6 +22,17 @@ def test_protocol_imports_no_network_loop_store_or_logging() -> None:
     assert modules.isdisjoint(FORBIDDEN), sorted(modules & set(FORBIDDEN))
 
 
+def test_wire_version_2_imports_no_network_loop_store_or_logging() -> None:
+    """The v2 codec: records, batches, epochs, key boxes, invites, Fernet tokens."""
+    modules = imported_after(
+        "import mqchat.protocol.records, mqchat.protocol.batch, mqchat.protocol.epochs,"
+        " mqchat.protocol.keybox, mqchat.protocol.invite, mqchat.protocol.fernet_token"
+    )
+    assert "mqchat" in modules
+    assert "cryptography" in modules
+    assert modules.isdisjoint(FORBIDDEN), sorted(modules & set(FORBIDDEN))
+
+
 def test_ipc_schema_alone_does_not_load_cryptography() -> None:
     """chatctl imports the IPC schema on every command; it must start fast."""
     modules = imported_after("import mqchat.protocol.ipc")
