@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from mqchat.errors import PayloadTooLarge, ProtocolError, UsageError
-from mqchat.protocol import inner
+from mqchat.protocol import fernet_token, inner
 from mqchat.protocol.kdf import RoomKeys, cipher_key
 from mqchat.protocol.limits import MAX_PAYLOAD_BYTES
 from mqchat.protocol.signing import SigningIdentity
@@ -77,10 +77,9 @@ def seal(
     if cipher == "fernet":
         # Fernet's public encrypt() reads the clock and os.urandom itself; the
         # protocol takes both from the caller so that known answers can be pinned.
-        token = Fernet(base64.urlsafe_b64encode(key))._encrypt_from_parts(
-            plain, timestamp_ms // 1000, random(FERNET_IV_BYTES)
+        body = fernet_token.seal_text(
+            key, plain, timestamp_s=timestamp_ms // 1000, iv=random(FERNET_IV_BYTES)
         )
-        body = token
     else:
         nonce = random(NONCE_BYTES)
         aead = AESGCM(key) if cipher == "aes-256-gcm" else ChaCha20Poly1305(key)

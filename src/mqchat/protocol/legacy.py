@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from cryptography.fernet import Fernet, InvalidToken
 
 from mqchat.errors import PayloadTooLarge, ProtocolError, WeakPassphrase
+from mqchat.protocol import fernet_token
 from mqchat.protocol.limits import MAX_PAYLOAD_BYTES
 
 TOPIC_PREFIX = "movantchat"
@@ -51,7 +52,8 @@ def seal_legacy(key: LegacyKey, name: str, text: str, *, timestamp_s: int, iv: b
     """The Fernet token of "name: text", as the original program sends it."""
     plain = f"{name}: {text}".encode()
     # Known answers need the clock and IV from the caller; see envelope.seal.
-    return Fernet(key.fernet_key)._encrypt_from_parts(plain, timestamp_s, iv)
+    raw_key = base64.urlsafe_b64decode(key.fernet_key)
+    return fernet_token.seal_text(raw_key, plain, timestamp_s=timestamp_s, iv=iv)
 
 
 @dataclass(frozen=True)
