@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mqchat.errors import ConfigError
-from mqchat.paths import config_path, runtime_dir, state_dir
+from mqchat.errors import ConfigError, UsageError
+from mqchat.paths import config_path, expand_user, runtime_dir, state_dir
 from mqchat.protocol.limits import normalize_name
 
 DEFAULT_BROKER = "mqtts://broker.hivemq.com:8883"
 DEFAULT_TOPIC_PREFIX = "mqchat/v1"
 DEFAULT_KEEPALIVE = 60
 DEFAULT_RETENTION = 10_000
+MAX_RETENTION = 1_000_000_000
 SCHEMES = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
 
 
@@ -46,21 +47,28 @@ class BrokerUrl:
         return f"{self.scheme}://{host}:{self.port}{tail}"
 
 
-def parse_broker_url(url: str) -> BrokerUrl:
+def parse_broker_url(url: str, where: str = "broker URL") -> BrokerUrl:
+    """Parse ``url``, or raise ConfigError naming ``where`` it came from."""
+    if not url.isprintable() or " " in url:
+        # isprintable is False for control characters, other white space and the
+        # lone surrogates that bytes which are not UTF-8 become in argv and env.
+        raise ConfigError(f"{where} {url!r} must be printable text with no spaces")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"broker URL {url!r} is not valid: {exc}") from None
+        raise ConfigError(f"{where} {url!r} is not valid: {exc}") from None
     if parts.scheme not in SCHEMES:
         raise ConfigError(
-            f"broker URL {url!r} must start with one of {', '.join(s + '://' for s in SCHEMES)}"
+            f"{where} {url!r} must start with one of {', '.join(s + '://' for s in SCHEMES)}"
         )
     if not parts.hostname:
-        raise ConfigError(f"broker URL {url!r} has no host")
+        raise ConfigError(f"{where} {url!r} has no host")
+    if port == 0:
+        raise ConfigError(f"{where} {url!r}: the port must be 1 to 65535")
     if parts.username or parts.password:
         raise ConfigError(
-            "put no user name or password in the broker URL (it would show in `ps`); "
+            f"{where}: put no user name or password in the broker URL (it would show in `ps`); "
             "use [broker] username and password_file in the config file"
         )
     return BrokerUrl(
@@ -107,20 +115,37 @@ class Settings:
         }
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A config file is a few lines; /dev/zero or a log named by mistake is refused."""
+
+
 def read_config_file(path: Path, *, must_exist: bool) -> dict[str, Any]:
+    """The checked contents of the TOML file at ``path``; {} if it may be absent and is."""
     import tomllib
 
     try:
         with path.open("rb") as f:
-            data = tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if must_exist:
             raise ConfigError(f"config file {path} does not exist") from None
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a file") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests arrays or tables too deeply") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer of over 4300 digits
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     _check_schema(path, data)
     return data
 
@@ -162,91 +187,121 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
     """Resolve settings: flag > environment > config file > default.
 
     ``flags`` keys: config, broker, name, runtime_dir, state_dir (None when not given).
+    Every value is checked here, so that chatd refuses a bad one at start-up
+    with its source named (ConfigError, exit 2), never later in a loop.
     """
-    sources: dict[str, str] = {}
+    from mqchat.config_checks import (
+        check_int,
+        check_path,
+        check_topic_prefix,
+        check_username,
+        check_utf8_path,
+    )
+
     if flags.get("config"):
-        cfg_path, explicit = Path(str(flags["config"])).expanduser(), True
+        cfg_path, explicit = expand_user(Path(str(flags["config"]))), True
     else:
         cfg_path, explicit = config_path(env)
     data = read_config_file(cfg_path, must_exist=explicit)
-    broker_cfg: dict[str, Any] = data.get("broker", {})
-    store_cfg: dict[str, Any] = data.get("store", {})
+    pick = _Picker(flags, env, data, cfg_path)
 
-    def pick(
-        key: str, flag: str | None, env_name: str | None, file_value: Any, default: Any
-    ) -> Any:
-        if flag is not None:
-            sources[key] = "flag"
-            return flag
-        if env_name and env.get(env_name):
-            sources[key] = "environment"
-            return env[env_name]
-        if file_value is not None:
-            sources[key] = "config file"
-            return file_value
-        sources[key] = "default"
-        return default
-
-    name = normalize_name(
-        str(pick("name", flags.get("name"), "MQCHAT_NAME", data.get("name"), getpass.getuser()))
+    name_value, where = pick("name", "--name", "MQCHAT_NAME", default=_user_name)
+    try:
+        name = normalize_name(str(name_value))
+    except UsageError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+    url_value, where = pick("broker.url", "--broker", "MQCHAT_BROKER", default=DEFAULT_BROKER)
+    url = parse_broker_url(str(url_value), f"{where}:")
+    rdir_value, where = pick(
+        "runtime_dir", "--runtime-dir", "MQCHAT_RUNTIME_DIR", default=lambda: runtime_dir(env)
     )
-    url = parse_broker_url(
-        str(
-            pick(
-                "broker.url",
-                flags.get("broker"),
-                "MQCHAT_BROKER",
-                broker_cfg.get("url"),
-                DEFAULT_BROKER,
-            )
-        )
+    rdir = check_utf8_path(where, expand_user(Path(str(rdir_value))))
+    sdir_value, where = pick(
+        "state_dir", "--state-dir", "MQCHAT_STATE_DIR", default=lambda: state_dir(env)
     )
-    rdir = Path(
-        str(pick("runtime_dir", flags.get("runtime_dir"), None, None, runtime_dir(env)))
-    ).expanduser()
-    sdir = Path(
-        str(pick("state_dir", flags.get("state_dir"), None, None, state_dir(env)))
-    ).expanduser()
-    username = pick(
-        "broker.username", None, "MQCHAT_BROKER_USERNAME", broker_cfg.get("username"), None
-    )
-    password_file = pick(
-        "broker.password_file",
-        None,
-        "MQCHAT_BROKER_PASSWORD_FILE",
-        broker_cfg.get("password_file"),
-        None,
-    )
-    for key, table, section in (
-        ("ca_file", broker_cfg, "broker"),
-        ("tls_insecure", broker_cfg, "broker"),
-        ("topic_prefix", broker_cfg, "broker"),
-        ("keepalive", broker_cfg, "broker"),
-        ("retention", store_cfg, "store"),
-    ):
-        sources[f"{section}.{key}"] = "config file" if key in table else "default"
-    ca_file = broker_cfg.get("ca_file")
-    keepalive = int(broker_cfg.get("keepalive", DEFAULT_KEEPALIVE))
-    retention = int(store_cfg.get("retention", DEFAULT_RETENTION))
-    if not 5 <= keepalive <= 65535:
-        raise ConfigError("broker.keepalive must be between 5 and 65535 seconds")
-    if retention < 1:
-        raise ConfigError("store.retention must be at least 1 message per room")
-    prefix = str(broker_cfg.get("topic_prefix", DEFAULT_TOPIC_PREFIX)).strip("/")
-    if not prefix or set(prefix) & {"+", "#"}:
-        raise ConfigError("broker.topic_prefix must be a topic without + or #")
+    sdir = check_utf8_path(where, expand_user(Path(str(sdir_value))))
+    username, where = pick("broker.username", None, "MQCHAT_BROKER_USERNAME")
+    if username is not None:
+        check_username(where, str(username))
+    password_file, where = pick("broker.password_file", None, "MQCHAT_BROKER_PASSWORD_FILE")
+    if password_file is not None:
+        check_path(where, str(password_file))
+    ca_file, where = pick("broker.ca_file")
+    if ca_file is not None:
+        check_path(where, str(ca_file), must_be_file=True)
+    tls_insecure, _ = pick("broker.tls_insecure", default=False)
+    prefix, where = pick("broker.topic_prefix", default=DEFAULT_TOPIC_PREFIX)
+    keepalive, where_keepalive = pick("broker.keepalive", default=DEFAULT_KEEPALIVE)
+    retention, where_retention = pick("store.retention", default=DEFAULT_RETENTION)
     return Settings(
         name=name,
         broker=url,
         runtime_dir=rdir,
         state_dir=sdir,
         username=str(username) if username else None,
-        password_file=Path(str(password_file)).expanduser() if password_file else None,
-        ca_file=Path(ca_file).expanduser() if ca_file else None,
-        tls_insecure=bool(broker_cfg.get("tls_insecure", False)),
-        topic_prefix=prefix,
-        keepalive=keepalive,
-        retention=retention,
-        config_file=cfg_path if cfg_path.exists() else None,
-        sources=sources,
+        password_file=expand_user(Path(str(password_file))) if password_file else None,
+        ca_file=expand_user(Path(str(ca_file))) if ca_file else None,
+        tls_insecure=bool(tls_insecure),
+        topic_prefix=check_topic_prefix(where, str(prefix)),
+        keepalive=check_int(where_keepalive, keepalive, 5, 65535, "seconds"),
+        retention=check_int(where_retention, retention, 1, MAX_RETENTION, "messages per room"),
+        config_file=cfg_path if data or _exists(cfg_path) else None,
+        sources=pick.sources,
     )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no LOGNAME, USER... and no passwd entry (a container)
+        raise ConfigError(
+            "cannot tell your user name: set MQCHAT_NAME, --name or name in the config file"
+        ) from None
+
+
+class _Picker:
+    """Takes each setting from flag > environment > config file > default, and says where."""
+
+    def __init__(
+        self,
+        flags: Mapping[str, str | None],
+        env: Mapping[str, str],
+        data: Mapping[str, Any],
+        cfg_path: Path,
+    ) -> None:
+        self.flags = flags
+        self.env = env
+        self.data = data
+        self.cfg_path = cfg_path
+        self.sources: dict[str, str] = {}
+
+    def __call__(
+        self,
+        key: str,
+        flag: str | None = None,
+        env_name: str | None = None,
+        *,
+        default: Any = None,
+    ) -> tuple[Any, str]:
+        """(value, where it came from, as an error message names it)."""
+        flag_value = self.flags.get(flag.removeprefix("--").replace("-", "_")) if flag else None
+        if flag is not None and flag_value is not None:
+            self.sources[key] = "flag"
+            return flag_value, flag
+        if env_name and self.env.get(env_name):
+            self.sources[key] = "environment"
+            return self.env[env_name], env_name
+        section, _, leaf = key.rpartition(".")
+        table = self.data.get(section, {}) if section else self.data
+        if table.get(leaf) is not None:
+            self.sources[key] = "config file"
+            return table[leaf], f"config file {self.cfg_path}: {key}"
+        self.sources[key] = "default"
+        return (default() if callable(default) else default), f"the default {key}"

@@ -10,14 +10,24 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["config_path", "runtime_dir", "state_dir"]
+__all__ = ["config_path", "expand_user", "runtime_dir", "state_dir"]
+
+
+def expand_user(path: Path) -> Path:
+    """``~`` expanded, or a ConfigError: with no HOME and no passwd entry there is no ``~``."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        from mqchat.errors import ConfigError
+
+        raise ConfigError(f"cannot expand {path}: set HOME, or name the path in full") from None
 
 
 def _env_path(env: Mapping[str, str], name: str, xdg: str, fallback: str) -> Path:
     if env.get(name):
-        return Path(env[name]).expanduser()
+        return expand_user(Path(env[name]))
     base = env.get(xdg)
-    return Path(base) / "mqchat" if base else Path(fallback).expanduser()
+    return Path(base) / "mqchat" if base else expand_user(Path(fallback))
 
 
 def runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -33,6 +43,6 @@ def state_dir(env: Mapping[str, str] = os.environ) -> Path:
 def config_path(env: Mapping[str, str] = os.environ) -> tuple[Path, bool]:
     """(path, explicit): an explicit path must exist; the default one may be absent."""
     if env.get("MQCHAT_CONFIG"):
-        return Path(env["MQCHAT_CONFIG"]).expanduser(), True
-    base = env.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+        return expand_user(Path(env["MQCHAT_CONFIG"])), True
+    base = env.get("XDG_CONFIG_HOME") or str(expand_user(Path("~/.config")))
     return Path(base) / "mqchat" / "config.toml", False

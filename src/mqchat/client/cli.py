@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from mqchat.client import commands
-from mqchat.client.commands import DEFAULT_TIMEOUT, MIN_TIMEOUT, Options, err, out
+from mqchat.client.commands import (
+    DEFAULT_TIMEOUT,
+    MAX_COUNT,
+    MAX_TIMEOUT,
+    MIN_TIMEOUT,
+    Options,
+    check_timeout,
+    err,
+    out,
+    stdin_text,
+)
 from mqchat.errors import MqchatError
 
 if TYPE_CHECKING:
@@ -34,6 +44,14 @@ class Cipher(StrEnum):
     chacha20_poly1305 = "chacha20-poly1305"
 
 
+def _timeout(seconds: float) -> float:
+    # The same rule as the fast path's; typer's own min/max would let nan through.
+    try:
+        return check_timeout(seconds)
+    except MqchatError as exc:
+        raise typer.BadParameter(exc.message.removeprefix("--timeout ")) from None
+
+
 def _options(
     ctx: typer.Context,
     runtime_dir: Annotated[
@@ -49,7 +67,10 @@ def _options(
     timeout: Annotated[
         float,
         typer.Option(
-            "--timeout", metavar="SECONDS", min=MIN_TIMEOUT, help="How long to wait for chatd."
+            "--timeout",
+            metavar="SECONDS",
+            callback=_timeout,
+            help=f"How long to wait for chatd ({MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}).",
         ),
     ] = DEFAULT_TIMEOUT,
 ) -> None:
@@ -154,10 +175,11 @@ def chat(
     """
     name = _room(room)
     with _client(ctx) as c:
-        if not sys.stdin.isatty():
+        stdin = stdin_text()
+        if not stdin.isatty():
             from mqchat.client.sending import send_lines
 
-            send_lines(c, name, sys.stdin, err)
+            send_lines(c, name, stdin, err)
             return
         from mqchat.client.chat_session import run_chat
 
@@ -173,12 +195,17 @@ def tail(
         list[str] | None, typer.Argument(help="Rooms to show [default: all joined rooms].")
     ] = None,
     lines: Annotated[
-        int, typer.Option("-n", "--lines", min=0, help="Print the last N messages first.")
+        int,
+        typer.Option(
+            "-n", "--lines", min=0, max=MAX_COUNT, help="Print the last N messages first."
+        ),
     ] = 10,
     no_follow: Annotated[bool, typer.Option("--no-follow", help="Stop after the history.")] = False,
     since: Annotated[
         int | None,
-        typer.Option("--since", metavar="SEQ", min=0, help="Print the messages after SEQ."),
+        typer.Option(
+            "--since", metavar="SEQ", min=0, max=MAX_COUNT, help="Print the messages after SEQ."
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON event per line (notices too).")
@@ -188,8 +215,8 @@ def tail(
         typer.Option(
             "--format",
             metavar="TEMPLATE",
-            help="Python format over {room} {seq} {id} {ts} {time} {sender} {fingerprint} "
-            "{verified} {own} {legacy} {text}.",
+            help="Python format over {room} {seq} {id} {ts} {date} {time} {sender} "
+            "{fingerprint} {verified} {own} {legacy} {text} ({date} and {time} are local).",
         ),
     ] = None,
 ) -> None:
@@ -275,13 +302,17 @@ def trust(
 
 
 def show_config(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Show the settings chatd would use from this environment (no secrets)."""
     from mqchat.client.render import safe_json
     from mqchat.config import load_settings
 
-    settings = load_settings({}, os.environ).public_view()
+    # chatctl's --runtime-dir is the flag a chatd started here would be given.
+    runtime_dir = ctx.find_root().params.get("runtime_dir")
+    flags = {"runtime_dir": str(runtime_dir) if runtime_dir is not None else None}
+    settings = load_settings(flags, os.environ).public_view()
     if as_json:
         out(safe_json(settings))
         return
@@ -305,7 +336,11 @@ def service_install() -> None:
     """Write ~/.config/systemd/user/chatd.service for this installation's chatd."""
     from mqchat.client.service_unit import chatd_path, install_unit
 
-    path = install_unit()
+    try:
+        path = install_unit()
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise MqchatError(f"cannot write the unit{where}: {exc.strerror or exc}") from None
     out(f"wrote {path} (ExecStart={chatd_path()})")
     out("now run: systemctl --user daemon-reload && systemctl --user enable --now chatd")
 

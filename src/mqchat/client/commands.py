@@ -8,11 +8,14 @@ typer and cryptography out of ``chatctl send`` (issue 8).
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+
+from mqchat.errors import UsageError
 
 if TYPE_CHECKING:
     from mqchat.client.ipc_client import Client
@@ -20,6 +23,41 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 10.0
 MIN_TIMEOUT = 0.1
+MAX_TIMEOUT = 24 * 3600.0
+"""A day: longer than anything chatd takes, and short of what a poll() can wait."""
+MAX_COUNT = 2**63 - 1
+"""The largest ``-n`` or ``--since``: seq numbers are SQLite integers."""
+SUN_PATH_MAX = 107
+"""A socket path (ctl.sock in the runtime dir) may have at most this many bytes."""
+
+CIPHERS = ("fernet", "aes-256-gcm", "chacha20-poly1305")
+
+
+# The values both command-line paths take (cli.py for typer, fast.py without):
+# one rule each, so that the two cannot accept different things.
+
+
+def check_timeout(seconds: float) -> float:
+    """``--timeout``: a finite number of seconds in [MIN_TIMEOUT, MAX_TIMEOUT]."""
+    # "not (a <= x <= b)" and not "x < a or x > b": nan compares false to all.
+    if not MIN_TIMEOUT <= seconds <= MAX_TIMEOUT:
+        raise UsageError(
+            f"--timeout must be between {MIN_TIMEOUT:g} and {MAX_TIMEOUT:g} seconds, "
+            f"not {seconds:g}"
+        )
+    return seconds
+
+
+def parse_count(text: str) -> int | None:
+    """A count or seq as the fast path reads it: ASCII digits up to MAX_COUNT, else None.
+
+    ``str.isdigit`` alone accepts "²", which int() refuses; anything this
+    returns None for is left to typer, whose int type and range give the error.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_COUNT)):
+        return None
+    value = int(text)
+    return value if value <= MAX_COUNT else None
 
 
 class Options(NamedTuple):
@@ -29,30 +67,67 @@ class Options(NamedTuple):
     timeout: float
 
     def client(self) -> Client:
-        from mqchat.client.ipc_client import Client
+        from mqchat.client.ipc_client import CTL_SOCKET, Client
 
+        _check_runtime_dir_path(self.runtime_dir / CTL_SOCKET)
         return Client(self.runtime_dir, self.timeout)
+
+
+def _check_runtime_dir_path(socket_path: Path) -> None:
+    try:
+        size = len(str(socket_path).encode())
+    except UnicodeEncodeError:
+        # ZeroMQ takes endpoints as UTF-8 text: bytes that are not UTF-8 cannot reach it.
+        raise UsageError(
+            f"the runtime directory {socket_path.parent} is not a UTF-8 path; chatd cannot use it"
+        ) from None
+    if size > SUN_PATH_MAX:
+        raise UsageError(
+            f"the runtime directory {socket_path.parent} is too long: a socket path in it "
+            f"would have {size} bytes, and the limit is {SUN_PATH_MAX}"
+        )
 
 
 def out(line: str) -> None:
     """Print one line and flush it, so that pipes see each line as it comes."""
+    stdout = sys.stdout
+    if stdout is None:  # started with stdout closed (`>&-`)
+        raise UsageError("stdout is closed: nowhere to print")
     try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        try:
+            stdout.write(line + "\n")
+        except UnicodeEncodeError:  # a path that is not UTF-8, or a locale that is not
+            stdout.write(line.encode("ascii", "backslashreplace").decode() + "\n")
+        stdout.flush()
     except BrokenPipeError:
         quiet_broken_pipe()
         raise SystemExit(0) from None
 
 
 def err(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    if sys.stderr is not None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def quiet_broken_pipe() -> None:
     # The reader went away (`chatctl tail | head -1`): end quietly, as cat does.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+
+
+def stdin_text() -> TextIO:
+    """stdin, decoded so that bytes that are not UTF-8 become lone surrogates.
+
+    Strict decoding would end a stream in a traceback at the first bad byte;
+    this way the checks of each line (check_text) name the line instead.
+    """
+    stdin = sys.stdin
+    if stdin is None:  # started with stdin closed (`<&-`)
+        raise UsageError("stdin is closed: nothing to read")
+    if isinstance(stdin, io.TextIOWrapper):
+        stdin.reconfigure(errors="surrogateescape")
+    return stdin
 
 
 def send(opts: Options, room: str, text: Sequence[str] | None) -> None:
@@ -63,7 +138,7 @@ def send(opts: Options, room: str, text: Sequence[str] | None) -> None:
     name = normalize_room(room)
     with opts.client() as c:
         if not text or list(text) == ["-"]:
-            send_lines(c, name, sys.stdin, err)
+            send_lines(c, name, stdin_text(), err)
         else:
             send_one(c, name, " ".join(text), err)
 
@@ -120,26 +195,41 @@ def tail(
         run_tail(c, names, shown, lines=lines, since=since, follow=follow, out=out, err=err)
 
 
-CIPHERS = ("fernet", "aes-256-gcm", "chacha20-poly1305")
-
-
 def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
-    """From the 0600 file, else a hidden prompt on a terminal, else one line of stdin."""
+    """From the 0600 file, else a hidden prompt on a terminal, else one line of stdin.
+
+    Refuses (UsageError) a passphrase that is empty, only white space, or not UTF-8.
+    """
     if passphrase_file is not None:
         from mqchat.secret_file import read_secret_file
 
-        return read_secret_file(passphrase_file, "passphrase file")
-    if sys.stdin.isatty():
-        import getpass
-
-        first = getpass.getpass("Passphrase: ")
-        if confirm and getpass.getpass("Repeat passphrase: ") != first:
-            from mqchat.errors import UsageError
-
+        passphrase = read_secret_file(passphrase_file, "passphrase file")
+    elif (stdin := stdin_text()).isatty():
+        first = _prompt("Passphrase: ")
+        if confirm and _prompt("Repeat passphrase: ") != first:
             raise UsageError("the two passphrases differ")
-        return first
-    line = sys.stdin.readline()
-    return line.rstrip("\r\n")
+        passphrase = first
+    else:
+        # Universal newlines, as before: a line ends at \n, \r\n or \r.
+        passphrase = stdin.readline().rstrip("\r\n")
+    try:
+        passphrase.encode()
+    except UnicodeEncodeError:
+        raise UsageError("the passphrase is not valid UTF-8 text") from None
+    if not passphrase.strip():
+        raise UsageError(f"the passphrase is {'only white space' if passphrase else 'empty'}")
+    return passphrase
+
+
+def _prompt(prompt: str) -> str:
+    import getpass
+
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:  # Ctrl-D at the prompt
+        raise UsageError("no passphrase given") from None
+    except UnicodeDecodeError:
+        raise UsageError("the passphrase is not valid UTF-8 text") from None
 
 
 def join(
@@ -152,13 +242,10 @@ def join(
     weak: bool,
 ) -> None:
     """Join ROOM with a passphrase: hidden prompt on a terminal, else one line of stdin."""
-    from mqchat.errors import UsageError
     from mqchat.protocol.limits import normalize_room
 
     name = normalize_room(room)
     passphrase = read_passphrase(passphrase_file, confirm=True)
-    if not passphrase:
-        raise UsageError("the passphrase is empty")
     with opts.client() as c:
         result = c.call(
             "join",

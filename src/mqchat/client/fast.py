@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mqchat.client import commands
-from mqchat.client.commands import DEFAULT_TIMEOUT, MIN_TIMEOUT, Options
+from mqchat.client.commands import DEFAULT_TIMEOUT, Options, check_timeout, parse_count
+from mqchat.errors import UsageError
 
 GLOBAL_OPTIONS = ("--runtime-dir", "--timeout")
 COMPLETION_VAR = "_CHATCTL_COMPLETE"
@@ -59,10 +60,8 @@ def _options(values: dict[str, str]) -> Options | None:
     timeout = DEFAULT_TIMEOUT
     if "--timeout" in values:
         try:
-            timeout = float(values["--timeout"])
-        except ValueError:
-            return None
-        if not MIN_TIMEOUT <= timeout < float("inf"):
+            timeout = check_timeout(float(values["--timeout"]))
+        except (ValueError, UsageError):  # typer gives the usage error
             return None
     if "--runtime-dir" in values:
         return Options(Path(values["--runtime-dir"]), timeout)
@@ -117,16 +116,15 @@ def _tail_args(args: Sequence[str]) -> dict[str, Any] | None:
     scan = _scan(args, ("--no-follow", "--json"), ("-n", "--lines", "--since", "--format"))
     if scan is None:
         return None
-    numbers = {k: v for k, v in scan.values.items() if k != "--format"}
-    if not all(v.isdigit() for v in numbers.values()):
-        return None
-    lines = numbers.get("--lines", numbers.get("-n", "10"))
+    numbers = {k: parse_count(v) for k, v in scan.values.items() if k != "--format"}
+    if None in numbers.values():
+        return None  # not a count: typer gives the usage error
     if "-n" in numbers and "--lines" in numbers:
         return None  # which came last is typer's to say
     return {
         "rooms": scan.positional or None,
-        "lines": int(lines),
-        "since": int(numbers["--since"]) if "--since" in numbers else None,
+        "lines": numbers.get("--lines", numbers.get("-n", 10)),
+        "since": numbers.get("--since"),
         "follow": "--no-follow" not in scan.flags,
         "as_json": "--json" in scan.flags,
         "template": scan.values.get("--format"),

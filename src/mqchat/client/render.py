@@ -69,12 +69,37 @@ def safe_json(event: dict[str, Any]) -> str:
     return "".join(ch if ch.isprintable() else _json_escape(ch) for ch in text)
 
 
-def local_time(ts: str) -> str:
+def _local_stamp(ts: str) -> dt.datetime | None:
     try:
-        stamp = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
+        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone()
+    except (ValueError, AttributeError, OverflowError):  # OverflowError: year 9999 east of UTC
+        return None
+
+
+def local_time(ts: str) -> str:
+    """The local time of day of an event's timestamp, HH:MM:SS."""
+    stamp = _local_stamp(ts)
+    return stamp.strftime("%H:%M:%S") if stamp else "??:??:??"
+
+
+def local_date(ts: str) -> str:
+    """The local date of an event's timestamp, YYYY-MM-DD."""
+    stamp = _local_stamp(ts)
+    return stamp.strftime("%Y-%m-%d") if stamp else "????-??-??"
+
+
+def when(ts: str, today: dt.date | None = None) -> str:
+    """The time of a message of today (local time), else its date and time.
+
+    A message from another day (delayed, or replayed from long ago) must not
+    look like one that just arrived (issue 11, finding 5).
+    """
+    stamp = _local_stamp(ts)
+    if stamp is None:
         return "??:??:??"
-    return stamp.astimezone().strftime("%H:%M:%S")
+    if stamp.date() == (today or dt.date.today()):
+        return stamp.strftime("%H:%M:%S")
+    return stamp.strftime("%Y-%m-%d %H:%M:%S")
 
 
 FIELDS = (
@@ -82,6 +107,7 @@ FIELDS = (
     "seq",
     "id",
     "ts",
+    "date",
     "time",
     "sender",
     "fingerprint",
@@ -100,15 +126,39 @@ def fields(event: dict[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
         if key in out:
             out[key] = escape(value) if isinstance(value, str) else value
-    out["time"] = local_time(str(event.get("ts", "")))
+    ts = str(event.get("ts", ""))
+    out["date"] = local_date(ts)
+    out["time"] = local_time(ts)
     return out
+
+
+MAX_SPEC_NUMBER_DIGITS = 4
+"""A width or precision in --format up to 9999: more is a typo, or memory for nothing."""
+
+
+def _check_spec(spec: str) -> None:
+    # A field inside a spec ("{text:{sender}}") would let a peer's name set the
+    # width; a huge width ("{text:99999999999}") allocates that many characters.
+    if "{" in spec or "}" in spec:
+        raise UsageError("--format template is not valid: a format spec may not hold a field")
+    digits = 0
+    for ch in spec:
+        digits = digits + 1 if ch.isdigit() else 0
+        if digits > MAX_SPEC_NUMBER_DIGITS:
+            raise UsageError(
+                f"--format template is not valid: {spec!r} has a width or precision over "
+                f"{10**MAX_SPEC_NUMBER_DIGITS - 1}"
+            )
 
 
 def check_template(template: str) -> str:
     try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec) for _, f, spec, _ in string.Formatter().parse(template)]
     except ValueError as exc:
         raise UsageError(f"--format template is not valid: {exc}") from None
+    names = [f for f, _ in parsed if f is not None]
+    for _, spec in parsed:
+        _check_spec(spec or "")
     # Exact names only: "{text.__class__}" or "{seq[0]}" would reach into objects.
     unknown = [n for n in names if n not in FIELDS]
     if unknown or any(not n for n in names):
@@ -160,11 +210,12 @@ class Renderer:
         sender = f["sender"]
         mark = "" if event.get("verified") else "?"
         room = f"[{f['room']}] " if self.show_room else ""
+        stamp = when(str(event.get("ts", "")))
         if self.colour:
             col = _RED if mark else _COLOURS[sum(sender.encode()) % len(_COLOURS)]
             who = f"{col}<{sender}{mark}>{_RESET}"
-            return f"{_DIM}{f['time']}{_RESET} {room}{who} {f['text']}"
-        return f"{f['time']} {room}<{sender}{mark}> {f['text']}"
+            return f"{_DIM}{stamp}{_RESET} {room}{who} {f['text']}"
+        return f"{stamp} {room}<{sender}{mark}> {f['text']}"
 
     def notice(self, event: dict[str, Any]) -> str:
         if self.as_json:

@@ -83,7 +83,7 @@ class RoomKeys:
 
 
 def check_passphrase(passphrase: str, *, weak: bool) -> None:
-    if not passphrase:
+    if not passphrase.strip():
         raise WeakPassphrase("the passphrase is empty")
     if len(unicodedata.normalize("NFC", passphrase)) < MIN_PASSPHRASE_CHARS and not weak:
         raise WeakPassphrase()

@@ -34,7 +34,7 @@ class LegacyKey:
 
 def legacy_key(passphrase: str) -> LegacyKey:
     """base64url(passphrase padded with "0" or cut to 32 characters)."""
-    if not passphrase:
+    if not passphrase.strip():
         raise WeakPassphrase("the passphrase is empty")
     raw = passphrase[:KEY_CHARS].ljust(KEY_CHARS, "0").encode()
     if len(raw) != KEY_CHARS:

@@ -29,8 +29,21 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
 
 
+def _has_surrogate(text: str) -> bool:
+    # A lone surrogate is what bytes that are not UTF-8 become in argv, the
+    # environment or a JSON string ("\\udcff"); it cannot be encoded, so it is
+    # refused here rather than failing later in whatever encodes the name.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def normalize_room(room: str) -> str:
     """Return the NFC form of a room name, or raise InvalidRoomName."""
+    if _has_surrogate(room):
+        raise InvalidRoomName("room name is not valid UTF-8 text")
     norm = unicodedata.normalize("NFC", room)
     if not 1 <= len(norm) <= MAX_ROOM_CHARS:
         raise InvalidRoomName(f"room name must be 1 to {MAX_ROOM_CHARS} characters")
@@ -43,6 +56,8 @@ def normalize_room(room: str) -> str:
 
 def normalize_name(name: str) -> str:
     """Return the NFC form of a sender name, or raise UsageError."""
+    if _has_surrogate(name):
+        raise UsageError("name is not valid UTF-8 text")
     norm = unicodedata.normalize("NFC", name).strip()
     if not norm or len(norm.encode()) > MAX_NAME_BYTES:
         raise UsageError(f"name must be 1 to {MAX_NAME_BYTES} bytes of UTF-8")
