@@ -156,7 +156,12 @@ def status(opts: Options, *, as_json: bool) -> None:
     broker = s["broker"]
     state = "connected" if broker["connected"] else "NOT connected"
     out(f"name:     {escape(s['name'])}  ({format_fingerprint(s['fingerprint'])})")
-    out(f"broker:   {broker['url']}  {state}, outbox {broker['outbox']}")
+    refused = broker.get("refused") or 0
+    last = broker.get("last_refusal") or {}
+    refusal = f", {refused} refused by the broker ({escape(str(last.get('reason')))})"
+    out(
+        f"broker:   {broker['url']}  {state}, outbox {broker['outbox']}{refusal if refused else ''}"
+    )
     out(f"rooms:    {', '.join(escape(r) for r in s['rooms']) or '(none)'}")
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
     out(f"dropped:  {dropped or 'nothing'}")
