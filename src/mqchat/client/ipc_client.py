@@ -1,6 +1,9 @@
 """Talking to chatd: requests over a DEALER socket, events over a SUB socket.
 
-Uses plain (not asyncio) pyzmq, so that ``chatctl send`` starts fast.
+Uses plain (not asyncio) pyzmq, so that ``chatctl send`` starts fast. Nothing
+connects before the runtime directory has passed the same privacy check that
+chatd makes (mqchat.private_dir): in a directory another user controls, a
+socket could be theirs, and a join would hand them its passphrase.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from typing import Any
 
 import zmq
 
-from mqchat.errors import DaemonRefused, DaemonUnavailable, IpcError, RuntimeDirError
+from mqchat.errors import (
+    DaemonRefused,
+    DaemonUnavailable,
+    IpcError,
+    RuntimeDirError,
+    UnsafeRuntimeDir,
+)
+from mqchat.private_dir import check_private_dir
 from mqchat.protocol.ipc import (
     NOTICE_TOPIC,
     ROOM_TOPIC_PREFIX,
@@ -33,29 +43,49 @@ EVENTS_SOCKET = "events.sock"
 START_HINT = "start it with `chatd &` or `systemctl --user start chatd`"
 
 
-def _check_socket(path: Path) -> None:
-    """Refuse a socket that is missing, stale, or not the user's own."""
+def check_runtime_dir(runtime_dir: Path) -> None:
+    """Refuse (exit 3) a runtime directory that is missing, or not private to us."""
     try:
-        st = os.stat(path)
+        check_private_dir(runtime_dir)
+    except FileNotFoundError:
+        raise DaemonUnavailable(
+            f"chatd is not running (no runtime directory {runtime_dir}); {START_HINT}"
+        ) from None
+    except RuntimeDirError as exc:
+        raise UnsafeRuntimeDir(f"{exc.message}: refusing to connect") from None
+
+
+def check_socket_file(path: Path) -> None:
+    """Refuse a socket file that is missing, or not a socket of the user's own."""
+    try:
+        st = os.lstat(path)
     except FileNotFoundError:
         raise DaemonUnavailable(
             f"chatd is not running (no socket at {path}); {START_HINT}"
         ) from None
     if st.st_uid != os.getuid():
-        raise RuntimeDirError(f"{path} belongs to uid {st.st_uid}, not to you: refusing to connect")
+        raise UnsafeRuntimeDir(
+            f"{path} belongs to uid {st.st_uid}, not to you: refusing to connect"
+        )
     if not stat.S_ISSOCK(st.st_mode):
-        raise RuntimeDirError(f"{path} is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raise UnsafeRuntimeDir(f"{path} is not a socket: refusing to connect")
+
+
+def connect_unix(path: Path) -> socket.socket:
+    """A connected Unix stream socket, or DaemonUnavailable (missing, stale, unreachable)."""
+    check_socket_file(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(str(path))
+        sock.connect(str(path))
     except ConnectionRefusedError:
+        sock.close()
         raise DaemonUnavailable(
             f"chatd is not running (stale socket at {path}); {START_HINT}"
         ) from None
     except OSError as exc:
+        sock.close()
         raise DaemonUnavailable(f"cannot reach chatd at {path}: {exc.strerror}") from None
-    finally:
-        probe.close()
+    return sock
 
 
 class Client:
@@ -64,8 +94,11 @@ class Client:
     def __init__(self, runtime_dir: Path, timeout: float) -> None:
         self.runtime_dir = runtime_dir
         self.timeout = timeout
+        check_runtime_dir(runtime_dir)
         ctl = runtime_dir / CTL_SOCKET
-        _check_socket(ctl)
+        # ZeroMQ connects in the background and waits forever for a missing
+        # peer: probe first, so that "not running" is said at once.
+        connect_unix(ctl).close()
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._req = self._ctx.socket(zmq.DEALER)
         self._req.setsockopt(zmq.LINGER, 1000)
@@ -120,7 +153,7 @@ class Client:
         sub = self._ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, 100_000)
         sub.setsockopt(zmq.LINGER, 0)
-        _check_socket(self.runtime_dir / EVENTS_SOCKET)
+        connect_unix(self.runtime_dir / EVENTS_SOCKET).close()
         sub.connect(f"ipc://{self.runtime_dir / EVENTS_SOCKET}")
         topics = [ROOM_TOPIC_PREFIX] if rooms is None else [room_topic(r) for r in rooms]
         if notices:
