@@ -1,6 +1,6 @@
 """Figure 5: fan-out: 50 tails on bob while alice sends 1,000 msg/s.
 
-The 50 SUB sockets live in one helper process (benchmarks/peers.py) so that
+The 50 subscriptions live in one helper process (benchmarks/peers.py) so that
 they do not share this process's GIL with the sender. The sender is paced: a
 message is due every 1 ms and sends are pipelined, replies drained as they
 come. Drops = messages some subscriber never saw.
@@ -31,8 +31,8 @@ def run(bench: Bench) -> list[Row]:
     log(f"figure: fan-out, {SUBSCRIBERS} subscribers, {RATE} msg/s for {seconds} s")
     room, events, ctl, ctx = shared_room(bench, "fan")
     events.close()
-    endpoint = f"ipc://{bench.bob.runtime_dir / 'events.sock'}"
-    subs = Peer("fanout-subs", endpoint, room, str(SUBSCRIBERS), str(count), "5")
+    path = str(bench.bob.runtime_dir / "events.sock")
+    subs = Peer("fanout-subs", path, room, str(SUBSCRIBERS), str(count), "5")
     before = bench.bob.status().get("dropped", {})
     bob_pid = daemon_pid(bench.bob)
     bob_cpu = cpu_seconds(bob_pid)

@@ -1,4 +1,4 @@
-"""Talking to chatd: requests over a DEALER socket, events over a SUB socket.
+"""Talking to chatd: requests over a DEALER socket on ctl.sock, events from events.sock.
 
 Uses plain (not asyncio) pyzmq, so that ``chatctl send`` starts fast. Nothing
 connects before the runtime directory has passed the same privacy check that
@@ -15,28 +15,21 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from mqchat.errors import (
     DaemonRefused,
     DaemonUnavailable,
-    IpcError,
     RuntimeDirError,
     UnsafeRuntimeDir,
 )
 from mqchat.private_dir import check_private_dir
-from mqchat.protocol.ipc import (
-    NOTICE_TOPIC,
-    ROOM_TOPIC_PREFIX,
-    SYNC_TOPIC_PREFIX,
-    Reply,
-    decode_event,
-    decode_reply,
-    encode_request,
-    room_topic,
-)
+from mqchat.protocol.ipc import Reply, decode_reply, encode_request
+
+if TYPE_CHECKING:
+    from mqchat.client.event_stream import EventStream
 
 CTL_SOCKET = "ctl.sock"
 EVENTS_SOCKET = "events.sock"
@@ -104,12 +97,12 @@ class Client:
         self._req.setsockopt(zmq.LINGER, 1000)
         self._req.connect(f"ipc://{ctl}")
         self._ids = itertools.count(1)
-        self._sub: zmq.Socket[bytes] | None = None
+        self._events: EventStream | None = None
 
     def close(self) -> None:
         self._req.close()
-        if self._sub is not None:
-            self._sub.close(linger=0)
+        if self._events is not None:
+            self._events.close()
 
     def __enter__(self) -> Client:
         return self
@@ -150,46 +143,23 @@ class Client:
     # events -------------------------------------------------------------
     def subscribe(self, rooms: list[str] | None, *, notices: bool = True) -> None:
         """Subscribe to rooms (None: all), then wait until chatd confirms the subscription."""
-        sub = self._ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, 100_000)
-        sub.setsockopt(zmq.LINGER, 0)
-        connect_unix(self.runtime_dir / EVENTS_SOCKET).close()
-        sub.connect(f"ipc://{self.runtime_dir / EVENTS_SOCKET}")
-        topics = [ROOM_TOPIC_PREFIX] if rooms is None else [room_topic(r) for r in rooms]
-        if notices:
-            topics.append(NOTICE_TOPIC)
-        for topic in topics:
-            sub.setsockopt(zmq.SUBSCRIBE, topic)
-        sync = SYNC_TOPIC_PREFIX + os.urandom(8).hex().encode() + b"\x00"
-        sub.setsockopt(zmq.SUBSCRIBE, sync)
-        self._sub = sub
-        deadline = time.monotonic() + self.timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sub.poll(int(left * 1000)):
-                raise self.unavailable()
-            frames = sub.recv_multipart()
-            if frames[0] == sync:
-                break
-        sub.setsockopt(zmq.UNSUBSCRIBE, sync)
+        from mqchat.client.event_stream import EventStream
+
+        if self._events is not None:
+            self._events.close()
+        self._events = EventStream(self.runtime_dir, self.timeout, rooms, notices=notices)
+        self._events.open()
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
-        """Yield events as they come; yield None after ``timeout`` s of silence."""
-        if self._sub is None:
+        """Yield events as they come; yield None after ``timeout`` s of silence.
+
+        Besides messages and notices, a ``{"type": "dropped"}`` event says that
+        events were lost (chatd dropped them for a slow reader, or restarted):
+        read what is missing from the store (mqchat.client.room_feed does).
+        """
+        if self._events is None:
             raise RuntimeError("subscribe first")
-        wait = -1 if timeout is None else int(timeout * 1000)
-        while True:
-            if not self._sub.poll(wait):
-                yield None
-                continue
-            frames = self._sub.recv_multipart()
-            try:
-                event = decode_event(frames)
-            except IpcError:
-                continue
-            if event.get("type") == "sync":
-                continue
-            yield event
+        return self._events.events(timeout)
 
 
 def result_of(reply: Reply) -> Any:

@@ -130,7 +130,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     drops = DropCounter()
-    events = EventPublisher(ctx, f"ipc://{events_path}")
+    events = EventPublisher(events_path, drops)
     service = ChatService(settings, store, identity, events, drops)
     server = IpcServer(ctx, f"ipc://{ctl_path}", service, drops)
     link = BrokerLink(
