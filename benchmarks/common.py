@@ -2,13 +2,14 @@
 
 The real parts (mosquitto, chatd, chatctl) come from ``tests/harness.py``; this
 module only adds what a benchmark needs on top: a DEALER that times requests, a
-SUB that waits for one room's events, and a fresh joined room on two daemons.
+subscription that waits for one room's events, and a fresh joined room on two daemons.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import select
+import socket
 import statistics
 import subprocess
 import sys
@@ -24,12 +25,7 @@ from typing import Any
 import zmq
 
 from harness import PASSPHRASE, Broker, Daemon, command, stop_process, wait_until
-from mqchat.protocol.ipc import (
-    SYNC_TOPIC_PREFIX,
-    decode_reply,
-    encode_request,
-    room_topic,
-)
+from mqchat.protocol.ipc import decode_reply, encode_request
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers.py"
@@ -168,37 +164,65 @@ class Ctl:
 
 
 class Events:
-    """A SUB on a daemon's events.sock for one room, confirmed with a sync (docs/ipc.md)."""
+    """A subscription to one room on a daemon's events.sock, confirmed by its sync (docs/ipc.md).
+
+    Has a ``fileno()``, so a zmq.Poller can wait on it beside ZeroMQ sockets;
+    after it reports readable, ``read_ready()`` returns every event that came.
+    """
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], d: Daemon, room: str) -> None:
-        self.sock = ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(f"ipc://{d.runtime_dir / 'events.sock'}")
-        self.sock.setsockopt(zmq.SUBSCRIBE, room_topic(room))
-        sync = SYNC_TOPIC_PREFIX + os.urandom(8).hex().encode() + b"\x00"
-        self.sock.setsockopt(zmq.SUBSCRIBE, sync)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(d.runtime_dir / "events.sock"))
+        self._buffer = bytearray()
+        self._pending: list[dict[str, Any]] = []
+        request = {"id": 1, "subscribe": {"rooms": [room], "notices": False}}
+        self.sock.sendall(json.dumps(request).encode() + b"\n")
         deadline = time.monotonic() + 10
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(int(left * 1000)):
+            got = self.read_within(max(0.0, deadline - time.monotonic()))
+            if not got:
                 raise TimeoutError("chatd did not confirm the subscription")
-            if self.sock.recv_multipart()[0] == sync:
+            kinds = [e.get("type") for e in got]
+            if "sync" in kinds:
+                self._pending = got[kinds.index("sync") + 1 :]
                 break
-        self.sock.setsockopt(zmq.UNSUBSCRIBE, sync)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read_ready(self) -> list[dict[str, Any]]:
+        """Every complete event line that has arrived (reads once; call when readable)."""
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("chatd closed the event stream")
+        self._buffer += data
+        *lines, rest = self._buffer.split(b"\n")
+        self._buffer = bytearray(rest)
+        return [json.loads(line) for line in lines]
+
+    def read_within(self, timeout_s: float) -> list[dict[str, Any]]:
+        """The events that arrive within ``timeout_s`` (an empty list if none)."""
+        if self._pending:
+            got, self._pending = self._pending, []
+            return got
+        if not select.select([self.sock], [], [], timeout_s)[0]:
+            return []
+        return self.read_ready()
 
     def next_message(self, timeout_s: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:
+            while self._pending:
+                event = self._pending.pop(0)
+                if event.get("type") == "message":
+                    return dict(event)
             left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(int(left * 1000)):
+            if left <= 0:
                 raise TimeoutError("no message event in time")
-            event = json.loads(self.sock.recv_multipart()[1])
-            if event.get("type") == "message":
-                return dict(event)
+            self._pending = self.read_within(left)
 
     def close(self) -> None:
-        self.sock.close(linger=0)
+        self.sock.close()
 
 
 @contextmanager
@@ -258,9 +282,8 @@ def shared_room(bench: Bench, prefix: str) -> tuple[str, Events, Ctl, zmq.Contex
 def drain(events: Events, quiet_s: float = 0.3) -> int:
     """Read and discard events until none came for ``quiet_s``."""
     n = 0
-    while events.sock.poll(int(quiet_s * 1000)):
-        events.sock.recv_multipart()
-        n += 1
+    while got := events.read_within(quiet_s):
+        n += len(got)
     return n
 
 

@@ -6,9 +6,10 @@ Roles:
   paho-pub-flood PORT TOPIC COUNT SIZE  after a "go" line, publish COUNT QoS 1
                                         messages as fast as paho takes them
   zmq-rep ENDPOINT                      echo every request until stdin closes
-  fanout-subs ENDPOINT ROOM SUBS EXPECT IDLE_S
-                                        SUBS SUB sockets on one room; count the
-                                        message events each receives
+  fanout-subs EVENTS_SOCK ROOM SUBS EXPECT IDLE_S
+                                        SUBS subscriptions to one room on chatd's
+                                        events.sock; count the message events
+                                        each receives
 
 Each prints "ready" once it can be driven and a JSON line with what it saw at
 the end. CLOCK_MONOTONIC is system-wide on Linux, so stamps compare across
@@ -96,59 +97,50 @@ def zmq_rep(endpoint: str) -> None:
     print(json.dumps({"done": True}), flush=True)
 
 
-def fanout_subs(endpoint: str, room: str, subs: int, expect: int, idle_s: float) -> None:
-    import zmq
+def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> None:
+    import selectors
 
-    from mqchat.protocol.ipc import SYNC_TOPIC_PREFIX, room_topic
-
-    ctx = zmq.Context()
-    socks = []
-    for _ in range(subs):
-        s = ctx.socket(zmq.SUB)
-        s.setsockopt(zmq.RCVHWM, 0)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(endpoint)
-        s.setsockopt(zmq.SUBSCRIBE, room_topic(room))
-        sync = SYNC_TOPIC_PREFIX + os.urandom(8).hex().encode() + b"\x00"
-        s.setsockopt(zmq.SUBSCRIBE, sync)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if s.poll(100) and s.recv_multipart()[0] == sync:
-                break
-        else:
+    socks: list[socket.socket] = []
+    for i in range(subs):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        request = {"id": i, "subscribe": {"rooms": [room], "notices": False}}
+        s.sendall(json.dumps(request).encode() + b"\n")
+        s.settimeout(10)
+        if b'"type":"sync"' not in s.recv(4096):  # nothing comes before the sync
             raise SystemExit("chatd did not confirm a subscription")
-        s.setsockopt(zmq.UNSUBSCRIBE, sync)
+        s.setblocking(False)
         socks.append(s)
-    poller = zmq.Poller()
-    for s in socks:
-        poller.register(s, zmq.POLLIN)
+    selector = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        selector.register(s, selectors.EVENT_READ, i)
     seen: list[set[int]] = [set() for _ in socks]
-    index = {s: i for i, s in enumerate(socks)}
+    partial = [b"" for _ in socks]
     print("ready", flush=True)
     first = last = None
     hard_deadline = time.monotonic() + 120
     while time.monotonic() < hard_deadline:
-        ready = dict(poller.poll(int(idle_s * 1000)))
+        ready = selector.select(idle_s)
         if not ready:
             break
-        for s in ready:
-            while True:
-                try:
-                    frames = s.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                event = json.loads(frames[1])
+        for key, _ in ready:
+            i = key.data
+            data = socks[i].recv(1 << 20)
+            if not data:
+                raise SystemExit("chatd closed an event stream")
+            *lines, partial[i] = (partial[i] + data).split(b"\n")
+            for line in lines:
+                event = json.loads(line)
                 if event.get("type") != "message" or not event["text"].startswith("fan "):
                     continue
-                seen[index[s]].add(int(event["text"].split()[1]))
+                seen[i].add(int(event["text"].split()[1]))
                 now = time.monotonic()
                 first = first if first is not None else now
                 last = now
         if all(len(x) >= expect for x in seen):
             break
     for s in socks:
-        s.close(linger=0)
-    ctx.term()
+        s.close()
     counts = [len(x) for x in seen]
     print(json.dumps({"counts": counts, "first": first, "last": last}), flush=True)
 

@@ -89,6 +89,15 @@ class RuntimeDirError(MqchatError):
     """The runtime directory is not private: it must be yours and mode 0700."""
 
 
+class UnsafeRuntimeDir(RuntimeDirError):
+    """chatctl refuses to connect through a runtime directory that is not private.
+
+    Another user could have put their own socket there, to read what you send.
+    """
+
+    exit_code = 3
+
+
 class AlreadyRunning(MqchatError):
     """Another chatd already serves this runtime directory."""
 

@@ -7,6 +7,7 @@ import threading
 
 from mqchat.client.ipc_client import Client
 from mqchat.client.render import Renderer
+from mqchat.client.room_feed import RoomFeed
 from mqchat.client.sending import send_one
 from mqchat.errors import MqchatError
 
@@ -36,24 +37,28 @@ class _Screen:
 def run_chat(c: Client, room: str, renderer: Renderer) -> None:
     prompt = f"{room}> "
     screen = _Screen(prompt)
-    c.subscribe([room], notices=True)
-    history = c.call("history", {"room": room, "limit": HISTORY_LINES})
-    for event in history["messages"]:
+    # The receiving thread gets its own connection: it asks for history to fill
+    # gaps while this thread sends, and a ZeroMQ socket is not for two threads.
+    listener = Client(c.runtime_dir, c.timeout)
+    listener.subscribe([room], notices=True)
+    feed = RoomFeed(listener, [room])
+    for event in feed.history(lines=HISTORY_LINES, since=None):
         sys.stdout.write(renderer.message(event) + "\n")
-    last = {"seq": int(history["last_seq"])}
     stop = threading.Event()
 
     def receive() -> None:
-        for event in c.events(timeout=0.2):
-            if stop.is_set():
-                return
-            if event is None:
-                continue
-            if event["type"] == "notice":
-                screen.above(renderer.notice(event))
-            elif event["seq"] > last["seq"]:
-                last["seq"] = event["seq"]
-                screen.above(renderer.message(event))
+        try:
+            for event in feed.follow(timeout=0.2):
+                if stop.is_set():
+                    return
+                if event is None:
+                    continue
+                if event["type"] == "notice":
+                    screen.above(renderer.notice(event))
+                elif event["type"] == "message":
+                    screen.above(renderer.message(event))
+        except MqchatError as exc:  # the stream ended (chatd closed it, or is gone)
+            screen.above(f"-- ERROR: {exc.message}; no more incoming messages")
 
     receiver = threading.Thread(target=receive, name="chat-events", daemon=True)
     receiver.start()
@@ -81,3 +86,5 @@ def run_chat(c: Client, room: str, renderer: Renderer) -> None:
     finally:
         stop.set()
         receiver.join(1.0)
+        if not receiver.is_alive():
+            listener.close()

@@ -1,6 +1,9 @@
-"""Talking to chatd: requests over a DEALER socket, events over a SUB socket.
+"""Talking to chatd: requests over a DEALER socket on ctl.sock, events from events.sock.
 
-Uses plain (not asyncio) pyzmq, so that ``chatctl send`` starts fast.
+Uses plain (not asyncio) pyzmq, so that ``chatctl send`` starts fast. Nothing
+connects before the runtime directory has passed the same privacy check that
+chatd makes (mqchat.private_dir): in a directory another user controls, a
+socket could be theirs, and a join would hand them its passphrase.
 """
 
 from __future__ import annotations
@@ -12,50 +15,70 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from mqchat.errors import DaemonRefused, DaemonUnavailable, IpcError, RuntimeDirError
-from mqchat.protocol.ipc import (
-    NOTICE_TOPIC,
-    ROOM_TOPIC_PREFIX,
-    SYNC_TOPIC_PREFIX,
-    Reply,
-    decode_event,
-    decode_reply,
-    encode_request,
-    room_topic,
+from mqchat.errors import (
+    DaemonRefused,
+    DaemonUnavailable,
+    RuntimeDirError,
+    UnsafeRuntimeDir,
 )
+from mqchat.private_dir import check_private_dir
+from mqchat.protocol.ipc import Reply, decode_reply, encode_request
+
+if TYPE_CHECKING:
+    from mqchat.client.event_stream import EventStream
 
 CTL_SOCKET = "ctl.sock"
 EVENTS_SOCKET = "events.sock"
 START_HINT = "start it with `chatd &` or `systemctl --user start chatd`"
 
 
-def _check_socket(path: Path) -> None:
-    """Refuse a socket that is missing, stale, or not the user's own."""
+def check_runtime_dir(runtime_dir: Path) -> None:
+    """Refuse (exit 3) a runtime directory that is missing, or not private to us."""
     try:
-        st = os.stat(path)
+        check_private_dir(runtime_dir)
+    except FileNotFoundError:
+        raise DaemonUnavailable(
+            f"chatd is not running (no runtime directory {runtime_dir}); {START_HINT}"
+        ) from None
+    except RuntimeDirError as exc:
+        raise UnsafeRuntimeDir(f"{exc.message}: refusing to connect") from None
+
+
+def check_socket_file(path: Path) -> None:
+    """Refuse a socket file that is missing, or not a socket of the user's own."""
+    try:
+        st = os.lstat(path)
     except FileNotFoundError:
         raise DaemonUnavailable(
             f"chatd is not running (no socket at {path}); {START_HINT}"
         ) from None
     if st.st_uid != os.getuid():
-        raise RuntimeDirError(f"{path} belongs to uid {st.st_uid}, not to you: refusing to connect")
+        raise UnsafeRuntimeDir(
+            f"{path} belongs to uid {st.st_uid}, not to you: refusing to connect"
+        )
     if not stat.S_ISSOCK(st.st_mode):
-        raise RuntimeDirError(f"{path} is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raise UnsafeRuntimeDir(f"{path} is not a socket: refusing to connect")
+
+
+def connect_unix(path: Path) -> socket.socket:
+    """A connected Unix stream socket, or DaemonUnavailable (missing, stale, unreachable)."""
+    check_socket_file(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(str(path))
+        sock.connect(str(path))
     except ConnectionRefusedError:
+        sock.close()
         raise DaemonUnavailable(
             f"chatd is not running (stale socket at {path}); {START_HINT}"
         ) from None
     except OSError as exc:
+        sock.close()
         raise DaemonUnavailable(f"cannot reach chatd at {path}: {exc.strerror}") from None
-    finally:
-        probe.close()
+    return sock
 
 
 class Client:
@@ -64,19 +87,22 @@ class Client:
     def __init__(self, runtime_dir: Path, timeout: float) -> None:
         self.runtime_dir = runtime_dir
         self.timeout = timeout
+        check_runtime_dir(runtime_dir)
         ctl = runtime_dir / CTL_SOCKET
-        _check_socket(ctl)
+        # ZeroMQ connects in the background and waits forever for a missing
+        # peer: probe first, so that "not running" is said at once.
+        connect_unix(ctl).close()
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._req = self._ctx.socket(zmq.DEALER)
         self._req.setsockopt(zmq.LINGER, 1000)
         self._req.connect(f"ipc://{ctl}")
         self._ids = itertools.count(1)
-        self._sub: zmq.Socket[bytes] | None = None
+        self._events: EventStream | None = None
 
     def close(self) -> None:
         self._req.close()
-        if self._sub is not None:
-            self._sub.close(linger=0)
+        if self._events is not None:
+            self._events.close()
 
     def __enter__(self) -> Client:
         return self
@@ -117,46 +143,23 @@ class Client:
     # events -------------------------------------------------------------
     def subscribe(self, rooms: list[str] | None, *, notices: bool = True) -> None:
         """Subscribe to rooms (None: all), then wait until chatd confirms the subscription."""
-        sub = self._ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, 100_000)
-        sub.setsockopt(zmq.LINGER, 0)
-        _check_socket(self.runtime_dir / EVENTS_SOCKET)
-        sub.connect(f"ipc://{self.runtime_dir / EVENTS_SOCKET}")
-        topics = [ROOM_TOPIC_PREFIX] if rooms is None else [room_topic(r) for r in rooms]
-        if notices:
-            topics.append(NOTICE_TOPIC)
-        for topic in topics:
-            sub.setsockopt(zmq.SUBSCRIBE, topic)
-        sync = SYNC_TOPIC_PREFIX + os.urandom(8).hex().encode() + b"\x00"
-        sub.setsockopt(zmq.SUBSCRIBE, sync)
-        self._sub = sub
-        deadline = time.monotonic() + self.timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sub.poll(int(left * 1000)):
-                raise self.unavailable()
-            frames = sub.recv_multipart()
-            if frames[0] == sync:
-                break
-        sub.setsockopt(zmq.UNSUBSCRIBE, sync)
+        from mqchat.client.event_stream import EventStream
+
+        if self._events is not None:
+            self._events.close()
+        self._events = EventStream(self.runtime_dir, self.timeout, rooms, notices=notices)
+        self._events.open()
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
-        """Yield events as they come; yield None after ``timeout`` s of silence."""
-        if self._sub is None:
+        """Yield events as they come; yield None after ``timeout`` s of silence.
+
+        Besides messages and notices, a ``{"type": "dropped"}`` event says that
+        events were lost (chatd dropped them for a slow reader, or restarted):
+        read what is missing from the store (mqchat.client.room_feed does).
+        """
+        if self._events is None:
             raise RuntimeError("subscribe first")
-        wait = -1 if timeout is None else int(timeout * 1000)
-        while True:
-            if not self._sub.poll(wait):
-                yield None
-                continue
-            frames = self._sub.recv_multipart()
-            try:
-                event = decode_event(frames)
-            except IpcError:
-                continue
-            if event.get("type") == "sync":
-                continue
-            yield event
+        return self._events.events(timeout)
 
 
 def result_of(reply: Reply) -> Any:

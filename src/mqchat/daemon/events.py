@@ -1,31 +1,36 @@
-"""The PUB side of local IPC: events to every tail and chat (docs/ipc.md, "Events").
+"""events.sock: every tail and chat gets the events of its rooms (docs/ipc.md, "Events").
 
-The socket is an XPUB, which is a PUB on the wire. It lets a client confirm
-that its subscriptions are in place before it reads history: the client
-subscribes to its rooms, then to a one-off ``sync:<token>`` topic, and the
-daemon answers that subscription at once with a ``sync`` event. Subscriptions
-on one connection are applied in order, so the answer proves the rooms are
-subscribed too, and the tail has no gap (DESIGN.md, "Gap-free tail").
+A plain Unix stream socket served by the asyncio loop, carrying one JSON
+object a line each way, rather than a ZeroMQ socket: libzmq keeps whatever a
+peer sends until a message is complete (a subscription grew to ~55 times its
+size in an XPUB's trie; a ROUTER held 180 MB of never-finished multipart frames
+under a 64 KiB ZMQ_MAXMSGSIZE) and cannot say how many bytes wait for one
+peer, nor close one. Here chatd reads each client's request with its own
+bounded buffer and knows, from the transport, exactly what it has queued for
+each client (mqchat.daemon.event_clients).
+
+The answer to a subscribe request is a ``sync`` line on the same connection,
+after which every event of the new subscription follows; that is what makes a
+tail gap-free (DESIGN.md, "Gap-free tail").
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-import json
-import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-import zmq
-import zmq.asyncio
-
+from mqchat.daemon.drops import DropCounter
+from mqchat.daemon.event_clients import EventClient, EventClients, event_line
 from mqchat.daemon.store import StoredMessage
-from mqchat.protocol.ipc import NOTICE_TOPIC, SYNC_TOPIC_PREFIX, message_event, room_topic
+from mqchat.protocol.ipc import message_event
 
-log = logging.getLogger(__name__)
-
-SEND_HWM = 100_000
+LISTEN_BACKLOG = 64
 
 
 def iso_ts(ms: int) -> str:
@@ -49,20 +54,35 @@ def to_event(m: StoredMessage) -> dict[str, Any]:
 
 
 class EventPublisher:
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str) -> None:
-        self._sock = ctx.socket(zmq.XPUB)
-        self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.bind(endpoint)
-        # Sends never block (NOBLOCK), so they skip the asyncio wrapper's futures.
-        self._out: zmq.Socket[bytes] = zmq.Socket.shadow(self._sock.underlying)
-        self._held: list[list[bytes]] | None = None
+    """Binds events.sock at once (before READY); serves it once the loop runs."""
+
+    def __init__(self, path: Path, drops: DropCounter) -> None:
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._listener.bind(str(path))
+            self._listener.listen(LISTEN_BACKLOG)
+            self._listener.setblocking(False)
+        except OSError:
+            self._listener.close()
+            raise
+        self.clients = EventClients(drops)
+        self._server: asyncio.Server | None = None
+        self._held: list[tuple[str | None, bytes]] | None = None
+
+    async def serve_subscriptions(self) -> None:
+        """Accept clients until cancelled."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(
+            lambda: EventClient(self.clients), sock=self._listener
+        )
+        await self._server.serve_forever()
 
     @contextmanager
     def held(self) -> Iterator[None]:
         """Keep events back until the block ends; drop them if it fails.
 
-        A batch of requests publishes only what its transaction committed.
+        A batch of requests publishes only what its transaction committed, and
+        each client gets the whole batch in one write.
         """
         if self._held is not None:
             yield
@@ -73,41 +93,38 @@ class EventPublisher:
             held = self._held
         finally:
             self._held = None
-        for frames in held:
-            self._send(frames, kick=False)
-        self._kick()
+        if held:
+            self._deliver(held)
 
     def publish(self, room: str | None, event: dict[str, Any]) -> None:
-        topic = NOTICE_TOPIC if room is None else room_topic(room)
-        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        if not len(self.clients):
+            return  # nobody listens; held blocks run on the loop, so nobody can start to
+        line = event_line(event)
         if self._held is not None:
-            self._held.append([topic, body])
+            self._held.append((room, line))
         else:
-            self._send([topic, body])
+            self._deliver([(room, line)])
 
-    def _send(self, frames: list[bytes], *, kick: bool = True) -> None:
-        try:
-            self._out.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("event queue full; a slow subscriber missed an event")
-        if kick:
-            self._kick()
-
-    def _kick(self) -> None:
-        # ZeroMQ's descriptor is edge-triggered: a send through the plain socket
-        # can consume the edge that announced a subscription, and the asyncio
-        # reader would then sleep on it. Reading EVENTS through the asyncio
-        # socket makes it look again (pyzmq schedules the pending receive).
-        self._sock.get(zmq.EVENTS)
-
-    async def serve_subscriptions(self) -> None:
-        """Answer each ``sync:`` subscription with a sync event on that topic."""
-        while True:
-            frames = await self._sock.recv_multipart()
-            msg = frames[0]
-            if len(frames) == 1 and msg[:1] == b"\x01" and msg[1:].startswith(SYNC_TOPIC_PREFIX):
-                body = json.dumps({"type": "sync"}).encode()
-                self._send([msg[1:], body])
+    def _deliver(self, batch: list[tuple[str | None, bytes]]) -> None:
+        if len(batch) == 1:
+            room, line = batch[0]
+            for client in self.clients.targets(room):
+                client.send_events([line])
+            return
+        lines_for: dict[EventClient, list[bytes]] = {}
+        for room, line in batch:
+            for client in self.clients.targets(room):
+                lines = lines_for.get(client)
+                if lines is None:
+                    lines_for[client] = [line]
+                else:
+                    lines.append(line)
+        for client, lines in lines_for.items():
+            client.send_events(lines)
 
     def close(self) -> None:
-        self._sock.close(linger=0)  # the shadow does not own the socket
+        if self._server is not None:
+            self._server.close()
+        self.clients.close_all()
+        with contextlib.suppress(OSError):
+            self._listener.close()

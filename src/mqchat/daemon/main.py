@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mqchat import __version__
 from mqchat.config import Settings, load_settings
@@ -123,7 +125,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     drops = DropCounter()
-    events = EventPublisher(ctx, f"ipc://{events_path}")
+    events = EventPublisher(events_path, drops)
     stop = asyncio.Event()
     fatal: list[str] = []
 
@@ -132,6 +134,11 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         fatal.append(reason)
         stop.set()
 
+    def on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        loop.default_exception_handler(context)  # logs it, with its traceback
+        die(f"unexpected error: {context.get('exception') or context.get('message')}")
+
+    loop.set_exception_handler(on_loop_error)
     service = ChatService(settings, store, identity, events, drops, on_fatal=die)
     server = IpcServer(ctx, f"ipc://{ctl_path}", service, drops)
     link = BrokerLink(
@@ -163,24 +170,40 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         asyncio.create_task(events.serve_subscriptions(), name="ipc-events"),
         asyncio.create_task(_upkeep(service), name="upkeep"),
     ]
+    for task in tasks:
+        # A task that ends by itself is a bug: log it and stop non-zero, so the
+        # service manager restarts chatd rather than leave half a daemon running.
+        task.add_done_callback(functools.partial(_task_died, die=die))
     try:
         await stop.wait()
     finally:
         sd_notify("STOPPING=1")
         log.info("stopping")
-        deadline = loop.time() + SHUTDOWN_FLUSH_S
-        while service.inflight and service.connected and loop.time() < deadline:
-            await asyncio.sleep(0.02)  # waiting for PUBACKs, bounded; not a synchronisation
+        await _flush(loop, service)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await loop.run_in_executor(None, link.stop)
-        service.close()
-        server.close()
-        events.close()
+        for part in (service, server, events):
+            part.close()
         ctx.term()
         store.close()
     return 1 if fatal else 0
+
+
+async def _flush(loop: asyncio.AbstractEventLoop, service: ChatService) -> None:
+    """Give PUBACKs for what is in flight a moment; the outbox keeps the rest."""
+    deadline = loop.time() + SHUTDOWN_FLUSH_S
+    while service.inflight and service.connected and loop.time() < deadline:
+        await asyncio.sleep(0.02)  # waiting for PUBACKs, bounded; not a synchronisation
+
+
+def _task_died(task: asyncio.Task[Any], die: Callable[[str], None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.critical("task %s ended", task.get_name(), exc_info=exc)
+    die(f"task {task.get_name()} ended: {exc!r}")
 
 
 def _open_state(settings: Settings) -> tuple[str | None, Store, SigningIdentity, str]:

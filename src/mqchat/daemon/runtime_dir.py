@@ -5,32 +5,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import stat
 from pathlib import Path
 
 from mqchat.errors import AlreadyRunning, RuntimeDirError
+from mqchat.private_dir import check_private_dir
 
 SUN_PATH_MAX = 107
 CTL_SOCKET = "ctl.sock"
 EVENTS_SOCKET = "events.sock"
 LOCK_FILE = "chatd.lock"
-
-
-def check_private_dir(path: Path, what: str = "runtime directory") -> None:
-    """Raise RuntimeDirError unless ``path`` is a real directory, ours, mode 0700."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise RuntimeDirError(f"{what} {path} does not exist") from None
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise RuntimeDirError(f"{what} {path} is not a directory")
-    if st.st_uid != os.getuid():
-        raise RuntimeDirError(f"{what} {path} belongs to uid {st.st_uid}, not to you")
-    if st.st_mode & 0o077:
-        raise RuntimeDirError(
-            f"{what} {path} can be entered by others (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"run: chmod 700 {path}"
-        )
 
 
 def prepare_private_dir(path: Path, what: str) -> None:
@@ -39,7 +22,10 @@ def prepare_private_dir(path: Path, what: str) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=0o700)
-    check_private_dir(path, what)
+    try:
+        check_private_dir(path, what)
+    except FileNotFoundError:
+        raise RuntimeDirError(f"{what} {path} does not exist") from None
 
 
 def socket_paths(runtime_dir: Path) -> tuple[Path, Path]:

@@ -1,0 +1,122 @@
+"""Rooms' messages from the store, then live, each exactly once and in seq order.
+
+What ``tail`` and ``chat`` share (DESIGN.md, "Gap-free tail"). The caller
+subscribes first; ``history`` then reads the store page by page, and
+``follow`` passes on live events whose seq is above what was read. Whenever
+the live stream cannot be trusted to be complete (a seq skips ahead, chatd
+says it dropped events for a slow reader, or chatd restarted), the missing
+messages are read from the store before going on: the store is the source of
+truth, the event stream only says that something new is there.
+
+History comes in pages (docs/ipc.md, ``history``): a reply with ``"more":
+true`` is followed by another request from its last seq, so neither chatd nor
+chatctl holds a whole room in memory. Several rooms are merged lazily.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from mqchat.client.ipc_client import Client
+from mqchat.errors import DaemonRefused
+from mqchat.protocol.ipc import NOT_JOINED
+
+Event = dict[str, Any]
+
+
+def history_pages(
+    c: Client, room: str, *, since: int | None = None, limit: int | None = None
+) -> Iterator[Event]:
+    """Each ``history`` result of one read: with ``since``, the messages after it
+    (at most ``limit``); without, the last ``limit``. Follows ``more`` until done.
+    """
+    params: dict[str, Any] = {"room": room}
+    if since is not None:
+        params["since"] = since
+    if limit is not None:
+        params["limit"] = limit
+    while True:
+        page: Event = c.call("history", params)
+        yield page
+        messages = page["messages"]
+        if not page.get("more") or not messages:
+            return
+        params = {"room": room, "since": messages[-1]["seq"]}
+        if limit is not None:
+            limit -= len(messages)
+            if limit <= 0:
+                return
+            params["limit"] = limit
+
+
+def _in_time_order(per_room: Iterable[Iterator[Event]]) -> Iterator[Event]:
+    # Each room stays in seq (arrival) order, as live events print; only rooms
+    # are interleaved by timestamp. A sender's clock (a legacy token has whole
+    # seconds) must not reorder a room.
+    return heapq.merge(*per_room, key=lambda e: (e.get("ts", ""), e["room"]))
+
+
+class RoomFeed:
+    def __init__(self, c: Client, rooms: list[str]) -> None:
+        self._c = c
+        self._rooms = rooms
+        self.last: dict[str, int] = {}
+        """Per room, the highest seq passed on (or deliberately skipped, as by ``-n``)."""
+
+    def history(self, *, lines: int, since: int | None) -> Iterator[Event]:
+        """The last ``lines`` messages of each room, or (``since``) all after that seq."""
+        return _in_time_order(self._room_history(r, lines, since) for r in self._rooms)
+
+    def _room_history(self, room: str, lines: int, since: int | None) -> Iterator[Event]:
+        limit = None if since is not None else lines
+        for page in history_pages(self._c, room, since=since, limit=limit):
+            # Everything up to the room's last_seq is now either shown or
+            # deliberately left out (-n), so live events are new exactly when
+            # their seq is above it.
+            self.last[room] = max(self.last.get(room, 0), since or 0, page["last_seq"])
+            for message in page["messages"]:
+                self.last[room] = max(self.last[room], message["seq"])
+                yield message
+
+    def follow(self, timeout: float | None = None) -> Iterator[Event | None]:
+        """Live events (None after ``timeout`` s of silence), with every gap filled."""
+        for event in self._c.events(timeout):
+            if event is None:
+                yield None
+                continue
+            kind = event.get("type")
+            if kind == "dropped":
+                yield from self._catch_up()
+                continue
+            if kind != "message":
+                yield event
+                continue
+            room, seq = event["room"], event["seq"]
+            seen = self.last.get(room)
+            if seen is not None:
+                if seq <= seen:
+                    continue
+                if seq > seen + 1:
+                    yield from self._fill(room, seen, before=seq)
+            self.last[room] = seq
+            yield event
+
+    def _catch_up(self) -> Iterator[Event]:
+        """Everything the store holds past what each room has shown."""
+        rooms = list(self.last.items())
+        return _in_time_order(self._fill(room, seen) for room, seen in rooms)
+
+    def _fill(self, room: str, after: int, before: int | None = None) -> Iterator[Event]:
+        limit = None if before is None else before - after - 1
+        try:
+            for page in history_pages(self._c, room, since=after, limit=limit):
+                for message in page["messages"]:
+                    seq = message["seq"]
+                    if seq > self.last.get(room, after) and (before is None or seq < before):
+                        self.last[room] = seq
+                        yield message
+        except DaemonRefused as exc:
+            if exc.code != NOT_JOINED:
+                raise
