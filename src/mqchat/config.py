@@ -191,13 +191,15 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
     with its source named (ConfigError, exit 2), never later in a loop.
     """
     from mqchat.config_checks import (
+        check_dir,
         check_int,
         check_path,
         check_topic_prefix,
         check_username,
-        check_utf8_path,
     )
 
+    if flags.get("config") == "":
+        raise ConfigError("--config: the path is empty")
     if flags.get("config"):
         cfg_path, explicit = expand_user(Path(str(flags["config"]))), True
     else:
@@ -215,11 +217,11 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
     rdir_value, where = pick(
         "runtime_dir", "--runtime-dir", "MQCHAT_RUNTIME_DIR", default=lambda: runtime_dir(env)
     )
-    rdir = check_utf8_path(where, expand_user(Path(str(rdir_value))))
+    rdir = check_dir(where, str(rdir_value))
     sdir_value, where = pick(
         "state_dir", "--state-dir", "MQCHAT_STATE_DIR", default=lambda: state_dir(env)
     )
-    sdir = check_utf8_path(where, expand_user(Path(str(sdir_value))))
+    sdir = check_dir(where, str(sdir_value))
     username, where = pick("broker.username", None, "MQCHAT_BROKER_USERNAME")
     if username is not None:
         check_username(where, str(username))

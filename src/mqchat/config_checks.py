@@ -41,13 +41,15 @@ def check_int(where: str, value: Any, low: int, high: int, unit: str) -> int:
     return value
 
 
-def check_utf8_path(where: str, path: Path) -> Path:
+def check_dir(where: str, value: str) -> Path:
     """A directory path chatd can use: ZeroMQ and SQLite take paths as UTF-8 text."""
+    if not value:  # Path("") would quietly be the current directory
+        raise ConfigError(f"{where}: the path is empty")
     try:
-        str(path).encode()
+        value.encode()
     except UnicodeEncodeError:
-        raise ConfigError(f"{where}: the path {path} is not UTF-8; use another one") from None
-    return path
+        raise ConfigError(f"{where}: the path {value} is not UTF-8; use another one") from None
+    return expand_user(Path(value))
 
 
 def check_path(where: str, value: str, *, must_be_file: bool = False) -> None:

@@ -169,6 +169,9 @@ def test_bad_environment_is_one_line_naming_the_variable(
         ("runtime_dir", "/tmp/\udcfe", "--runtime-dir: the path"),
         ("state_dir", "/tmp/\udcfe", "--state-dir: the path"),
         ("config", "/nonexistent.toml", "config file /nonexistent.toml does not exist"),
+        ("config", "", "--config: the path is empty"),
+        ("runtime_dir", "", "--runtime-dir: the path is empty"),
+        ("state_dir", "", "--state-dir: the path is empty"),
     ],
 )
 def test_bad_flag_is_one_line_naming_the_flag(
