@@ -17,14 +17,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from harness import DEADLINE_S, Daemon, Terminal, command, stop_process, wait_until
+from harness import (
+    DEADLINE_S,
+    Daemon,
+    PeakMemory,
+    Terminal,
+    command,
+    memory_kib,
+    stop_process,
+    wait_until,
+)
 
 MakeDaemon = Callable[..., Daemon]
 MB = 1024 * 1024
@@ -44,37 +51,7 @@ sys.stdin.read()
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} for pid {pid}")
-
-
-@contextmanager
-def peak_rss(pid: int) -> Iterator[list[float]]:
-    """Sample a process's RSS every 10 ms while the block runs; yields [peak]."""
-    peak = [rss_mb(pid)]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.01):  # a sampling interval, not a synchronisation
-            try:
-                peak[0] = max(peak[0], rss_mb(pid))
-            except (FileNotFoundError, ProcessLookupError):
-                return
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield peak
-    finally:
-        done.set()
-        sampler.join(5)
-
-
-def chatd_pid(d: Daemon) -> int:
-    assert d.proc is not None
-    return d.proc.pid
+    return memory_kib(pid, field) / 1024
 
 
 def dropped(d: Daemon, reason: str) -> int:
@@ -149,8 +126,7 @@ def test_huge_and_endless_subscriptions_cost_chatd_nothing(
 ) -> None:
     alice = make_daemon("alice")
     alice.join(room)
-    pid = chatd_pid(alice)
-    start = rss_mb(pid)
+    pid = alice.pid
     # The attack on the old XPUB, a 10 MB subscription from a ZeroMQ SUB, runs in
     # a process of its own: libzmq crashes when it closes such a socket.
     sub = subprocess.Popen(
@@ -160,7 +136,7 @@ def test_huge_and_endless_subscriptions_cost_chatd_nothing(
         text=True,
     )
     try:
-        with peak_rss(pid) as peak:
+        with PeakMemory(pid) as memory:
             assert sub.stdout is not None and sub.stdout.readline() == "subscribed\n"
 
             # A 10 MB request line: chatd closes the connection past 64 KiB.
@@ -172,7 +148,7 @@ def test_huge_and_endless_subscriptions_cost_chatd_nothing(
 
             # 100,000 subscriptions on one connection: each replaces the last.
             many = EventConn(alice)
-            answers = []
+            answers: list[dict[str, Any]] = []
             reader = threading.Thread(
                 target=lambda: answers.extend(many.next_event() for _ in range(100_000)),
                 daemon=True,
@@ -209,7 +185,7 @@ def test_huge_and_endless_subscriptions_cost_chatd_nothing(
             assert many.next_event()["text"] == "still served"
             many.close()
             assert alice.status()["name"] == "alice"
-        assert peak[0] - start < 50, f"chatd grew from {start:.0f} MB to {peak[0]:.0f} MB"
+        assert memory.growth_mib < 50, f"chatd grew by {memory.growth_mib:.0f} MiB"
     finally:
         stop_process(sub, signal.SIGKILL)
 
@@ -219,10 +195,9 @@ def test_many_connections_are_bounded(make_daemon: MakeDaemon, room: str) -> Non
 
     alice = make_daemon("alice")
     alice.join(room)
-    pid = chatd_pid(alice)
-    start = rss_mb(pid)
+    pid = alice.pid
     conns: list[EventConn] = []
-    with peak_rss(pid) as peak:
+    with PeakMemory(pid) as memory:
         try:
             # More connections than chatd keeps, each with the most room names it
             # allows (long ones): the oldest are closed, and told why.
@@ -250,7 +225,7 @@ def test_many_connections_are_bounded(make_daemon: MakeDaemon, room: str) -> Non
         finally:
             for conn in conns:
                 conn.close()
-    assert peak[0] - start < 50, f"chatd grew from {start:.0f} MB to {peak[0]:.0f} MB"
+    assert memory.growth_mib < 50, f"chatd grew by {memory.growth_mib:.0f} MiB"
 
 
 # ---------------------------------------------------------------------- slow readers
@@ -265,17 +240,18 @@ def test_a_stopped_tail_costs_chatd_little_and_then_misses_nothing(
     bob.ok("send", room, "before")
     tail = alice.tail(room, "--since", "0")
     assert tail.messages(1)[0]["text"] == "before"  # subscribed, history read
-    pid = chatd_pid(alice)
+    pid = alice.pid
     os.kill(tail.proc.pid, signal.SIGSTOP)
     try:
-        start = rss_mb(pid)
-        with peak_rss(pid) as peak:
+        with PeakMemory(pid) as memory:
             bob.ok("send", room, input=flood_lines("f", SLOW_FLOOD))
-            wait_until(lambda: last_seq(alice, room) == SLOW_FLOOD + 1, "alice to store the flood")
+            wait_until(
+                lambda: last_seq(alice, room) == SLOW_FLOOD + 1, "alice to store the flood", 120
+            )
         assert dropped(alice, "events_slow_reader") > 0  # the budget was reached
     finally:
         os.kill(tail.proc.pid, signal.SIGCONT)
-    assert peak[0] - start < 50, f"chatd grew from {start:.0f} MB to {peak[0]:.0f} MB"
+    assert memory.growth_mib < 50, f"chatd grew by {memory.growth_mib:.0f} MiB"
     got = tail.messages(SLOW_FLOOD, timeout=120)
     assert [m["seq"] for m in got] == list(range(2, SLOW_FLOOD + 2))
     assert [m["text"][:5] for m in got] == [f"f{i:04d}" for i in range(1, SLOW_FLOOD + 1)]
@@ -297,15 +273,14 @@ def test_tail_since_0_over_a_big_room_is_paged(make_daemon: MakeDaemon, room: st
     small.messages(1)
     chatctl_start = rss_mb(small.proc.pid, "VmHWM")
     small.stop()
-    pid = chatd_pid(alice)
-    start = rss_mb(pid)
-    with peak_rss(pid) as peak:
+    pid = alice.pid
+    with PeakMemory(pid) as memory:
         tail = alice.tail(room, "--since", "0")
         got = tail.messages(FLOOD + 1, timeout=120)
         chatctl_peak = rss_mb(tail.proc.pid, "VmHWM")
     assert [m["seq"] for m in got] == list(range(1, FLOOD + 2))
     assert paged
-    assert peak[0] - start < 60, f"chatd grew from {start:.0f} MB to {peak[0]:.0f} MB"
+    assert memory.growth_mib < 60, f"chatd grew by {memory.growth_mib:.0f} MiB"
     assert chatctl_peak - chatctl_start < 60, f"chatctl peaked at {chatctl_peak:.0f} MB"
 
 
