@@ -27,18 +27,6 @@ NOT_JOINED: Final = -32001
 TOO_LONG: Final = -32002
 BAD_PASSPHRASE: Final = -32003
 
-NOTICE_TOPIC: Final = b"*\x00"
-"""Topic frame of notices that belong to no room (broker up/down)."""
-ROOM_TOPIC_PREFIX: Final = b"r:"
-SYNC_TOPIC_PREFIX: Final = b"sync:"
-"""A client subscribes to sync:<token> NUL last; chatd answers with a sync event."""
-
-
-def room_topic(room: str) -> bytes:
-    """Topic frame of a room's events. The NUL ends it, so "a" never matches "ab"."""
-    return ROOM_TOPIC_PREFIX + room.encode() + b"\x00"
-
-
 # name -> (type, required, default). bool is checked before int: bool subclasses int.
 _ParamSpec = dict[str, tuple[type, bool, Any]]
 METHODS: Final[dict[str, _ParamSpec]] = {
@@ -218,9 +206,6 @@ def decode_reply(raw: bytes) -> Reply:
     return Reply(obj.get("id"), obj.get("result"))
 
 
-EVENT_TYPES: Final = ("message", "notice", "sync")
-
-
 def message_event(
     *,
     room: str,
@@ -253,16 +238,3 @@ def message_event(
 def notice_event(room: str | None, kind: str, text: str, **extra: Any) -> dict[str, Any]:
     """A notice: joined, left, broker_up, broker_down, key_changed. No seq."""
     return {"type": "notice", "room": room, "kind": kind, "text": text, **extra}
-
-
-def decode_event(frames: list[bytes]) -> dict[str, Any]:
-    """Parse a two-frame event, or raise IpcError(INTERNAL_ERROR)."""
-    if len(frames) != 2:
-        raise IpcError(INTERNAL_ERROR, "event must have two frames")
-    try:
-        event = json.loads(frames[1])
-    except ValueError as exc:
-        raise IpcError(INTERNAL_ERROR, "event is not JSON") from exc
-    if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
-        raise IpcError(INTERNAL_ERROR, "event has no known type")
-    return event
