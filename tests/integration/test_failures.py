@@ -10,6 +10,8 @@ import os
 import subprocess
 from collections.abc import Callable
 
+import pytest
+
 from harness import Broker, Daemon, PeakMemory, command, short_tmpdir, wait_until
 
 MakeDaemon = Callable[..., Daemon]
@@ -120,6 +122,7 @@ def test_leaving_while_the_broker_is_down_stops_the_room_arriving(
 OUTAGE_SENDS = int(os.environ.get("MQCHAT_TEST_OUTAGE_SENDS", "100000"))
 
 
+@pytest.mark.timeout(600)  # 100,000 messages through two daemons: about 70 s on 2 cores
 def test_a_long_outage_is_sent_in_order_with_bounded_memory(
     make_broker: MakeBroker, make_daemon: MakeDaemon, room: str
 ) -> None:
