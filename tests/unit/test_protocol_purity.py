@@ -15,7 +15,7 @@ def test_protocol_imports_no_network_loop_store_or_logging() -> None:
     modules = imported_after(
         "import mqchat.protocol, mqchat.protocol.kdf, mqchat.protocol.envelope,"
         " mqchat.protocol.legacy, mqchat.protocol.ipc, mqchat.protocol.inner,"
-        " mqchat.protocol.signing, mqchat.protocol.limits"
+        " mqchat.protocol.signing, mqchat.protocol.limits, mqchat.protocol.receiving"
     )
     assert "mqchat" in modules
     assert "cryptography" in modules

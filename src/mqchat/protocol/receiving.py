@@ -1,0 +1,124 @@
+"""The receiving rules: what becomes of a message once it has been opened.
+
+Pure, in the spirit of h11: an ``Arrival`` (who sent what, with which numbers)
+and a read-only view of what the receiver remembers go in; a ``Verdict`` comes
+out. Nothing here touches a store, a socket or a clock: the daemon implements
+``Memory`` with its store, applies the verdict in its own transaction, and
+raises the notices the verdict asks for (docs/protocol.md §6, steps 13-14).
+
+What a verdict depends on, besides the message itself, is exactly what
+docs/protocol.md says: which ids and (sender key, seq) pairs were seen, the
+highest seq seen from the sender (the replay window), which key a name is
+pinned to in the room (the first key seen wins until the user trusts another),
+and when the receiver joined the room. Nothing else, arrival order included,
+changes which messages are shown.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+REPLAY_WINDOW = 4096
+"""A sender's seq this far below the highest seen from it is too old: a replay."""
+
+JOIN_SKEW_MS = 10 * 60 * 1000
+"""A message may claim a time this much before its receiver joined the room
+(clocks disagree); anything older is traffic captured before, replayed."""
+
+
+class Pin(NamedTuple):
+    """The key a (room, sender name) is pinned to, and a newer key seen under it."""
+
+    key: bytes
+    pending: bytes | None
+
+
+class Memory(Protocol):
+    """What the receiver remembers; the daemon answers from its store."""
+
+    def seen_id(self, message_id: bytes) -> bool: ...
+
+    def seen_seq(self, sender_key: bytes, seq: int) -> bool: ...
+
+    def highest_seq(self, sender_key: bytes) -> int | None: ...
+
+    def pin(self, room: str, name: str) -> Pin | None: ...
+
+
+class Arrival(NamedTuple):
+    """An opened, signature-checked message, as the rules need to see it.
+
+    Legacy messages have no sender key and no seq: only their id (a hash of the
+    token) and their time are judged, and they are never verified.
+    """
+
+    room: str
+    joined_ms: int
+    sender_name: str
+    sender_key: bytes | None
+    message_id: bytes
+    seq: int | None
+    timestamp_ms: int
+
+
+class Verdict(NamedTuple):
+    """Show it (``dropped`` is None) or drop it for the reason given.
+
+    For a message that is shown, the caller must remember its id and, when it
+    has one, its (sender key, seq), in the same transaction as the message; and
+    do what the other fields say: pin the name to ``pin``, mark ``pending`` as
+    the name's newer key, record ``key_seen`` as a key seen under the name, and
+    raise a key-changed notice when ``key_changed``.
+    """
+
+    dropped: str | None
+    verified: bool = False
+    own: bool = False
+    pin: bytes | None = None
+    pending: bytes | None = None
+    key_seen: bytes | None = None
+    key_changed: bool = False
+
+
+DUPLICATE = Verdict("duplicate")
+REPLAY = Verdict("replay")
+BEFORE_JOIN = Verdict("before_join")
+
+
+def judge(arrival: Arrival, memory: Memory, *, own_key: bytes) -> Verdict:
+    """The verdict on one message. The checks run in the order of docs/protocol.md §6."""
+    if memory.seen_id(arrival.message_id):
+        return DUPLICATE
+    key, seq = arrival.sender_key, arrival.seq
+    if key is not None and seq is not None and _replayed(memory, key, seq):
+        return REPLAY
+    if arrival.timestamp_ms < arrival.joined_ms - JOIN_SKEW_MS:
+        return BEFORE_JOIN
+    if key is None:
+        return Verdict(None)  # legacy: shown, never verified
+    if key == own_key:
+        return Verdict(None, verified=True, own=True)
+    return _pinning(memory.pin(arrival.room, arrival.sender_name), key)
+
+
+def _replayed(memory: Memory, key: bytes, seq: int) -> bool:
+    highest = memory.highest_seq(key)
+    if highest is not None and seq <= highest - REPLAY_WINDOW:
+        return True
+    return memory.seen_seq(key, seq)
+
+
+def _pinning(pin: Pin | None, key: bytes) -> Verdict:
+    """Trust on first use: the first key under a name is pinned; another is unverified."""
+    if pin is None:
+        return Verdict(None, verified=True, pin=key, key_seen=key)
+    if pin.key == key:
+        return Verdict(None, verified=True)
+    first_time = pin.pending != key
+    return Verdict(
+        None,
+        verified=False,
+        pending=key if first_time else None,
+        key_seen=key,
+        key_changed=first_time,
+    )
