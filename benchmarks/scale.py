@@ -108,7 +108,7 @@ def many_rooms(bench: Bench) -> list[Row]:
     topics = []
     for i in range(count):
         room = _fake_room(f"many-{i:04d}")
-        store.save_room(room.to_record())
+        store.rooms.save(room.to_record())
         topics.append(room.topic)
     store.close()
     _retain_garbage(bench.broker.port, topics)
@@ -206,7 +206,7 @@ def big_history(bench: Bench) -> list[Row]:
     bench.extra_daemons.append(dave)
     store = _prepare(dave, retention=2 * count)
     room = "big"
-    store.save_room(_fake_room(room).to_record())
+    store.rooms.save(_fake_room(room).to_record())
     store.close()
     t0 = time.perf_counter()
     _fill_messages(dave.state_dir / "mqchat.db", room, count)

@@ -11,19 +11,20 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import TypeVar
 
 from mqchat.daemon.broker import BrokerLink, Incoming
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher, to_event
-from mqchat.daemon.rooms import Room
-from mqchat.daemon.store import Store, StoredMessage
+from mqchat.daemon.rooms import Room, RoomRegistry
+from mqchat.daemon.store import Store, StoredMessage, is_failure
+from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import PayloadTooLarge, ProtocolError
 from mqchat.protocol import envelope
 from mqchat.protocol import legacy as legacy_codec
 from mqchat.protocol.ipc import notice_event
 from mqchat.protocol.limits import MAX_TIMESTAMP_MS
+from mqchat.protocol.receiving import Arrival, Verdict, judge
 from mqchat.protocol.signing import SigningIdentity, fingerprint, format_fingerprint
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,6 @@ T = TypeVar("T")
 
 RECEIVE_BATCH = 512
 """Payloads stored per transaction; more wait for the next loop pass."""
-JOIN_SKEW_MS = 10 * 60 * 1000
-"""A message may claim a time this much before we joined its room (clock skew);
-anything older is a replay of traffic captured before we were there."""
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 """When the store itself fails, received payloads stay unacknowledged and are
 tried again after these delays; then chatd gives up and exits non-zero."""
@@ -52,17 +50,18 @@ class Inbox:
         identity: SigningIdentity,
         events: EventPublisher,
         drops: DropCounter,
-        by_topic: dict[str, Room],
-        batch: Callable[[], AbstractContextManager[None]],
+        rooms: RoomRegistry,
+        work: UnitOfWork,
         clock_ms: Callable[[], int],
         on_fatal: Callable[[str], None],
     ) -> None:
         self.store = store
+        self.memory = store.memory
         self.identity = identity
         self.events = events
         self.drops = drops
-        self.by_topic = by_topic
-        self._batch = batch
+        self.rooms = rooms
+        self._work = work
         self.clock_ms = clock_ms
         self._on_fatal = on_fatal
         self.link: BrokerLink | None = None
@@ -81,7 +80,7 @@ class Inbox:
         try:
             self._store_batch(queued)
         except Exception as exc:
-            if not Store.is_failure(exc):
+            if not is_failure(exc):
                 raise  # _store_batch isolates payloads; anything else is a bug
             self._retry_later(queued, exc)
             return
@@ -97,21 +96,21 @@ class Inbox:
     def _store_batch(self, queued: list[Incoming]) -> None:
         """Store a batch in one transaction; if one payload breaks it, one at a time."""
         try:
-            with self._batch():
+            with self._work.batch():
                 for inc in queued:
                     self._receive_one(inc)
             return
         except Exception as exc:
-            if Store.is_failure(exc):
+            if is_failure(exc):
                 raise
         # Something in this batch is not the store's fault: find it, keep the rest.
-        with self._batch():
+        with self._work.batch():
             for inc in queued:
                 try:
                     with self.store.transaction():
                         self._receive_one(inc)
                 except Exception as exc:
-                    if Store.is_failure(exc):
+                    if is_failure(exc):
                         raise
                     self.drops.drop("internal_error", type(exc).__name__)
                     log.error("a payload could not be handled; dropped", exc_info=True)
@@ -129,7 +128,7 @@ class Inbox:
         asyncio.get_running_loop().call_later(delay, self._receive_queued)
 
     def _receive_one(self, inc: Incoming) -> None:
-        room = self.by_topic.get(inc.topic)
+        room = self.rooms.on_topic(inc.topic)
         if room is None:
             self.drops.drop("unknown_topic")
             if self.link is not None and inc.topic and inc.topic not in self._unsubscribed:
@@ -160,73 +159,11 @@ class Inbox:
         if opened is None:
             return
         m = opened[1]
-        if self.store.is_seen(m.message_id):
-            self.drops.drop("duplicate")
-            return
-        if self.store.is_replayed_seq(m.sender_key, m.seq):
-            self.drops.drop("replay")
-            return
-        if self._before_join(room, m.timestamp_ms):
-            return
-        now = self.clock_ms()
-        own = m.sender_key == self.identity.public_key
-        verified = own or self._check_pin(room, m.sender_name, m.sender_key, now)
-        message = StoredMessage(
-            room.name,
-            room.last_seq + 1,
-            m.message_id.hex(),
+        arrival = Arrival(
+            room.name, room.joined_ms, m.sender_name, m.sender_key, m.message_id, m.seq,
             m.timestamp_ms,
-            m.sender_name,
-            m.fingerprint,
-            verified,
-            own,
-            False,
-            m.text,
-        )
-        self.store.record_received(
-            message=message,
-            id_bytes=m.message_id,
-            now_ms=now,
-            sender_key=m.sender_key,
-            sender_seq=m.seq,
-        )
-        room.last_seq = message.seq
-        self.events.publish(room.name, to_event(message))
-
-    def _before_join(self, room: Room, timestamp_ms: int) -> bool:
-        """True (and counted) for a message stamped before we joined: a replay."""
-        if timestamp_ms >= room.joined_ms - JOIN_SKEW_MS:
-            return False
-        self.drops.drop("before_join")
-        return True
-
-    def _check_pin(self, room: Room, sender: str, key: bytes, now_ms: int) -> bool:
-        pin = self.store.pin(room.name, sender)
-        if pin is None:
-            self.store.set_pin(room.name, sender, key)
-            self.store.saw_key(room.name, sender, key, now_ms)
-            return True
-        pinned, pending = pin
-        if pinned == key:
-            return True
-        self.store.saw_key(room.name, sender, key, now_ms)
-        if pending != key:
-            self.store.set_pending(room.name, sender, key)
-            fp = fingerprint(key)
-            self.events.publish(
-                room.name,
-                notice_event(
-                    room.name,
-                    "key_changed",
-                    f"{sender} in {room.name} now signs with another key "
-                    f"({format_fingerprint(fp)}); their messages show as unverified until you "
-                    f"check that fingerprint with them and run "
-                    f"`chatctl trust {room.name} {sender} FINGERPRINT`",
-                    sender=sender,
-                    fingerprint=fp,
-                ),
-            )
-        return False
+        )  # fmt: skip
+        self._accept(room, arrival, m.text, legacy=False)
 
     def _receive_legacy(self, room: Room, key: legacy_codec.LegacyKey, payload: bytes) -> None:
         lm = self._opened(payload, lambda: legacy_codec.open_legacy(payload, key))
@@ -236,27 +173,57 @@ class Inbox:
         if not 0 <= ts <= MAX_TIMESTAMP_MS:
             self.drops.drop("undecryptable", "legacy timestamp out of range")
             return
-        id_bytes = legacy_id(payload)
-        if self.store.is_seen(id_bytes):
-            self.drops.drop("duplicate")
-            return
-        if self._before_join(room, ts):
+        arrival = Arrival(
+            room.name, room.joined_ms, lm.sender_name, None, legacy_id(payload), None, ts
+        )
+        self._accept(room, arrival, lm.text, legacy=True)
+
+    def _accept(self, room: Room, arrival: Arrival, text: str, *, legacy: bool) -> None:
+        """Judge an opened message by the receiving rules; store and show what they keep."""
+        verdict = judge(arrival, self.memory, own_key=self.identity.public_key)
+        if verdict.dropped is not None:
+            self.drops.drop(verdict.dropped)
             return
         now = self.clock_ms()
+        self._apply_pinning(arrival, verdict, now)
+        key = arrival.sender_key
         message = StoredMessage(
             room.name,
             room.last_seq + 1,
-            id_bytes.hex(),
-            ts,
-            lm.sender_name,
-            "",
-            False,
-            False,
-            True,
-            lm.text,
+            arrival.message_id.hex(),
+            arrival.timestamp_ms,
+            arrival.sender_name,
+            fingerprint(key) if key is not None else "",
+            verified=verdict.verified,
+            own=verdict.own,
+            legacy=legacy,
+            text=text,
         )
-        self.store.record_received(
-            message=message, id_bytes=id_bytes, now_ms=now, sender_key=None, sender_seq=None
-        )
+        self.store.messages.insert(message)
+        self.store.memory.remember(arrival.message_id, now, key, arrival.seq)
         room.last_seq = message.seq
         self.events.publish(room.name, to_event(message))
+
+    def _apply_pinning(self, arrival: Arrival, verdict: Verdict, now_ms: int) -> None:
+        room, sender = arrival.room, arrival.sender_name
+        if verdict.pin is not None:
+            self.memory.set_pin(room, sender, verdict.pin)
+        if verdict.key_seen is not None:
+            self.memory.saw_key(room, sender, verdict.key_seen, now_ms)
+        if verdict.pending is not None:
+            self.memory.set_pending(room, sender, verdict.pending)
+        if verdict.key_changed and arrival.sender_key is not None:
+            fp = fingerprint(arrival.sender_key)
+            self.events.publish(
+                room,
+                notice_event(
+                    room,
+                    "key_changed",
+                    f"{sender} in {room} now signs with another key "
+                    f"({format_fingerprint(fp)}); their messages show as unverified until you "
+                    f"check that fingerprint with them and run "
+                    f"`chatctl trust {room} {sender} FINGERPRINT`",
+                    sender=sender,
+                    fingerprint=fp,
+                ),
+            )

@@ -18,6 +18,7 @@ import zmq
 
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.service import ChatService
+from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import (
     IpcError,
     MessageTooLong,
@@ -76,7 +77,12 @@ class IpcServer:
     """
 
     def __init__(
-        self, ctx: zmq.Context[Any], endpoint: str, service: ChatService, drops: DropCounter
+        self,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        service: ChatService,
+        work: UnitOfWork,
+        drops: DropCounter,
     ) -> None:
         self._sock: zmq.Socket[bytes] = zmq.Socket(ctx, zmq.ROUTER)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
@@ -85,6 +91,7 @@ class IpcServer:
         self._sock.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         self._sock.bind(endpoint)
         self._service = service
+        self._work = work
         self._drops = drops
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,7 +166,7 @@ class IpcServer:
     def _handle_batch(self, batch: list[list[bytes]]) -> None:
         replies: list[tuple[list[bytes], Request | None, bytes]] = []
         try:
-            with self._service.batch():
+            with self._work.batch():
                 for frames in batch:
                     if len(frames) < 2:
                         self._drops.drop("bad_request", "no routing envelope")

@@ -19,9 +19,8 @@ from mqchat.config import Settings, load_settings
 from mqchat.errors import MqchatError
 
 if TYPE_CHECKING:
+    from mqchat.daemon.outbox_window import OutboxWindow
     from mqchat.daemon.service import ChatService
-    from mqchat.daemon.store import Store
-    from mqchat.protocol.signing import SigningIdentity
 
 log = logging.getLogger("mqchat.daemon")
 
@@ -108,24 +107,10 @@ def run(settings: Settings) -> int:
 
 
 async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
-    import zmq.asyncio
-
-    from mqchat.daemon.broker import BrokerLink
-    from mqchat.daemon.drops import DropCounter
-    from mqchat.daemon.events import EventPublisher
-    from mqchat.daemon.ipc_server import IpcServer
+    from mqchat.daemon.assembly import assemble
     from mqchat.daemon.notify import sd_notify
-    from mqchat.daemon.service import ChatService
-
-    password, store, identity, client_id = _open_state(settings)
 
     loop = asyncio.get_running_loop()
-    ctx = zmq.asyncio.Context()
-    for path in (ctl_path, events_path):  # stale: we hold the lock
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    drops = DropCounter()
-    events = EventPublisher(events_path, drops)
     stop = asyncio.Event()
     fatal: list[str] = []
 
@@ -139,36 +124,23 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         die(f"unexpected error: {context.get('exception') or context.get('message')}")
 
     loop.set_exception_handler(on_loop_error)
-    service = ChatService(settings, store, identity, events, drops, on_fatal=die)
-    server = IpcServer(ctx, f"ipc://{ctl_path}", service, drops)
-    link = BrokerLink(
-        settings,
-        client_id,
-        password,
-        loop,
-        on_message=service.inbox.on_message,
-        on_state=lambda up, why: _on_state(service, up, why),
-        on_published=service.on_published,
-        on_fatal=die,
-    )
-    service.attach(link)
-
+    parts = assemble(settings, ctl_path, events_path, loop, die)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    link.start()
+    parts.link.start()
     sd_notify(f"READY=1\nSTATUS=connecting to {settings.broker}\nMAINPID={os.getpid()}")
     log.info(
         "ready: name %s, broker %s, %d rooms, sockets in %s",
         settings.name,
         settings.broker,
-        len(service.rooms),
+        len(parts.service.rooms),
         settings.runtime_dir,
     )
-    server.start(loop)
+    parts.server.start(loop)
     tasks = [
-        asyncio.create_task(events.serve_subscriptions(), name="ipc-events"),
-        asyncio.create_task(_upkeep(service), name="upkeep"),
+        asyncio.create_task(parts.events.serve_subscriptions(), name="ipc-events"),
+        asyncio.create_task(_upkeep(parts.service), name="upkeep"),
     ]
     for task in tasks:
         # A task that ends by itself is a bug: log it and stop non-zero, so the
@@ -179,22 +151,19 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     finally:
         sd_notify("STOPPING=1")
         log.info("stopping")
-        await _flush(loop, service)
+        await _flush(loop, parts.outbox)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await loop.run_in_executor(None, link.stop)
-        for part in (service, server, events):
-            part.close()
-        ctx.term()
-        store.close()
+        await loop.run_in_executor(None, parts.link.stop)
+        parts.close()
     return 1 if fatal else 0
 
 
-async def _flush(loop: asyncio.AbstractEventLoop, service: ChatService) -> None:
+async def _flush(loop: asyncio.AbstractEventLoop, outbox: OutboxWindow) -> None:
     """Give PUBACKs for what is in flight a moment; the outbox keeps the rest."""
     deadline = loop.time() + SHUTDOWN_FLUSH_S
-    while service.inflight and service.connected and loop.time() < deadline:
+    while outbox.inflight and outbox.connected and loop.time() < deadline:
         await asyncio.sleep(0.02)  # waiting for PUBACKs, bounded; not a synchronisation
 
 
@@ -204,31 +173,6 @@ def _task_died(task: asyncio.Task[Any], die: Callable[[str], None]) -> None:
     exc = task.exception()
     log.critical("task %s ended", task.get_name(), exc_info=exc)
     die(f"task {task.get_name()} ended: {exc!r}")
-
-
-def _open_state(settings: Settings) -> tuple[str | None, Store, SigningIdentity, str]:
-    """The broker password, the store, our identity and our MQTT client id."""
-    from mqchat.daemon.state import load_identity
-    from mqchat.daemon.store import Store
-    from mqchat.secret_file import read_secret_file
-
-    password = (
-        read_secret_file(settings.password_file, "broker password file")
-        if settings.password_file
-        else None
-    )
-    identity = load_identity(settings.state_dir, os.urandom)
-    store = Store(settings.state_dir / "mqchat.db", settings.retention)
-    client_id = store.get_meta("client_id") or f"mqchat-{os.urandom(8).hex()}"
-    store.set_meta("client_id", client_id)
-    return password, store, identity, client_id
-
-
-def _on_state(service: ChatService, up: bool, why: str) -> None:
-    from mqchat.daemon.notify import sd_notify
-
-    service.on_broker_state(up, why)
-    sd_notify(f"STATUS={'connected' if up else 'disconnected'}: {why}")
 
 
 async def _upkeep(service: ChatService) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mqchat.daemon.store import RoomRecord
+from mqchat.errors import NotJoined
 from mqchat.protocol.kdf import KdfParams, RoomKeys, topic_for
 from mqchat.protocol.legacy import LegacyKey, legacy_topic
+from mqchat.protocol.limits import normalize_room
 
 LEGACY_WARNING = (
     "legacy room: anyone who knows or guesses the passphrase can read it; the passphrase "
@@ -113,3 +116,48 @@ class Room:
         return cls(
             rec.name, rec.cipher, rec.weak, kdf, keys, None, rec.topic, last_seq, rec.joined_ms
         )
+
+
+class RoomRegistry:
+    """The joined rooms, by name and by topic: what requests and payloads are routed by."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Room] = {}
+        self._by_topic: dict[str, Room] = {}
+
+    def load(self, records: list[RoomRecord], last_seq: Callable[[str], int], prefix: str) -> None:
+        """The rooms a previous run joined, under today's topic prefix."""
+        for rec in records:
+            room = Room.from_record(rec, last_seq(rec.name))
+            if room.keys is not None:
+                room.topic = topic_for(prefix, room.keys.tag)
+            self.add(room)
+
+    def add(self, room: Room) -> None:
+        self._by_name[room.name] = room
+        self._by_topic[room.topic] = room
+
+    def remove(self, room: Room) -> None:
+        del self._by_name[room.name]
+        self._by_topic.pop(room.topic, None)
+
+    def get(self, name: str) -> Room | None:
+        return self._by_name.get(normalize_room(name))
+
+    def require(self, name: str) -> Room:
+        room = self.get(name)
+        if room is None:
+            raise NotJoined(f"you have not joined room {name!r}: run `chatctl join {name}` first")
+        return room
+
+    def on_topic(self, topic: str) -> Room | None:
+        return self._by_topic.get(topic)
+
+    def names(self) -> set[str]:
+        return set(self._by_name)
+
+    def __iter__(self) -> Iterator[Room]:
+        return iter(sorted(self._by_name.values(), key=lambda r: r.name))
+
+    def __len__(self) -> int:
+        return len(self._by_name)

@@ -1,0 +1,154 @@
+"""chatd's parts, built and wired once: the store, the rooms, the outbox, the inbox,
+the RPC handlers, the local sockets and the broker link.
+
+Nothing here runs anything: ``main.serve`` starts the parts, waits for a stop,
+and closes them in order. Every thread chatd runs is started here or by a part
+named here (the broker link, the key derivation, the WAL checkpointer), so none
+is hidden from the code that must stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from mqchat.config import Settings
+from mqchat.daemon.broker import BrokerLink
+from mqchat.daemon.drops import DropCounter
+from mqchat.daemon.events import EventPublisher
+from mqchat.daemon.inbox import Inbox
+from mqchat.daemon.ipc_server import IpcServer
+from mqchat.daemon.key_derivation import KeyDerivation
+from mqchat.daemon.outbox_window import OutboxWindow
+from mqchat.daemon.rooms import RoomRegistry
+from mqchat.daemon.service import ChatService
+from mqchat.daemon.state import load_identity
+from mqchat.daemon.store import Checkpointer, Store
+from mqchat.daemon.unit_of_work import UnitOfWork
+from mqchat.protocol.ipc import notice_event
+from mqchat.secret_file import read_secret_file
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Parts:
+    store: Store
+    checkpointer: Checkpointer
+    ctx: zmq.Context[zmq.Socket[bytes]]
+    events: EventPublisher
+    outbox: OutboxWindow
+    kdf: KeyDerivation
+    inbox: Inbox
+    service: ChatService
+    server: IpcServer
+    link: BrokerLink
+
+    def close(self) -> None:
+        """After the link has stopped: everything else, in order."""
+        self.kdf.close()
+        self.server.close()
+        self.events.close()
+        self.ctx.term()
+        self.checkpointer.stop()
+        self.store.close()
+
+
+def assemble(
+    settings: Settings,
+    ctl_path: Path,
+    events_path: Path,
+    loop: asyncio.AbstractEventLoop,
+    die: Callable[[str], None],
+) -> Parts:
+    password = (
+        read_secret_file(settings.password_file, "broker password file")
+        if settings.password_file
+        else None
+    )
+    identity = load_identity(settings.state_dir, os.urandom)
+    store = Store(settings.state_dir / "mqchat.db", settings.retention)
+    client_id = store.meta.get("client_id") or f"mqchat-{os.urandom(8).hex()}"
+    store.meta.set("client_id", client_id)
+    checkpointer = Checkpointer(store.path)
+    checkpointer.start()
+
+    for path in (ctl_path, events_path):  # stale: we hold the lock
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    drops = DropCounter()
+    events = EventPublisher(events_path, drops)
+    work = UnitOfWork(store, events)
+    rooms = RoomRegistry()
+    rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
+    outbox = OutboxWindow(store, events, work, now_ms, rooms.names)
+    kdf = KeyDerivation()
+    inbox = Inbox(
+        store=store,
+        identity=identity,
+        events=events,
+        drops=drops,
+        rooms=rooms,
+        work=work,
+        clock_ms=now_ms,
+        on_fatal=die,
+    )
+    service = ChatService(
+        settings,
+        store,
+        identity,
+        rooms=rooms,
+        events=events,
+        work=work,
+        outbox=outbox,
+        kdf=kdf,
+        drops=drops,
+        clock_ms=now_ms,
+    )
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    server = IpcServer(ctx, f"ipc://{ctl_path}", service, work, drops)
+    link = BrokerLink(
+        settings,
+        client_id,
+        password,
+        loop,
+        on_message=inbox.on_message,
+        on_state=functools.partial(broker_state, outbox, events),
+        on_published=outbox.on_published,
+        on_fatal=die,
+    )
+    # Subscriptions first, then the outbox a previous run left (on CONNACK), so a
+    # send made just after a restart cannot overtake older messages.
+    service.link = inbox.link = outbox.link = link
+    for room in rooms:
+        link.subscribe(room.topic, room.qos)
+    return Parts(store, checkpointer, ctx, events, outbox, kdf, inbox, service, server, link)
+
+
+def broker_state(outbox: OutboxWindow, events: EventPublisher, up: bool, why: str) -> None:
+    """The link came up or went down: log it once, tell tails, send or hold the outbox."""
+    from mqchat.daemon.notify import sd_notify
+
+    sd_notify(f"STATUS={'connected' if up else 'disconnected'}: {why}")
+    if up == outbox.connected:
+        log.debug("%s", why)
+        return
+    if up:
+        log.info("%s", why)
+    else:
+        log.warning("%s", why)
+    outbox.set_connected(up)
+    events.publish(None, notice_event(None, "broker_up" if up else "broker_down", why))

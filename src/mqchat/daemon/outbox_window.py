@@ -1,0 +1,134 @@
+"""What of the durable outbox the broker link holds, and what the broker said of it.
+
+The outbox in the store is the queue. The broker link (paho) holds only a
+bounded window of it, refilled on every PUBACK and never larger than the
+broker's Receive Maximum, so a long outage costs no memory, paho never runs out
+of packet ids and the broker's queue is never overrun. Entries go in outbox
+order. A PUBACK removes its entry; a refusal (an ACL, a quota) keeps it for the
+next connection, counts it and tells the room's tails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mqchat.daemon.broker import BrokerLink
+from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.store import Store
+from mqchat.daemon.unit_of_work import UnitOfWork
+from mqchat.protocol.ipc import notice_event
+
+log = logging.getLogger(__name__)
+
+WINDOW = 100
+"""Outbox entries the broker link holds at once (fewer if the broker's Receive
+Maximum says so); PUBACKs make room for more."""
+PAGE = 256
+
+
+class OutboxWindow:
+    def __init__(
+        self,
+        store: Store,
+        events: EventPublisher,
+        work: UnitOfWork,
+        clock_ms: Callable[[], int],
+        room_names: Callable[[], set[str]],
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._work = work
+        self._clock_ms = clock_ms
+        self._room_names = room_names
+        self.link: BrokerLink | None = None
+        self.connected = False
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self._handed: set[int] = set()  # outbox ids paho holds
+        self._published: list[int] = []  # outbox ids whose PUBACK came, not yet removed
+        self._refusals: dict[int, str] = {}  # outbox id -> the broker's reason
+        self._cursor = 0  # the newest outbox id handed over since the last connection
+        self.last_refusal: tuple[str, int] | None = None
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def status(self) -> dict[str, Any]:
+        last = self.last_refusal
+        return {
+            "outbox": self._store.outbox.depth(),
+            "refused": len(self._refusals),
+            "last_refusal": None if last is None else {"reason": last[0], "at": iso_ts(last[1])},
+        }
+
+    def set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        if connected:
+            self._cursor = 0  # refused or untaken entries go again, in order
+            self.fill()
+
+    def fill(self) -> None:
+        """Hand the link the oldest entries it does not hold, up to the window."""
+        if self._work.active:
+            self._work.after_commit(self.fill)
+            return
+        if self.link is None or not self.connected:
+            return  # paho holds nothing while offline
+        window = min(WINDOW, self.link.receive_maximum)
+        while len(self._handed) < window:
+            page = self._store.outbox.after(self._cursor, PAGE)
+            if not page:
+                return
+            for entry in page:
+                if entry.id in self._handed:
+                    self._cursor = entry.id
+                    continue
+                if len(self._handed) >= window:
+                    return
+                mid = self.link.publish(entry.topic, entry.payload, entry.qos)
+                if mid is None:
+                    return  # not taken now (QoS 0 while offline): the next connection
+                self._cursor = entry.id
+                self._inflight[mid] = entry.id
+                self._handed.add(entry.id)
+
+    def on_published(self, mid: int, refusal: str | None) -> None:
+        entry_id = self._inflight.pop(mid, None)
+        if entry_id is None:
+            return
+        self._handed.discard(entry_id)
+        if refusal is not None:
+            self._refused(entry_id, refusal)
+            return
+        self._refusals.pop(entry_id, None)
+        if not self._published:
+            asyncio.get_running_loop().call_soon(self._forget_published)
+        self._published.append(entry_id)
+        self.fill()
+
+    def _refused(self, entry_id: int, reason: str) -> None:
+        """The broker took the message but would not publish it (an ACL, a quota)."""
+        first = entry_id not in self._refusals
+        self._refusals[entry_id] = reason
+        self.last_refusal = (reason, self._clock_ms())
+        log.warning("the broker refused to publish a message (%s); kept for a retry", reason)
+        room = self._store.outbox.room_of(entry_id)
+        if first and room is not None and room in self._room_names():
+            self._events.publish(
+                room,
+                notice_event(
+                    room,
+                    "publish_refused",
+                    f"the broker refused a message in {room} ({reason}); chatd keeps it and "
+                    f"tries again when it reconnects",
+                    reason=reason,
+                ),
+            )
+
+    def _forget_published(self) -> None:
+        """Remove every entry PUBACK'd since the last pass, in one transaction."""
+        done, self._published = self._published, []
+        self._store.outbox.remove(done)

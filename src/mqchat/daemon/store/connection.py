@@ -1,0 +1,187 @@
+"""The SQLite connection: opening, the schema, transactions, and what counts as a failure.
+
+One connection, used only from the daemon's event loop thread. WAL mode, with
+checkpoints left to a Checkpointer that the daemon starts and stops itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mqchat.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CHECKPOINT_INTERVAL_S = 1.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    name TEXT PRIMARY KEY,
+    cipher TEXT NOT NULL,
+    legacy INTEGER NOT NULL,
+    weak INTEGER NOT NULL,
+    kdf TEXT NOT NULL,
+    key_a BLOB NOT NULL,
+    key_b BLOB,
+    topic TEXT NOT NULL,
+    joined_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    room TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    verified INTEGER NOT NULL,
+    own INTEGER NOT NULL,
+    legacy INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen_ids (id BLOB PRIMARY KEY, at_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen_seqs (
+    sender_key BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (sender_key, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sender_high (sender_key BLOB PRIMARY KEY, seq INTEGER NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sender_keys (
+    room TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sender_key BLOB NOT NULL,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    PRIMARY KEY (room, name, sender_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pins (
+    room TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sender_key BLOB NOT NULL,
+    pending_key BLOB,
+    PRIMARY KEY (room, name)
+) WITHOUT ROWID;
+"""
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (or create, 0600) the store, or raise StoreError naming the file."""
+    try:
+        return _open(path)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StoreError(f"cannot use the store {path}: {reason}") from None
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        _configure(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _configure(db: sqlite3.Connection, path: Path) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a killed process; only power loss can
+    # undo the last commits (docs/store.md says so).
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=OFF")
+    # A checkpoint fsyncs the database: inside a commit on the event loop it
+    # stalled every few hundred messages by ~20 ms (benchmarks/latency.py).
+    # The Checkpointer thread does it instead.
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.executescript(_SCHEMA)
+    db.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+    )
+    # Reading every table once now turns a damaged file into a clear error at
+    # start-up rather than a failure in the middle of serving.
+    for table in ("meta", "rooms", "outbox", "pins"):
+        db.execute(f"SELECT * FROM {table}").fetchall()
+    db.execute("SELECT MAX(seq) FROM messages").fetchone()
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            os.chmod(side, 0o600)
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """All or nothing. Nested inside another, it is a savepoint: the outer
+    commit makes it durable, and its own failure undoes only itself."""
+    if db.in_transaction:
+        db.execute("SAVEPOINT part")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK TO part")
+            db.execute("RELEASE part")
+            raise
+        db.execute("RELEASE part")
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def is_failure(exc: BaseException) -> bool:
+    """True when ``exc`` says the store itself failed (disk, lock, damage), so
+    trying again later may succeed; False for a refused value, which will not."""
+    if isinstance(exc, OSError | MemoryError | sqlite3.OperationalError):
+        return True
+    refused = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, refused)
+
+
+class Checkpointer(threading.Thread):
+    """Copies the WAL into the database now and then, off the event loop.
+
+    PASSIVE checkpoints never block the daemon's own reads and writes; this
+    thread's connection only ever checkpoints. The daemon starts and stops it.
+    """
+
+    def __init__(self, path: Path, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+        super().__init__(name="sqlite-checkpoint", daemon=True)
+        self._path = path
+        self._interval = interval_s
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, timeout=1.0)
+        try:
+            while not self._stopping.wait(self._interval):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.debug("checkpoint skipped: %s", exc)
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(5.0)

@@ -1,0 +1,100 @@
+"""Messages shown to the user, per room, numbered 1, 2, 3... in the order stored."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from mqchat.daemon.store.records import StoredMessage
+
+HISTORY_PAGE_MESSAGES = 1000
+HISTORY_PAGE_BYTES = 1024 * 1024
+"""A history page ends after the message that takes its text past this."""
+
+_COLUMNS = "room, seq, id, ts_ms, sender, fingerprint, verified, own, legacy, text"
+
+
+def _message(row: tuple[Any, ...]) -> StoredMessage:
+    room, seq, mid, ts, sender, fp, verified, own, legacy, text = row
+    return StoredMessage(
+        room, seq, mid, ts, sender, fp, bool(verified), bool(own), bool(legacy), text
+    )
+
+
+class Messages:
+    def __init__(self, db: sqlite3.Connection, retention: int) -> None:
+        self._db = db
+        self.retention = retention
+
+    def insert(self, m: StoredMessage) -> None:
+        self._db.execute(
+            f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.room,
+                m.seq,
+                m.id,
+                m.ts_ms,
+                m.sender,
+                m.fingerprint,
+                m.verified,
+                m.own,
+                m.legacy,
+                m.text,
+            ),
+        )
+        # Every insert, so a tail never shows more than ``retention`` messages;
+        # it is one seek on the primary key, and removes what a lowered
+        # retention left behind too.
+        if m.seq > self.retention:
+            self._db.execute(
+                "DELETE FROM messages WHERE room = ? AND seq <= ?",
+                (m.room, m.seq - self.retention),
+            )
+
+    def last_seq(self, room: str) -> int:
+        row = self._db.execute("SELECT MAX(seq) FROM messages WHERE room = ?", (room,)).fetchone()
+        return int(row[0] or 0)
+
+    def count(self, room: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM messages WHERE room = ?", (room,)).fetchone()
+        return int(row[0])
+
+    def history(
+        self, room: str, *, limit: int | None, since: int | None
+    ) -> tuple[list[StoredMessage], bool]:
+        """One page of messages, oldest first, and whether more follow it.
+
+        With ``since``: the messages after it (at most ``limit``); without: the
+        last ``limit`` (all if None). A page holds at most HISTORY_PAGE_MESSAGES
+        messages and ends after the one that takes its text past
+        HISTORY_PAGE_BYTES, so memory does not grow with a room's history; the
+        caller asks again with ``since`` = the last seq it got.
+        """
+        if since is None:
+            since = self._start_of_last(room, limit)
+        wanted = HISTORY_PAGE_MESSAGES if limit is None else min(limit, HISTORY_PAGE_MESSAGES)
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (room, since, wanted + 1),
+        )
+        page: list[StoredMessage] = []
+        size = 0
+        for row in rows:
+            if len(page) == wanted or size > HISTORY_PAGE_BYTES:
+                return page, True
+            message = _message(row)
+            page.append(message)
+            size += len(message.text) + len(message.sender) + 128
+        return page, False
+
+    def _start_of_last(self, room: str, limit: int | None) -> int:
+        """The seq just before the last ``limit`` messages of a room (0: from the start)."""
+        if limit is None:
+            return 0
+        if limit == 0:
+            return self.last_seq(room)
+        row = self._db.execute(
+            "SELECT seq FROM messages WHERE room = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            (room, limit - 1),
+        ).fetchone()
+        return 0 if row is None else int(row[0]) - 1
