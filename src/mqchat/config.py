@@ -19,6 +19,9 @@ from mqchat.paths import config_path, expand_user, runtime_dir, state_dir
 from mqchat.protocol.limits import normalize_name
 
 DEFAULT_BROKER = "mqtts://broker.hivemq.com:8883"
+DEFAULT_PROTOCOL = "auto"
+PROTOCOLS = ("auto", "5", "3.1.1")
+MAX_BROKER_URLS = 16
 DEFAULT_TOPIC_PREFIX = "mqchat/v1"
 DEFAULT_KEEPALIVE = 60
 DEFAULT_RETENTION = 10_000
@@ -76,12 +79,24 @@ def parse_broker_url(url: str, where: str = "broker URL") -> BrokerUrl:
     )
 
 
+def parse_broker_urls(value: Any, where: str) -> tuple[BrokerUrl, ...]:
+    """One URL, a comma-separated list of them (flag, environment) or a TOML list."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    urls = tuple(parse_broker_url(str(item).strip(" "), f"{where}:") for item in items)
+    if not urls:
+        raise ConfigError(f"{where}: no broker URL given")
+    if len(urls) > MAX_BROKER_URLS:
+        raise ConfigError(f"{where}: at most {MAX_BROKER_URLS} broker URLs")
+    return urls
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything chatd needs to start. Holds no secret, only where to find one."""
 
     name: str
-    broker: BrokerUrl
+    brokers: tuple[BrokerUrl, ...]
+    """One URL, or several to fail over between (members of one cluster)."""
     runtime_dir: Path
     state_dir: Path
     username: str | None = None
@@ -91,15 +106,25 @@ class Settings:
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     keepalive: int = DEFAULT_KEEPALIVE
     retention: int = DEFAULT_RETENTION
+    protocol: str = DEFAULT_PROTOCOL
+    """"auto" (MQTT 5, else 3.1.1), "5" or "3.1.1"."""
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def broker(self) -> BrokerUrl:
+        """The first broker URL: where chatd connects first."""
+        return self.brokers[0]
 
     def public_view(self) -> dict[str, Any]:
         """The effective settings, with where each came from; no secret."""
         return {
             "name": self.name,
             "broker": {
-                "url": str(self.broker),
+                "url": [str(u) for u in self.brokers]
+                if len(self.brokers) > 1
+                else str(self.broker),
+                "protocol": self.protocol,
                 "username": self.username,
                 "password_file": str(self.password_file) if self.password_file else None,
                 "ca_file": str(self.ca_file) if self.ca_file else None,
@@ -150,12 +175,18 @@ def read_config_file(path: Path, *, must_exist: bool) -> dict[str, Any]:
     return data
 
 
-_KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+_KIND_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    (str, list): "a string or a list of strings",
+}
 
 _SCHEMA: dict[str, Any] = {
     "name": str,
     "broker": {
-        "url": str,
+        "url": (str, list),
+        "protocol": str,
         "username": str,
         "password_file": str,
         "ca_file": str,
@@ -179,7 +210,11 @@ def _check_schema(
             if not isinstance(value, dict):
                 raise ConfigError(f"config file {path}: [{name}] must be a table")
             _check_schema(path, value, kind, f"{name}.")
-        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        elif (
+            not isinstance(value, kind)
+            or (kind is int and isinstance(value, bool))
+            or (isinstance(value, list) and not all(isinstance(v, str) for v in value))
+        ):
             raise ConfigError(f"config file {path}: {name} must be {_KIND_NAMES[kind]}")
 
 
@@ -213,7 +248,12 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
     except UsageError as exc:
         raise ConfigError(f"{where}: {exc.message}") from None
     url_value, where = pick("broker.url", "--broker", "MQCHAT_BROKER", default=DEFAULT_BROKER)
-    url = parse_broker_url(str(url_value), f"{where}:")
+    brokers = parse_broker_urls(url_value, where)
+    protocol, where_protocol = pick("broker.protocol", default=DEFAULT_PROTOCOL)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(
+            f"{where_protocol} must be one of {', '.join(repr(p) for p in PROTOCOLS)}"
+        )
     rdir_value, where = pick(
         "runtime_dir", "--runtime-dir", "MQCHAT_RUNTIME_DIR", default=lambda: runtime_dir(env)
     )
@@ -237,7 +277,8 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
     retention, where_retention = pick("store.retention", default=DEFAULT_RETENTION)
     return Settings(
         name=name,
-        broker=url,
+        brokers=brokers,
+        protocol=str(protocol),
         runtime_dir=rdir,
         state_dir=sdir,
         username=str(username) if username else None,

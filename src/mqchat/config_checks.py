@@ -88,6 +88,10 @@ def check_topic_prefix(where: str, value: str) -> str:
         raise ConfigError(f"{where} must not hold the wildcards + or #")
     if prefix.startswith("$"):
         raise ConfigError(f"{where} must not start with $ (kept for the broker)")
+    if "." in prefix:
+        # RabbitMQ's MQTT plugin maps "." to "/" and back: a prefix with a dot
+        # receives nothing there (docs/brokers.md).
+        raise ConfigError(f"{where} must not hold a dot: RabbitMQ would not deliver it")
     if not prefix:
         raise ConfigError(f"{where} is empty")
     if "" in prefix.split("/"):

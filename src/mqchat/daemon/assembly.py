@@ -144,11 +144,8 @@ def broker_state(outbox: OutboxWindow, events: EventPublisher, up: bool, why: st
 
     sd_notify(f"STATUS={'connected' if up else 'disconnected'}: {why}")
     if up == outbox.connected:
-        log.debug("%s", why)
-        return
+        return  # the link logged the failure, once at WARNING
     if up:
         log.info("%s", why)
-    else:
-        log.warning("%s", why)
     outbox.set_connected(up)
     events.publish(None, notice_event(None, "broker_up" if up else "broker_down", why))

@@ -4,6 +4,13 @@ paho runs in one thread of our own, driven with ``Client.loop()``, so that
 reconnects use our capped, jittered backoff. Its callbacks do nothing but hand
 events to the asyncio loop with ``call_soon_threadsafe``; paho's publish, ack
 and subscribe calls are thread-safe and are made from the loop thread.
+
+It speaks MQTT 5, or 3.1.1 for brokers that do not (``[broker] protocol``: with
+"auto", a broker that closes before CONNACK or refuses the protocol version is
+asked again in 3.1.1), and moves along a list of broker URLs when one fails
+(docs/brokers.md). Without MQTT 5's noLocal, a 3.1.1 broker sends our own
+payloads back: they are recognised by their first bytes (which hold a random
+nonce or IV) before anything is decrypted, acknowledged, and dropped uncounted.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import random
 import socket
 import ssl
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from mqchat.config import Settings
+from mqchat.config import BrokerUrl, Settings
 from mqchat.protocol.limits import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -38,6 +47,16 @@ payload chatd would open, plus room for the topic and headers. A broker does not
 send us anything larger, so a huge payload never reaches our memory."""
 MAX_INFLIGHT = 100
 """QoS 1 publishes awaiting PUBACK at once, or fewer if the broker's Receive Maximum says so."""
+CONNACK_TIMEOUT_S = 10.0
+"""A broker that says nothing this long after CONNECT is taken to have ignored it."""
+ECHO_MEMORY = 65536
+"""Payloads of ours remembered, by their first bytes, to drop their 3.1.1 echoes."""
+ECHO_PREFIX = 48
+PROTOCOL_REFUSED = {1, 0x84}  # 3.1.1 "unacceptable protocol version", 5 "unsupported"
+HINT_NO_CONNACK = (
+    "; the broker closed the connection before answering CONNECT: if it speaks only "
+    'MQTT 3.1.1, set [broker] protocol = "3.1.1" (or "auto", the default, which tries it)'
+)
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 60.0
 
@@ -64,7 +83,7 @@ def backoff_delays(rng: random.Random) -> Callable[[], float]:
 
 
 class BrokerLink:
-    """One MQTT v5 connection with a persistent session, QoS 1 both ways."""
+    """One MQTT connection (5, or 3.1.1) with a persistent session, QoS 1 both ways."""
 
     def __init__(
         self,
@@ -79,6 +98,8 @@ class BrokerLink:
         on_fatal: Callable[[str], None],
     ) -> None:
         self._settings = settings
+        self._client_id = client_id
+        self._password = password
         self._loop = loop
         self._on_message = on_message
         self._on_state = on_state
@@ -95,20 +116,50 @@ class BrokerLink:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._connacks = 0  # successful CONNACKs; the paho thread's own counter
+        self._echoes: OrderedDict[bytes, None] = OrderedDict()
+        self._echoes_lock = threading.Lock()
+        self._url_index = 0
+        self._connack: ReasonCode | None = None  # the CONNACK of the current attempt
+        self.generation = 0
+        """Counts paho clients made: a new one holds none of the old one's messages."""
+        self.protocol = "3.1.1" if settings.protocol == "3.1.1" else "5"
         self.connected = False
         self.receive_maximum = 65535
         """How many QoS 1 publishes the broker takes unacknowledged (MQTT 5 CONNACK)."""
-        url = settings.broker
-        self._client = mqtt.Client(
+        self.last_error: tuple[str, int] | None = None
+        """The last failure and when (ms since the epoch), for `status`."""
+        self.failing_since: int | None = None
+        """When the current run of failures began; None while connected."""
+        self._client = self._new_client()
+
+    @property
+    def url(self) -> BrokerUrl:
+        return self._settings.brokers[self._url_index]
+
+    def status(self) -> dict[str, Any]:
+        error = self.last_error
+        return {
+            "url": str(self.url),
+            "protocol": self.protocol,
+            "last_error": None if error is None else {"reason": error[0], "at_ms": error[1]},
+            "failing_since_ms": self.failing_since,
+        }
+
+    def _new_client(self) -> mqtt.Client:
+        self.generation += 1
+        url, settings = self.url, self._settings
+        v5 = self.protocol == "5"
+        client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
+            client_id=self._client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
             transport="websockets" if url.transport == "websockets" else "tcp",
             manual_ack=True,
             reconnect_on_failure=False,
         )
         if url.transport == "websockets":
-            self._client.ws_set_options(path=url.path)
+            client.ws_set_options(path=url.path)
         if url.tls:
             ctx = ssl.create_default_context(
                 cafile=str(settings.ca_file) if settings.ca_file else None
@@ -116,15 +167,16 @@ class BrokerLink:
             if settings.tls_insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-            self._client.tls_set_context(ctx)
+            client.tls_set_context(ctx)
         if settings.username:
-            self._client.username_pw_set(settings.username, password)
-        self._client.max_inflight_messages_set(MAX_INFLIGHT)
-        self._client.on_connect = self._cb_connect
-        self._client.on_disconnect = self._cb_disconnect
-        self._client.on_message = self._cb_message
-        self._client.on_publish = self._cb_publish
-        self._client.on_socket_open = self._cb_socket_open
+            client.username_pw_set(settings.username, self._password)
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_message = self._cb_message
+        client.on_publish = self._cb_publish
+        client.on_socket_open = self._cb_socket_open
+        return client
 
     # called from the asyncio thread ------------------------------------
     def start(self) -> None:
@@ -144,7 +196,7 @@ class BrokerLink:
             self._topics[topic] = qos
             self._unsubscribe.discard(topic)
             if self._session_up:
-                self._client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))
+                self._subscribe(self._client, topic, qos)
 
     def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic``, now or, while disconnected, at the next CONNACK:
@@ -156,12 +208,23 @@ class BrokerLink:
             else:
                 self._unsubscribe.add(topic)
 
+    def _subscribe(self, client: mqtt.Client, topic: str, qos: int) -> None:
+        if self.protocol == "5":
+            client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))
+        else:
+            client.subscribe(topic, qos=qos)
+
     def publish(self, topic: str, payload: bytes, qos: int) -> int | None:
         """Hand a message to paho; return its mid, or None if it was not taken.
 
         A QoS 1 message is kept by paho across reconnects, so its mid is returned
         even while disconnected; a QoS 0 message is only taken while connected.
         """
+        if self.protocol != "5":
+            with self._echoes_lock:
+                self._echoes[payload[:ECHO_PREFIX]] = None
+                if len(self._echoes) > ECHO_MEMORY:
+                    self._echoes.popitem(last=False)
         info = self._client.publish(topic, payload, qos=qos)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
             qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
@@ -185,47 +248,99 @@ class BrokerLink:
             self._loop.call_soon_threadsafe(self._on_fatal, f"the broker link failed: {exc!r}")
 
     def _run(self) -> None:
-        url = self._settings.broker
         delays = backoff_delays(random.Random())  # noqa: S311 -- jitter, not a secret
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        props.MaximumPacketSize = MAX_PACKET_BYTES
-        first = True
         while not self._stopping.is_set():
+            url = self.url
+            connacks = self._connacks
+            self._connack = None
             try:
-                if first:
-                    self._client.connect(
-                        url.host,
-                        url.port,
-                        keepalive=self._settings.keepalive,
-                        clean_start=False,
-                        properties=props,
-                    )
-                    first = False
-                else:
-                    self._client.reconnect()
+                self._connect(url)
             except (OSError, ssl.SSLError, ValueError) as exc:
-                first = first and isinstance(exc, ValueError)
-                self._set_state(False, f"cannot connect to {url}: {exc}")
+                self._failed(f"cannot connect to {url}: {exc}")
+                self._next_url()
                 self._stopping.wait(delays())
                 continue
-            connacks = self._connacks
-            while not self._stopping.is_set():
-                rc = self._client.loop(timeout=1.0)
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    break
-            with self._topics_lock:
-                self._session_up = False
+            self._serve()
             if self._connacks != connacks:
                 # A session was up: the next outage starts from a short delay,
                 # not from where the last one's backoff had climbed to.
                 delays = backoff_delays(random.Random())  # noqa: S311 -- jitter
-            if self.connected and self._stopping.is_set():
-                # Let the DISCONNECT go out.
-                self._client.loop(timeout=0.2)
-            if not self._stopping.is_set():
-                self._set_state(False, f"lost the connection to {url}")
-                self._stopping.wait(delays())
+                if self.connected and not self._stopping.is_set():
+                    self._failed(f"lost the connection to {url}")
+            elif self._fall_back():
+                continue  # ask the same broker again at once, in 3.1.1
+            elif self._connack is None and not self._stopping.is_set():
+                self._failed(f"no answer to CONNECT from {url}" + HINT_NO_CONNACK)
+            if self._stopping.is_set():
+                return
+            if self._connacks == connacks:
+                self._next_url()
+            self._stopping.wait(delays())
+
+    def _connect(self, url: BrokerUrl) -> None:
+        if self.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.MaximumPacketSize = MAX_PACKET_BYTES
+            self._client.connect(
+                url.host,
+                url.port,
+                keepalive=self._settings.keepalive,
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            self._client.connect(url.host, url.port, keepalive=self._settings.keepalive)
+
+    def _serve(self) -> None:
+        """Run paho until the connection ends, or CONNECT goes unanswered too long."""
+        started = time.monotonic()
+        while not self._stopping.is_set():
+            rc = self._client.loop(timeout=1.0)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+            if self._connack is None and time.monotonic() - started > CONNACK_TIMEOUT_S:
+                self._client.disconnect()
+                break
+        with self._topics_lock:
+            self._session_up = False
+        if self.connected and self._stopping.is_set():
+            self._client.loop(timeout=0.2)  # let the DISCONNECT go out
+
+    def _fall_back(self) -> bool:
+        """In "auto", a broker that will not speak MQTT 5 is asked in 3.1.1: once."""
+        refused = self._connack is not None and self._connack.value in PROTOCOL_REFUSED
+        silent = self._connack is None
+        if self._settings.protocol != "auto" or self.protocol != "5" or not (refused or silent):
+            return False
+        if self._stopping.is_set():
+            return False
+        self.protocol = "3.1.1"
+        log.warning(
+            "%s does not speak MQTT 5 (%s); using MQTT 3.1.1 with a persistent session",
+            self.url,
+            "it refused the protocol version" if refused else "no CONNACK",
+        )
+        self._client = self._new_client()
+        return True
+
+    def _next_url(self) -> None:
+        if len(self._settings.brokers) > 1:
+            self._url_index = (self._url_index + 1) % len(self._settings.brokers)
+            self._client = self._new_client()
+
+    def _failed(self, reason: str) -> None:
+        """Record a failure; log it at WARNING when it is new, not on every retry."""
+        previous = self.last_error
+        now = time.time_ns() // 1_000_000
+        self.last_error = (reason, now)
+        if self.failing_since is None:
+            self.failing_since = now
+        if previous is None or previous[0] != reason:
+            log.warning("%s", reason)
+        else:
+            log.debug("%s", reason)
+        self._set_state(False, reason)
 
     def _set_state(self, connected: bool, reason: str) -> None:
         was = self.connected
@@ -248,22 +363,26 @@ class BrokerLink:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if reason.is_failure:
-            self._set_state(False, f"broker refused the connection: {reason}")
+        self._connack = reason
+        if reason.is_failure or (self.protocol != "5" and reason.value != 0):
+            if reason.value not in PROTOCOL_REFUSED or self._settings.protocol != "auto":
+                self._failed(f"{self.url} refused the connection: {reason}")
             return
         self._connacks += 1
+        self.failing_since = None
         # paho does not read the broker's Receive Maximum itself (and cannot change
-        # its in-flight limit while connected): the service hands it no more.
+        # its in-flight limit while connected): the outbox window hands it no more.
         received = getattr(properties, "ReceiveMaximum", None) if properties else None
         self.receive_maximum = received if isinstance(received, int) and received > 0 else 65535
         with self._topics_lock:
             for topic, qos in self._topics.items():
-                client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))
+                self._subscribe(client, topic, qos)
             for topic in self._unsubscribe:
                 client.unsubscribe(topic)
             self._unsubscribe.clear()
             self._session_up = True
-        self._set_state(True, f"connected to {self._settings.broker}")
+        version = "MQTT 5" if self.protocol == "5" else "MQTT 3.1.1"
+        self._set_state(True, f"connected to {self.url} ({version})")
 
     def _cb_disconnect(
         self,
@@ -276,17 +395,25 @@ class BrokerLink:
         with self._topics_lock:
             self._session_up = False
         if self.connected and not self._stopping.is_set():
-            self._set_state(False, f"disconnected from {self._settings.broker}: {reason}")
+            self._failed(f"disconnected from {self.url}: {reason}")
         else:
             self.connected = False
 
     def _cb_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        payload = bytes(msg.payload)
+        if self.protocol != "5":
+            with self._echoes_lock:
+                echo = self._echoes.pop(payload[:ECHO_PREFIX], False) is None
+            if echo:  # our own payload, back: not a message, not a drop
+                if msg.qos:
+                    client.ack(msg.mid, msg.qos)
+                return
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = ""  # no room has it: counted and dropped, but still acknowledged
         self._loop.call_soon_threadsafe(
-            self._on_message, Incoming(topic, bytes(msg.payload), msg.mid, msg.qos)
+            self._on_message, Incoming(topic, payload, msg.mid, msg.qos)
         )
 
     def _cb_publish(

@@ -50,6 +50,7 @@ class OutboxWindow:
         self._published: list[int] = []  # outbox ids whose PUBACK came, not yet removed
         self._refusals: dict[int, str] = {}  # outbox id -> the broker's reason
         self._cursor = 0  # the newest outbox id handed over since the last connection
+        self._generation = 0  # the link's paho client that holds what we handed
         self.last_refusal: tuple[str, int] | None = None
 
     @property
@@ -66,9 +67,16 @@ class OutboxWindow:
 
     def set_connected(self, connected: bool) -> None:
         self.connected = connected
-        if connected:
-            self._cursor = 0  # refused or untaken entries go again, in order
-            self.fill()
+        if not connected:
+            return
+        if self.link is not None and self.link.generation != self._generation:
+            # A new paho client (another protocol or broker URL) holds nothing of
+            # what the old one was given: everything unacknowledged goes again.
+            self._generation = self.link.generation
+            self._inflight.clear()
+            self._handed.clear()
+        self._cursor = 0  # refused or untaken entries go again, in order
+        self.fill()
 
     def fill(self) -> None:
         """Hand the link the oldest entries it does not hold, up to the window."""

@@ -99,12 +99,24 @@ class ChatService:
                 "url": str(self.settings.broker),
                 "connected": self.outbox.connected,
                 **self.outbox.status(),
+                **self._link_status(),
             },
             "rooms": sorted(self.rooms.names()),
             "dropped": self.drops.as_dict(),
             "pid": os.getpid(),
             "version": __version__,
         }
+
+    def _link_status(self) -> dict[str, Any]:
+        if self.link is None:
+            return {}
+        status = self.link.status()
+        error, since = status.pop("last_error"), status.pop("failing_since_ms")
+        status["last_error"] = (
+            None if error is None else {"reason": error["reason"], "at": iso_ts(error["at_ms"])}
+        )
+        status["failing_since"] = None if since is None else iso_ts(since)
+        return status
 
     def rpc_identity(self) -> dict[str, Any]:
         return {
