@@ -122,7 +122,7 @@ node_env() {
 ctl() {
     local n=$1
     shift
-    (cluster_env && "${AS_NODE_USER[@]}" "$RABBIT_BIN/rabbitmqctl" -q -n "$(node_name "$n")" "$@")
+    (cluster_env && cd "$DIR" && "${AS_NODE_USER[@]}" "$RABBIT_BIN/rabbitmqctl" -q -n "$(node_name "$n")" "$@")
 }
 
 write_node_config() {
@@ -142,7 +142,7 @@ write_node_config() {
         echo "log.file.level = info"
         if [ "$n" -ne 1 ]; then
             # Nodes 2 and 3 join node 1 while they boot (no stop_app/join_cluster
-            # round trip), waiting for it as long as the start deadline allows.
+            # round trip), retrying while node 1 is unreachable.
             echo "cluster_formation.peer_discovery_backend = classic_config"
             echo "cluster_formation.classic_config.nodes.1 = $(node_name 1)"
             echo "cluster_formation.discovery_retry_limit = $START_TIMEOUT"
@@ -294,15 +294,26 @@ cmd_start() {
     local t0 t1
     t0=$(date +%s%N)
     start_epmd
-    # All three boot at once; 2 and 3 wait (peer discovery retries) until 1 takes them.
-    for n in "${NODES[@]}"; do launch_node "$n"; done
+    # One node after the other. Booting them together is no faster on two cores,
+    # and RabbitMQ 3.10's MQTT client-id tracker (a Raft cluster) then loses
+    # joins: a node whose join collides with another's ("cluster_change_not_permitted")
+    # is never added, and answers every MQTT CONNECT with "Server unavailable".
     local failed=0
-    for n in "${NODES[@]}"; do await_node "$n" || failed=1; done
+    for n in "${NODES[@]}"; do
+        launch_node "$n"
+        await_node "$n" || {
+            failed=1
+            break
+        }
+    done
     if [ "$failed" -eq 0 ]; then
-        local running
-        running=$(ctl 1 eval 'length(rabbit_nodes:all_running()).' 2>&1) || running="error: $running"
-        if [ "$running" != 3 ]; then
-            say "the nodes came up but the cluster has $running running nodes, not 3"
+        # Both memberships: the cluster (mnesia) and the client-id tracker (Raft).
+        local members
+        members=$(ctl 1 eval '{ok, M, _} = ra:members({mqtt_node, node()}),
+            io:format("~b ~b", [length(rabbit_nodes:all_running()), length(M)]).' 2>&1) ||
+            members="error: $members"
+        if [ "${members%%ok*}" != "3 3" ]; then
+            say "the nodes came up, but cluster and MQTT tracker members are '$members', not '3 3'"
             for n in "${NODES[@]}"; do log_tail "$n"; done
             failed=1
         fi
