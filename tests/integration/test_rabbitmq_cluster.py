@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from rabbitmq import Mqtt311Client, RabbitCluster, rabbit_cluster, rabbit_cluster_session
+from mqtt311 import Mqtt311Client
+from rabbitmq import RabbitCluster, rabbit_cluster, rabbit_cluster_session
 
 __all__ = ["rabbit_cluster", "rabbit_cluster_session"]  # fixtures, used by name below
 
