@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from harness import Broker, Daemon
+from rabbitmq import rabbit_cluster, rabbit_cluster_session  # noqa: F401 -- fixtures, one cluster
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,7 @@ import uuid
 import pytest
 
 from mqtt311 import Mqtt311Client
-from rabbitmq import RabbitCluster, rabbit_cluster, rabbit_cluster_session
-
-__all__ = ["rabbit_cluster", "rabbit_cluster_session"]  # fixtures, used by name below
+from rabbitmq import RabbitCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq]
 

@@ -159,9 +159,13 @@ def status(opts: Options, *, as_json: bool) -> None:
     refused = broker.get("refused") or 0
     last = broker.get("last_refusal") or {}
     refusal = f", {refused} refused by the broker ({escape(str(last.get('reason')))})"
-    out(
-        f"broker:   {broker['url']}  {state}, outbox {broker['outbox']}{refusal if refused else ''}"
-    )
+    outbox = f"outbox {broker['outbox']}{refusal if refused else ''}"
+    mqtt = f" (MQTT {broker['protocol']})" if broker.get("protocol") else ""
+    out(f"broker:   {broker['url']}{mqtt}  {state}, {outbox}")
+    error = broker.get("last_error")
+    if error and not broker["connected"]:
+        since = broker.get("failing_since") or error.get("at")
+        out(f"          failing since {since}: {escape(str(error.get('reason')))}")
     out(f"rooms:    {', '.join(escape(r) for r in s['rooms']) or '(none)'}")
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
     out(f"dropped:  {dropped or 'nothing'}")
