@@ -6,6 +6,7 @@ chatd answers ``who`` once it announces presence; until then it answers
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from mqchat.client.ipc_client import Client
@@ -32,14 +33,14 @@ def member_key(member: Member) -> tuple[str, str]:
     return str(member.get("name", "")), str(member.get("fingerprint", ""))
 
 
-def member_line(member: Member) -> str:
+def member_line(member: Member, today: dt.date | None = None) -> str:
     """``alice  online``, ``bob?  last seen 12:04:01``: escaped, ``?`` for an unverified key."""
     mark = "" if member.get("verified") else "?"
     name = escape(str(member.get("name", "")))
     if member.get("online"):
         state = "online"
     elif member.get("last_seen"):
-        state = f"last seen {when(str(member['last_seen']))}"
+        state = f"last seen {when(str(member['last_seen']), today)}"
     else:
         state = "offline"
     return f"{name}{mark}  {state}"

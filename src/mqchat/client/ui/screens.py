@@ -1,0 +1,159 @@
+"""The interface's dialogs: join (masked passphrase), leave, help."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
+
+from mqchat.client.render import escape
+from mqchat.errors import MqchatError
+from mqchat.protocol.limits import normalize_room
+
+KEYS = (
+    ("Enter", "send the line (or run a /command)"),
+    ("Up / Down", "earlier lines you typed"),
+    ("Ctrl+N / Ctrl+P", "next / previous room (or click one)"),
+    ("PageUp / PageDown", "scroll; PageUp at the top reads older messages"),
+    ("F2", "join a room"),
+    ("F3", "leave this room"),
+    ("F4", "refresh the members panel"),
+    ("F1", "this help"),
+    ("Ctrl+Q", "quit"),
+)
+COMMANDS = (
+    ("/join ROOM [--legacy] [--weak] [--cipher C]", "join a room"),
+    ("/leave", "leave this room (chatd forgets its key)"),
+    ("/who", "refresh the members panel"),
+    ("/help", "this help"),
+    ("/quit", "quit"),
+    ("//text", "send /text"),
+)
+MARKS = (
+    ("<alice?>", "the sender's key is not the one pinned: check it (chatctl trust)"),
+    ("!legacy", "a legacy room: anyone with the passphrase can read and forge"),
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,f1,q", "dismiss", "Close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        for title, rows in (("Keys", KEYS), ("Commands", COMMANDS), ("Marks", MARKS)):
+            text.append(f"{title}\n", style="bold")
+            width = max(len(k) for k, _ in rows)
+            for key, what in rows:
+                text.append(f"  {key:<{width}}  ", style="bold")
+                text.append(f"{what}\n")
+        text.append("\nEscape closes this help.", style="dim")
+        yield Static(text, id="help-text")
+
+    async def action_dismiss(self, result: Any = None) -> None:
+        self.dismiss(None)
+
+
+class ConfirmLeave(ModalScreen[bool]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Leave"),
+        Binding("n,escape", "answer(False)", "Stay"),
+    ]
+
+    def __init__(self, room: str) -> None:
+        super().__init__()
+        self.room = room
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            Text(
+                f"Leave {escape(self.room)}? chatd stops receiving it and forgets its key: "
+                "you need the passphrase to come back.\n\n[y] leave   [n] stay",
+            ),
+            id="confirm-text",
+        )
+
+    def action_answer(self, leave: bool) -> None:
+        self.dismiss(leave)
+
+
+class JoinScreen(ModalScreen[None]):
+    """Room and passphrase (typed twice, masked), handed to ``submit`` as ``join``'s params.
+
+    The screen stays until the app dismisses it, so that chatd's refusal (a
+    short passphrase without --weak) is shown where the passphrase was typed.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(
+        self,
+        submit: Callable[[JoinScreen, dict[str, Any]], None],
+        room: str = "",
+        *,
+        cipher: str = "fernet",
+        legacy: bool = False,
+        weak: bool = False,
+    ) -> None:
+        super().__init__()
+        self.submit = submit
+        self.room = room
+        self.options = {"cipher": cipher, "legacy": legacy, "weak": weak}
+        self.busy = False
+
+    def compose(self) -> ComposeResult:
+        flags = ", ".join(k for k in ("legacy", "weak") if self.options[k])
+        with Vertical(id="join-box"):
+            yield Label(
+                Text(f"Join a room ({self.options['cipher']}{', ' if flags else ''}{flags})")
+            )
+            yield Input(value=self.room, placeholder="room", id="join-room")
+            yield Input(placeholder="passphrase", password=True, id="join-passphrase")
+            yield Input(placeholder="passphrase again", password=True, id="join-repeat")
+            yield Label("", id="join-error")
+            yield Label(Text("Enter: next / join   Escape: cancel", style="dim"))
+
+    def on_mount(self) -> None:
+        target = "#join-passphrase" if self.room else "#join-room"
+        self.query_one(target, Input).focus()
+
+    def say(self, problem: str, *, busy: bool = False) -> None:
+        """Show why the join did not happen (also after chatd refused it), or that it runs."""
+        self.busy = busy
+        self.query_one("#join-error", Label).update(Text(problem, "dim" if busy else "bold red"))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if self.busy:
+            return
+        order = ["join-room", "join-passphrase", "join-repeat"]
+        at = order.index(event.input.id or "join-room")
+        if at < len(order) - 1 and not self.query_one(f"#{order[at + 1]}", Input).value:
+            self.query_one(f"#{order[at + 1]}", Input).focus()
+            return
+        room = self.query_one("#join-room", Input).value
+        passphrase = self.query_one("#join-passphrase", Input).value
+        try:
+            name = normalize_room(room)
+        except MqchatError as exc:
+            self.say(exc.message)
+            return
+        if not passphrase.strip():
+            self.say("the passphrase is empty")
+            return
+        if passphrase != self.query_one("#join-repeat", Input).value:
+            self.say("the two passphrases differ")
+            self.query_one("#join-repeat", Input).value = ""
+            self.query_one("#join-repeat", Input).focus()
+            return
+        self.say(f"joining {escape(name)}: deriving its key takes a few seconds…", busy=True)
+        self.submit(self, {"room": name, "passphrase": passphrase, **self.options})
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
