@@ -29,7 +29,7 @@ from mqchat.client.render import escape
 from mqchat.client.sending import QUEUED_NOTE
 from mqchat.client.ui.lines import entry_line, members_text, room_title
 from mqchat.client.ui.link import PAGE, POLL_S, Link
-from mqchat.client.ui.screens import ConfirmLeave, HelpScreen, JoinScreen
+from mqchat.client.ui.screens import ConfirmLeave, HelpScreen, JoinScreen, RoomPrompt
 from mqchat.client.ui.state import ChatState
 from mqchat.client.ui.widgets import HistoryInput, MessageLog, RoomList
 from mqchat.errors import MqchatError, UsageError
@@ -59,7 +59,7 @@ def parse_join(words: list[str]) -> dict[str, Any]:
         elif word == "--cipher" and rest and rest[0] in CIPHERS:
             options["cipher"] = rest.pop(0)
         elif not word.startswith("--") and not options["room"]:
-            options["room"] = word
+            options["room"] = normalize_room(word)
         else:
             raise UsageError(
                 f"/join takes ROOM [--legacy] [--weak] [--cipher {'|'.join(CIPHERS)}], "
@@ -170,7 +170,10 @@ class ChatApp(App[None]):
                 self._select(info["name"])
         elif kind == "room_removed":
             state.remove_room(data)
+            self.draw()
+            self._say("note", f"left {escape(data)}")
             self._ask_who()
+            return
         elif kind == "event":
             self._took(data)
             return
@@ -192,6 +195,9 @@ class ChatApp(App[None]):
             state.presence = False
         elif kind in ("error", "dropped", "lost", "note"):
             self._say(kind, data)
+            if kind == "dropped" and data.get("count") is None:  # chatd restarted
+                link = self.link
+                self._request(lambda: self._post("status", link.call("status")))
             return
         self.draw()
 
@@ -317,7 +323,15 @@ class ChatApp(App[None]):
     def action_join(self, options: dict[str, Any] | None = None) -> None:
         options = dict(options or {})
         room = options.pop("room", "")
-        self.push_screen(JoinScreen(self._join, room, **options))
+        if room:
+            self.push_screen(JoinScreen(self._join, room, **options))
+            return
+
+        def chosen(name: str | None) -> None:
+            if name:
+                self.push_screen(JoinScreen(self._join, name, **options))
+
+        self.push_screen(RoomPrompt(), chosen)
 
     def _join(self, screen: JoinScreen, params: dict[str, Any]) -> None:
         link = self.link
@@ -333,7 +347,8 @@ class ChatApp(App[None]):
         self.run_worker(join, name="chatd-join", group="join", thread=True)
 
     def _joined(self, screen: JoinScreen, result: dict[str, Any]) -> None:
-        screen.dismiss(None)
+        if screen.is_current:
+            screen.dismiss(None)
         name = result["name"]
         if result.get("warning"):
             self._post("note", f"WARNING: {result['warning']}")
@@ -348,7 +363,7 @@ class ChatApp(App[None]):
             return
         link = self.link
 
-        def answered(leave: bool | None) -> None:
+        def answered(leave: bool | None) -> None:  # y, n or Escape
             if leave:
                 self._request(lambda: link.call("leave", {"room": name}))
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
@@ -28,16 +28,16 @@ KEYS = (
     ("Ctrl+Q", "quit"),
 )
 COMMANDS = (
-    ("/join ROOM [--legacy] [--weak] [--cipher C]", "join a room"),
-    ("/leave", "leave this room (chatd forgets its key)"),
+    ("/join ROOM", "join a room (options: --legacy, --weak, --cipher C)"),
+    ("/leave", "leave this room: chatd forgets its key"),
     ("/who", "refresh the members panel"),
     ("/help", "this help"),
     ("/quit", "quit"),
     ("//text", "send /text"),
 )
 MARKS = (
-    ("<alice?>", "the sender's key is not the one pinned: check it (chatctl trust)"),
-    ("!legacy", "a legacy room: anyone with the passphrase can read and forge"),
+    ("<alice?>", "a key other than the one pinned: see `chatctl trust`"),
+    ("!legacy", "a legacy room: anyone with its passphrase reads and forges"),
 )
 
 
@@ -55,10 +55,12 @@ class HelpScreen(ModalScreen[None]):
                 text.append(f"  {key:<{width}}  ", style="bold")
                 text.append(f"{what}\n")
         text.append("\nEscape closes this help.", style="dim")
-        yield Static(text, id="help-text")
+        with VerticalScroll(id="help-box"):
+            yield Static(text)
 
     async def action_dismiss(self, result: Any = None) -> None:
-        self.dismiss(None)
+        if self.is_current:
+            self.dismiss(None)
 
 
 class ConfirmLeave(ModalScreen[bool]):
@@ -81,11 +83,48 @@ class ConfirmLeave(ModalScreen[bool]):
         )
 
     def action_answer(self, leave: bool) -> None:
-        self.dismiss(leave)
+        if self.is_current:
+            self.dismiss(leave)
+
+
+class RoomPrompt(ModalScreen[str | None]):
+    """Which room to join (F2): asked alone, before the passphrase has a field.
+
+    Keys typed fast after Enter (a paste) still reach the field that had the
+    focus. Were the passphrase fields on this screen, a passphrase could land
+    in the plain room field; here it lands nowhere, and is typed again.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="join-box"):
+            yield Label(Text("Join a room"))
+            yield Input(placeholder="room", id="join-room")
+            yield Label("", id="join-error")
+            yield Label(Text("Enter: next   Escape: cancel", style="dim"))
+
+    def on_mount(self) -> None:
+        self.query_one("#join-room", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        try:
+            name = normalize_room(event.value)
+        except MqchatError as exc:
+            self.query_one("#join-error", Label).update(Text(exc.message, "bold red"))
+            return
+        if self.is_current:  # a second Enter before the screen closed
+            self.dismiss(name)
+
+    def action_cancel(self) -> None:
+        if self.is_current:
+            self.dismiss(None)
 
 
 class JoinScreen(ModalScreen[None]):
-    """Room and passphrase (typed twice, masked), handed to ``submit`` as ``join``'s params.
+    """The passphrase of a room, typed twice and masked, handed to ``submit`` with
+    ``join``'s other params.
 
     The screen stays until the app dismisses it, so that chatd's refusal (a
     short passphrase without --weak) is shown where the passphrase was typed.
@@ -96,7 +135,7 @@ class JoinScreen(ModalScreen[None]):
     def __init__(
         self,
         submit: Callable[[JoinScreen, dict[str, Any]], None],
-        room: str = "",
+        room: str,
         *,
         cipher: str = "fernet",
         legacy: bool = False,
@@ -109,20 +148,16 @@ class JoinScreen(ModalScreen[None]):
         self.busy = False
 
     def compose(self) -> ComposeResult:
-        flags = ", ".join(k for k in ("legacy", "weak") if self.options[k])
+        flags = "".join(f", {k}" for k in ("legacy", "weak") if self.options[k])
         with Vertical(id="join-box"):
-            yield Label(
-                Text(f"Join a room ({self.options['cipher']}{', ' if flags else ''}{flags})")
-            )
-            yield Input(value=self.room, placeholder="room", id="join-room")
+            yield Label(Text(f"Join {escape(self.room)} ({self.options['cipher']}{flags})"))
             yield Input(placeholder="passphrase", password=True, id="join-passphrase")
             yield Input(placeholder="passphrase again", password=True, id="join-repeat")
             yield Label("", id="join-error")
             yield Label(Text("Enter: next / join   Escape: cancel", style="dim"))
 
     def on_mount(self) -> None:
-        target = "#join-passphrase" if self.room else "#join-room"
-        self.query_one(target, Input).focus()
+        self.query_one("#join-passphrase", Input).focus()
 
     def say(self, problem: str, *, busy: bool = False) -> None:
         """Show why the join did not happen (also after chatd refused it), or that it runs."""
@@ -130,30 +165,26 @@ class JoinScreen(ModalScreen[None]):
         self.query_one("#join-error", Label).update(Text(problem, "dim" if busy else "bold red"))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        repeat = self.query_one("#join-repeat", Input)
         if self.busy:
             return
-        order = ["join-room", "join-passphrase", "join-repeat"]
-        at = order.index(event.input.id or "join-room")
-        if at < len(order) - 1 and not self.query_one(f"#{order[at + 1]}", Input).value:
-            self.query_one(f"#{order[at + 1]}", Input).focus()
+        if event.input.id == "join-passphrase" and not repeat.value:
+            repeat.focus()
             return
-        room = self.query_one("#join-room", Input).value
         passphrase = self.query_one("#join-passphrase", Input).value
-        try:
-            name = normalize_room(room)
-        except MqchatError as exc:
-            self.say(exc.message)
-            return
         if not passphrase.strip():
             self.say("the passphrase is empty")
+            self.query_one("#join-passphrase", Input).focus()
             return
-        if passphrase != self.query_one("#join-repeat", Input).value:
+        if passphrase != repeat.value:
             self.say("the two passphrases differ")
-            self.query_one("#join-repeat", Input).value = ""
-            self.query_one("#join-repeat", Input).focus()
+            repeat.value = ""
+            repeat.focus()
             return
-        self.say(f"joining {escape(name)}: deriving its key takes a few seconds…", busy=True)
-        self.submit(self, {"room": name, "passphrase": passphrase, **self.options})
+        self.say(f"joining {escape(self.room)}: deriving its key takes a few seconds…", busy=True)
+        self.submit(self, {"room": self.room, "passphrase": passphrase, **self.options})
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        if self.is_current:
+            self.dismiss(None)
