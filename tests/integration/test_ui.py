@@ -15,12 +15,13 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from harness import DEADLINE_S, PASSPHRASE, Daemon
+from harness import DEADLINE_S, PASSPHRASE, Broker, Daemon
 from mqchat.client.ui.app import ChatApp
 from mqchat.client.ui.link import HISTORY_LINES, ChatdLink
 from mqchat.client.ui.widgets import MessageLog, RoomList
 
 MakeDaemon = Callable[..., Daemon]
+MakeBroker = Callable[..., Broker]
 SIZE = (120, 32)
 
 
@@ -235,3 +236,27 @@ def test_scrollback_pages_older_messages_from_the_store(make_daemon: MakeDaemon,
 def _page_up(pilot: Pilot[Any]) -> bool:
     asyncio.get_running_loop().create_task(pilot.press("pageup"))
     return True
+
+
+def test_broker_down_and_up_show_as_notices(
+    make_broker: MakeBroker, make_daemon: MakeDaemon, room: str
+) -> None:
+    broker = make_broker()
+    alice = make_daemon("alice", on=broker)
+    alice.join(room)
+
+    def status_line(app: ChatApp) -> str:
+        return str(app.query_one("#status", Static).render())
+
+    async def script(app: ChatApp, pilot: Pilot[Any]) -> None:
+        assert "connected" in status_line(app) and "NOT" not in status_line(app)
+        await asyncio.to_thread(broker.stop)
+        await until(pilot, lambda: "NOT connected" in status_line(app), "the broker down")
+        # chatd's broker_down notice, in the room shown
+        assert any(e.get("kind") == "broker_down" for e in app.state.rooms[room].entries)
+        assert any(line.startswith("-- ") and broker.url in line for line in log_lines(app))
+        await asyncio.to_thread(broker.start)
+        await until(pilot, lambda: app.state.broker_connected, "the broker up again")
+        assert "NOT" not in status_line(app)
+
+    drive(alice, room, script)
