@@ -13,13 +13,12 @@ from mqchat.client.ipc_client import Client
 from mqchat.client.render import Renderer, escape
 from mqchat.client.room_feed import RoomFeed
 from mqchat.client.sending import send_one
+from mqchat.client.ui.commands import ESCAPED_SLASH
 from mqchat.client.ui.members import ask_who, member_line, sorted_members
 from mqchat.errors import MqchatError
 
 HISTORY_LINES = 20
 QUIT = "/quit"
-ESCAPED_SLASH = "//"
-"""A line starting with ``//`` is sent without its first ``/``."""
 COMMANDS = {
     "/help": "list these commands",
     "/who": "list the room's members",

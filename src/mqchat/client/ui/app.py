@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import queue
-import shlex
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -27,16 +26,14 @@ from textual.worker import get_current_worker
 
 from mqchat.client.render import escape
 from mqchat.client.sending import QUEUED_NOTE
-from mqchat.client.ui.lines import entry_line, members_text, room_title
+from mqchat.client.ui.commands import ESCAPED_SLASH, parse_join, split_command, unknown_command
+from mqchat.client.ui.lines import entry_line, members_text, own_notice_text, room_title
 from mqchat.client.ui.link import PAGE, POLL_S, Link
 from mqchat.client.ui.screens import ConfirmLeave, HelpScreen, JoinScreen, RoomPrompt
 from mqchat.client.ui.state import ChatState
 from mqchat.client.ui.widgets import HistoryInput, MessageLog, RoomList
-from mqchat.errors import MqchatError, UsageError
+from mqchat.errors import MqchatError
 from mqchat.protocol.limits import check_text, normalize_room
-
-CIPHERS = ("fernet", "aes-256-gcm", "chacha20-poly1305")
-ESCAPED_SLASH = "//"
 
 
 class FromChatd(Message):
@@ -46,26 +43,6 @@ class FromChatd(Message):
         super().__init__()
         self.kind = kind
         self.data = data
-
-
-def parse_join(words: list[str]) -> dict[str, Any]:
-    """``/join ROOM [--legacy] [--weak] [--cipher C]`` as JoinScreen's options."""
-    options: dict[str, Any] = {"room": "", "cipher": "fernet", "legacy": False, "weak": False}
-    rest = list(words)
-    while rest:
-        word = rest.pop(0)
-        if word in ("--legacy", "--weak"):
-            options[word[2:]] = True
-        elif word == "--cipher" and rest and rest[0] in CIPHERS:
-            options["cipher"] = rest.pop(0)
-        elif not word.startswith("--") and not options["room"]:
-            options["room"] = normalize_room(word)
-        else:
-            raise UsageError(
-                f"/join takes ROOM [--legacy] [--weak] [--cipher {'|'.join(CIPHERS)}], "
-                f"not {escape(word)}"
-            )
-    return options
 
 
 class ChatApp(App[None]):
@@ -226,20 +203,7 @@ class ChatApp(App[None]):
 
     def _say(self, kind: str, data: Any) -> None:
         """A notice of the interface's own, in the room shown."""
-        if kind == "dropped":
-            count = data.get("count")
-            text = (
-                "reconnected to chatd: what came meanwhile is read from the store"
-                if count is None
-                else f"chatd dropped {count} events for this window (it fell behind): "
-                "read from the store"
-            )
-        elif kind == "lost":
-            text = f"ERROR: {data}; no more incoming messages (restart chatctl ui)"
-        elif kind == "error":
-            text = f"ERROR: {data}"
-        else:
-            text = str(data)
+        text = own_notice_text(kind, data)
         notice = {"type": "notice", "room": self.state.current, "kind": kind, "text": text}
         if self.state.room is not None:
             self.state.room.add(notice)
@@ -408,11 +372,7 @@ class ChatApp(App[None]):
         self._request(send)
 
     def _command(self, line: str) -> None:
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"cannot read that command: {exc}") from None
-        name, args = words[0], words[1:]
+        name, args = split_command(line)
         if name == "/quit":
             self.exit()
         elif name == "/help":
@@ -424,7 +384,4 @@ class ChatApp(App[None]):
         elif name == "/leave":
             self.action_leave(normalize_room(args[0]) if args else None)
         else:
-            raise UsageError(
-                f"unknown command {escape(name)}: nothing was sent; /help lists the commands, "
-                f"and {ESCAPED_SLASH} at the start sends a line that starts with /"
-            )
+            raise unknown_command(name)

@@ -62,6 +62,20 @@ def notice_line(event: Event) -> Text:
     return Text(f"-- {escape(str(event.get('text', '')))}", style=style)
 
 
+def own_notice_text(kind: str, data: Any) -> str:
+    """The interface's own notices: ``dropped`` (an event), ``lost``, ``error``, ``note``."""
+    if kind == "dropped":
+        count = data.get("count")
+        if count is None:
+            return "reconnected to chatd: what came meanwhile is read from the store"
+        return f"chatd dropped {count} events for this window (it fell behind): read from the store"
+    if kind == "lost":
+        return f"ERROR: {data}; no more incoming messages (restart chatctl ui)"
+    if kind == "error":
+        return f"ERROR: {data}"
+    return str(data)
+
+
 def entry_line(event: Event, today: dt.date) -> Text:
     if event.get("type") == "message":
         return message_line(event, today)
