@@ -12,12 +12,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from harness import DEADLINE_S, PASSPHRASE, Broker, Daemon
 from mqchat.client.ui.app import ChatApp
 from mqchat.client.ui.link import HISTORY_LINES, ChatdLink
+from mqchat.client.ui.screens import JoinScreen
 from mqchat.client.ui.widgets import MessageLog, RoomList
 
 MakeDaemon = Callable[..., Daemon]
@@ -260,3 +262,36 @@ def test_broker_down_and_up_show_as_notices(
         assert "NOT" not in status_line(app)
 
     drive(alice, room, script)
+
+
+def burst(app: ChatApp, text: str) -> None:
+    """Keys as a terminal delivers a fast typist's (or a script's): all at once,
+    without waiting for the app between them ("\r" is Enter)."""
+    for ch in text:
+        app.post_message(events.Key("enter", "\r") if ch == "\r" else events.Key(ch, ch))
+
+
+def test_lines_typed_ahead_stay_apart_and_a_passphrase_is_never_sent(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    alice.join(room)
+    bob.join(room)
+    bob_tail = bob.tail(room, "--since", "0")
+    secret = "typedaheadsecret"
+
+    async def script(app: ChatApp, pilot: Pilot[Any]) -> None:
+        burst(app, "one\rtwo\r")
+        first, second = await asyncio.to_thread(bob_tail.messages, 2)
+        assert (first["text"], second["text"]) == ("one", "two")
+        # Typed before the passphrase dialog has the focus: dropped, never sent or shown.
+        burst(app, f"/join {room}-x\r{secret}\r{secret}\r")
+        await until(pilot, lambda: isinstance(app.screen, JoinScreen), "the passphrase dialog")
+        await pilot.press("escape")
+        await type_line(pilot, "three")
+        assert (await asyncio.to_thread(bob_tail.messages, 1))[0]["text"] == "three"
+        assert secret not in app.export_screenshot()
+        assert not any(secret in line for line in log_lines(app))
+
+    drive(alice, room, script)
+    assert secret not in alice.ok("tail", room, "--no-follow", "-n", "100")

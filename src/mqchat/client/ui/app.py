@@ -21,7 +21,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Footer, Input, OptionList, Static
+from textual.widgets import Footer, OptionList, Static
 from textual.worker import get_current_worker
 
 from mqchat.client.render import escape
@@ -288,14 +288,20 @@ class ChatApp(App[None]):
         options = dict(options or {})
         room = options.pop("room", "")
         if room:
-            self.push_screen(JoinScreen(self._join, room, **options))
+            self.push_screen(JoinScreen(self._join, room, **options), self._release_input)
             return
 
         def chosen(name: str | None) -> None:
             if name:
-                self.push_screen(JoinScreen(self._join, name, **options))
+                self.push_screen(JoinScreen(self._join, name, **options), self._release_input)
+            else:
+                self._release_input()
 
         self.push_screen(RoomPrompt(), chosen)
+
+    def _release_input(self, _: object = None) -> None:
+        """The join dialog is gone: the input line takes keys again (HistoryInput.held)."""
+        self.query_one("#input", HistoryInput).held = False
 
     def _join(self, screen: JoinScreen, params: dict[str, Any]) -> None:
         link = self.link
@@ -334,12 +340,9 @@ class ChatApp(App[None]):
         self.push_screen(ConfirmLeave(name), answered)
 
     # ------------------------------------------------------------------ the input line
-    @on(Input.Submitted, "#input")
-    def _submitted(self, event: Input.Submitted) -> None:
-        line_input = self.query_one("#input", HistoryInput)
+    @on(HistoryInput.Line)
+    def _submitted(self, event: HistoryInput.Line) -> None:
         line = event.value
-        line_input.remember(line)
-        line_input.value = ""
         if not line.strip():
             return
         if line.lstrip().startswith(ESCAPED_SLASH):
@@ -348,6 +351,7 @@ class ChatApp(App[None]):
             try:
                 self._command(line)
             except MqchatError as exc:
+                self._release_input()  # no dialog came
                 self._say("error", exc.message)
             return
         self._send(line)

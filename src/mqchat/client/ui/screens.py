@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
@@ -87,20 +88,42 @@ class ConfirmLeave(ModalScreen[bool]):
             self.dismiss(leave)
 
 
-class RoomPrompt(ModalScreen[str | None]):
-    """Which room to join (F2): asked alone, before the passphrase has a field.
+class _RoomInput(Input):
+    """The room field: after Enter it takes no more text, until told otherwise.
 
-    Keys typed fast after Enter (a paste) still reach the field that had the
-    focus. Were the passphrase fields on this screen, a passphrase could land
-    in the plain room field; here it lands nowhere, and is typed again.
+    Keys that arrive before the passphrase field has the focus (typed fast, or
+    a burst from a terminal without bracketed paste) would otherwise land here,
+    in plain sight; this way a passphrase typed ahead is dropped, never shown.
     """
+
+    closed = False
+
+    async def _on_key(self, event: events.Key) -> None:
+        # Here, and not in the Enter binding: keys reach this method in the
+        # order typed, while the binding's action runs after the keys behind it.
+        if event.key == "enter":
+            self.closed = True
+        await super()._on_key(event)
+
+    def insert_text_at_cursor(self, text: str) -> None:
+        if not self.closed:
+            super().insert_text_at_cursor(text)
+
+    def replace(self, text: str, start: int, end: int) -> None:
+        if not self.closed:
+            super().replace(text, start, end)
+
+
+class RoomPrompt(ModalScreen[str | None]):
+    """Which room to join (F2): asked alone, so that the passphrase is only
+    ever typed into a masked field (see _RoomInput)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="join-box"):
             yield Label(Text("Join a room"))
-            yield Input(placeholder="room", id="join-room")
+            yield _RoomInput(placeholder="room", id="join-room")
             yield Label("", id="join-error")
             yield Label(Text("Enter: next   Escape: cancel", style="dim"))
 
@@ -109,10 +132,12 @@ class RoomPrompt(ModalScreen[str | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        field = self.query_one("#join-room", _RoomInput)
         try:
             name = normalize_room(event.value)
         except MqchatError as exc:
             self.query_one("#join-error", Label).update(Text(exc.message, "bold red"))
+            field.closed = False
             return
         if self.is_current:  # a second Enter before the screen closed
             self.dismiss(name)

@@ -8,6 +8,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.widgets import Input, OptionList, RichLog
 from textual.widgets.option_list import Option
 
@@ -68,7 +69,17 @@ class MessageLog(RichLog):
 
 
 class HistoryInput(Input):
-    """The input line; up and down go through what was typed before."""
+    """The input line; up and down go through what was typed before.
+
+    Enter posts a ``Line`` at once, in the order of the keys. Input's own Enter
+    runs as a binding once the key has gone up to the app, and by then keys
+    typed after it may be in the field: "a⏎b⏎" typed fast would send "ab".
+    """
+
+    class Line(Message):
+        def __init__(self, value: str) -> None:
+            super().__init__()
+            self.value = value
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "history(-1)", "Previous line", show=False),
@@ -80,6 +91,30 @@ class HistoryInput(Input):
         self._history: list[str] = []
         self._at = 0
         self._draft = ""
+
+    held = False
+    """After ``/join``, keys are dropped until its dialog closes (the app says so):
+    typed ahead of the passphrase field, a passphrase would be sent as a line."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if self.held and (event.is_printable or event.key == "enter"):
+            event.stop()
+            event.prevent_default()
+            return
+        if event.key != "enter":
+            await super()._on_key(event)
+            return
+        event.stop()
+        event.prevent_default()
+        line = self.value
+        self.value = ""
+        self.remember(line)
+        self.held = line.lstrip().startswith("/join")
+        self.post_message(self.Line(line))
+
+    def insert_text_at_cursor(self, text: str) -> None:
+        if not self.held:
+            super().insert_text_at_cursor(text)
 
     def remember(self, line: str) -> None:
         if line and (not self._history or self._history[-1] != line):
