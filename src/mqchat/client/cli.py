@@ -189,10 +189,10 @@ def chat(
 def ui(
     ctx: typer.Context,
     room: Annotated[
-        str | None, typer.Argument(help="The room to open [default: the first joined room].")
+        str | None, typer.Argument(help="The room to open (default: the first joined room).")
     ] = None,
 ) -> None:
-    """Full-screen interface: rooms, messages, members. Needs: pip install 'mqchat[ui]'.
+    """Full-screen interface: rooms, messages, members. Needs: pip install 'mqchat\\[ui]'.
 
     Keys: F1 help, Ctrl+N/Ctrl+P next/previous room, F2 join, F3 leave, Ctrl+Q quit.
     """
