@@ -6,12 +6,17 @@ long since imported all of those for other reasons.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
-from fresh_interpreter import imported_after
+from fresh_interpreter import SRC, imported_after
 from mqchat.client.fast import parse
 
-HEAVY = ("typer", "click", "rich", "cryptography", "paho", "asyncio")
+HEAVY = ("typer", "click", "rich", "cryptography", "paho", "asyncio", "textual")
 
 
 @pytest.mark.parametrize(
@@ -100,3 +105,61 @@ def test_anything_else_is_left_to_typer(argv: list[str]) -> None:
 def test_shell_completion_is_left_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("_CHATCTL_COMPLETE", "complete_bash")
     assert parse(["status"]) is None
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # The typer app with every command registered, `ui` included.
+        "from mqchat.client.cli import build_app; build_app()",
+        # `chatctl chat` shares the members lines with the interface.
+        "import mqchat.client.chat_session",
+        # What `chatctl ui` loads before it knows that Textual is there.
+        "import mqchat.client.ui.launch, mqchat.client.ui.link, mqchat.client.ui.state",
+    ],
+)
+def test_only_the_interface_imports_textual(statement: str) -> None:
+    """Issue 17: Textual is an optional extra, imported by `chatctl ui` alone."""
+    modules = imported_after(statement)
+    assert "mqchat" in modules and "textual" not in modules
+
+
+def _run_chatctl(argv: list[str], prelude: str = "") -> tuple[int, str, set[str]]:
+    """Run chatctl's entry point in a fresh interpreter: its exit status, stderr, and
+    the top-level modules it had imported by then."""
+    code = (
+        f"import json, sys\n{prelude}\nsys.argv = ['chatctl', *{argv!r}]\n"
+        "from mqchat.client.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    status = exc.code\n"
+        "else:\n    status = 0\n"
+        "print(json.dumps([status, sorted({m.split('.')[0] for m in sys.modules})]))\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    status, modules = json.loads(result.stdout.splitlines()[-1])
+    return status, result.stderr, set(modules)
+
+
+def test_chatctl_send_never_imports_textual() -> None:
+    status, stderr, modules = _run_chatctl(["--runtime-dir", "/nonexistent/mq", "send", "r", "hi"])
+    assert status == 3, stderr  # no chatd there: the send ran as far as it could
+    assert "textual" not in modules
+
+
+def test_chatctl_ui_without_the_extra_says_how_to_install_it() -> None:
+    """Without Textual, `chatctl ui` is a usage error (2) that names the extra."""
+    status, stderr, _ = _run_chatctl(
+        ["--runtime-dir", "/nonexistent/mq", "ui", "lobby"],
+        prelude="sys.modules['textual'] = None  # as if the extra were not installed",
+    )
+    assert status == 2
+    assert "pip install 'mqchat[ui]'" in stderr and "Traceback" not in stderr

@@ -1,4 +1,8 @@
-"""``chatctl chat`` on a terminal: incoming messages above, your line below."""
+"""``chatctl chat`` on a terminal: incoming messages above, your line below.
+
+A line that starts with ``/`` is a command, never a message: a typo such as
+``/qiut`` must not reach the room. ``//text`` sends ``/text``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,21 @@ import sys
 import threading
 
 from mqchat.client.ipc_client import Client
-from mqchat.client.render import Renderer
+from mqchat.client.render import Renderer, escape
 from mqchat.client.room_feed import RoomFeed
 from mqchat.client.sending import send_one
+from mqchat.client.ui.commands import ESCAPED_SLASH
+from mqchat.client.ui.members import ask_who, member_line, sorted_members
 from mqchat.errors import MqchatError
 
 HISTORY_LINES = 20
 QUIT = "/quit"
+COMMANDS = {
+    "/help": "list these commands",
+    "/who": "list the room's members",
+    QUIT: "leave the chat (Ctrl-D too)",
+    f"{ESCAPED_SLASH}text": "send /text",
+}
 
 
 class _Screen:
@@ -32,6 +44,41 @@ class _Screen:
         with self.lock:
             sys.stdout.write(f"\r\x1b[K{line}\n{self.prompt}{self._buffer()}")
             sys.stdout.flush()
+
+
+def _command_lines(c: Client, room: str, line: str) -> list[str] | None:
+    """What a command line prints; None for ``/quit``."""
+    name = line.split(maxsplit=1)[0]
+    if name == QUIT:
+        return None
+    if name == "/help":
+        width = max(map(len, COMMANDS))
+        return [f"-- {usage:<{width}}  {what}" for usage, what in COMMANDS.items()]
+    if name == "/who":
+        result = ask_who(c, room)
+        if result is None:
+            return ["-- /who is not available yet: this chatd does not report presence"]
+        members = sorted_members(result.get("members") or [])
+        return [f"-- members of {escape(room)}: {len(members)}"] + [
+            f"--   {member_line(m)}" for m in members
+        ]
+    return [
+        f"-- unknown command {escape(name)}: nothing was sent; /help lists the commands, "
+        f"and {ESCAPED_SLASH} at the start sends a line that starts with /"
+    ]
+
+
+def _take_line(c: Client, room: str, line: str, screen: _Screen) -> bool:
+    """Send the line, or run the command it is; False to end the chat."""
+    if line.lstrip().startswith(ESCAPED_SLASH):
+        line = line.replace("/", "", 1)
+    elif line.lstrip().startswith("/"):
+        printed = _command_lines(c, room, line)
+        for shown in printed or []:
+            screen.above(shown)
+        return printed is not None
+    send_one(c, room, line, lambda m: screen.above(f"-- {m}"))
+    return True
 
 
 def run_chat(c: Client, room: str, renderer: Renderer) -> None:
@@ -71,12 +118,11 @@ def run_chat(c: Client, room: str, renderer: Renderer) -> None:
                 break
             with screen.lock:
                 sys.stdout.write("\x1b[1A\x1b[2K")  # the echo of our own line replaces it
-            if line.strip() == QUIT:
-                break
             if not line.strip():
                 continue
             try:
-                send_one(c, room, line, lambda m: screen.above(f"-- {m}"))
+                if not _take_line(c, room, line, screen):
+                    break
             except MqchatError as exc:
                 if exc.exit_code == 3:
                     raise

@@ -186,6 +186,21 @@ def chat(
         run_chat(c, name, commands.renderer(as_json=False, template=None, show_room=False))
 
 
+def ui(
+    ctx: typer.Context,
+    room: Annotated[
+        str | None, typer.Argument(help="The room to open (default: the first joined room).")
+    ] = None,
+) -> None:
+    """Full-screen interface: rooms, messages, members. Needs: pip install 'mqchat\\[ui]'.
+
+    Keys: F1 help, Ctrl+N/Ctrl+P next/previous room, F2 join, F3 leave, Ctrl+Q quit.
+    """
+    from mqchat.client.ui.launch import run_ui
+
+    run_ui(ctx.obj, room)
+
+
 # ---------------------------------------------------------------------- tail
 
 
@@ -371,7 +386,7 @@ def build_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_options)
-    for command in (join, leave, rooms, send, chat, tail, status, identity, trust):
+    for command in (join, leave, rooms, send, chat, ui, tail, status, identity, trust):
         app.command()(command)
     app.command("config")(show_config)
     service_app = typer.Typer(help="Run chatd as a systemd user service.", no_args_is_help=True)
