@@ -6,6 +6,7 @@ at any topic, with no chatd in between. Waiting is for events with deadlines.
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from types import TracebackType
@@ -36,6 +37,11 @@ def first_payload(
     return tail, payload
 
 
+def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class RawClient:
     """Subscribed to ``#`` from the start; records (topic, payload) of everything."""
 
@@ -47,6 +53,9 @@ class RawClient:
             CallbackAPIVersion.VERSION2, client_id=f"raw-{uuid.uuid4().hex[:8]}"
         )
         self._client.on_message = self._on_message
+        # publish() waits for each PUBACK: with Nagle on, every small PUBLISH
+        # after the first waits for the previous one's delayed ACK (~40 ms).
+        self._client.on_socket_open = _no_delay
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.connect("127.0.0.1", broker.port)
         self._client.subscribe("#", qos=1)

@@ -10,7 +10,27 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["config_path", "expand_user", "runtime_dir", "state_dir"]
+__all__ = [
+    "CTL_SOCKET",
+    "EVENTS_SOCKET",
+    "LOCK_FILE",
+    "SUN_PATH_MAX",
+    "config_path",
+    "expand_user",
+    "runtime_dir",
+    "state_dir",
+]
+
+# The files in the runtime dir, named once for chatd (which binds and locks
+# them) and chatctl (which connects): docs/ipc.md.
+CTL_SOCKET = "ctl.sock"
+"""Requests: chatd's ZeroMQ ROUTER."""
+EVENTS_SOCKET = "events.sock"
+"""Events: chatd's listening Unix stream socket."""
+LOCK_FILE = "chatd.lock"
+"""Held (flock) by the running chatd, in the runtime dir and in the state dir."""
+SUN_PATH_MAX = 107
+"""A Unix socket path may have at most this many bytes."""
 
 
 def expand_user(path: Path) -> Path:

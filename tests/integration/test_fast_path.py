@@ -1,5 +1,8 @@
-"""Issue 8: `chatctl send` and `status` take a fast path past typer; both paths
-behave alike, through the real `chatctl` entry point.
+"""Issue 8: `chatctl send`, `status`, `join` and `tail` take a fast path past
+typer; both paths behave alike, through the real `chatctl` entry point.
+
+Every valid command line of those commands takes the fast path, so the typer
+path is reached here with the fast path switched off (``TYPER_ONLY``).
 """
 
 from __future__ import annotations
@@ -14,12 +17,24 @@ from harness import Daemon, command
 MakeDaemon = Callable[..., Daemon]
 
 
+# chatctl's entry point with the fast path declining every command line.
+TYPER_ONLY = (
+    "import sys, mqchat.client.fast as fast; fast.run = lambda argv: None; "
+    "from mqchat.client.cli import main; main()"
+)
+
+
 def traced(
-    d: Daemon, *args: str, env: dict[str, str] | None = None, input: str | None = None
+    d: Daemon,
+    *args: str,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    typer_only: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run chatctl under -X importtime: its result, and the top-level modules it imported."""
+    program = ["-c", TYPER_ONLY] if typer_only else [command("chatctl")]
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", command("chatctl"), *args],
+        [sys.executable, "-X", "importtime", *program, *args],
         input=input,
         capture_output=True,
         text=True,
@@ -59,10 +74,9 @@ def test_send_and_status_skip_typer_and_cryptography(make_daemon: MakeDaemon, ro
 def test_status_json_is_the_same_on_both_paths(make_daemon: MakeDaemon, room: str) -> None:
     alice = make_daemon("alice")
     alice.join(room)
-    fast, modules = traced(alice, "status", "--json")
+    fast, modules = traced(alice, "status", "--json", "--json")
     assert "typer" not in modules
-    # A repeated flag is valid for typer but not plain: it goes the typer way.
-    slow, modules = traced(alice, "status", "--json", "--json")
+    slow, modules = traced(alice, "status", "--json", "--json", typer_only=True)
     assert "typer" in modules
     assert fast.returncode == slow.returncode == 0, (fast.stderr, slow.stderr)
     assert json.loads(fast.stdout) == json.loads(slow.stdout)
@@ -73,10 +87,13 @@ def test_typer_path_still_sends(make_daemon: MakeDaemon, room: str) -> None:
     alice = make_daemon("alice")
     alice.join(room)
     tail = alice.tail(room, "--since", "0")
-    result, modules = traced(alice, "send", room, "--", "-dash")
+    result, modules = traced(alice, "send", room, "--", "-dash", typer_only=True)
     assert result.returncode == 0, result.stderr
     assert "typer" in modules
-    assert tail.messages(1)[0]["text"] == "-dash"
+    result, modules = traced(alice, "send", room, "--", "-dash", "fast")
+    assert result.returncode == 0, result.stderr
+    assert "typer" not in modules
+    assert [m["text"] for m in tail.messages(2)] == ["-dash", "-dash fast"]
 
 
 def test_runtime_dir_before_the_command(make_daemon: MakeDaemon, room: str) -> None:
@@ -103,7 +120,7 @@ def test_no_daemon_exits_3_on_both_paths(make_daemon: MakeDaemon) -> None:
     nobody = make_daemon("nobody", start=False)
     fast, modules = traced(nobody, "send", "lobby", "hi")
     assert "typer" not in modules
-    slow, modules = traced(nobody, "send", "lobby", "--", "hi")
+    slow, modules = traced(nobody, "send", "lobby", "hi", typer_only=True)
     assert "typer" in modules
     assert fast.returncode == slow.returncode == 3
     assert fast.stderr == slow.stderr
@@ -156,9 +173,14 @@ def test_tail_takes_the_fast_path_too(make_daemon: MakeDaemon, room: str) -> Non
     assert shown.stdout == "two\n"
     bad, _ = traced(alice, "tail", room, "--no-follow", "--format", "{nope}")
     assert bad.returncode == 2 and "{nope}" in bad.stderr
-    via_typer, modules = traced(alice, "tail", room, "--no-follow", "-n1", "--json")
+    clustered, modules = traced(alice, "tail", room, "--no-follow", "-n1", "--json")
+    assert "typer" not in modules
+    assert json.loads(clustered.stdout)["text"] == "two"
+    via_typer, modules = traced(
+        alice, "tail", room, "--no-follow", "-n1", "--json", typer_only=True
+    )
     assert "typer" in modules
-    assert json.loads(via_typer.stdout)["text"] == "two"
+    assert via_typer.stdout == clustered.stdout
 
 
 def test_join_takes_the_fast_path_and_warns_alike(make_daemon: MakeDaemon, room: str) -> None:

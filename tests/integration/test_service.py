@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Broker, Daemon, command, short_tmpdir
+from harness import DEADLINE_S, Broker, Daemon, command, short_tmpdir, wait_until
 from mqchat.client.service_unit import DEFAULT_CHATD, render_unit
 
 MakeDaemon = Callable[..., Daemon]
@@ -31,22 +31,61 @@ def run_chatd(daemon: Daemon) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_ready_reaches_notify_socket(make_daemon: MakeDaemon) -> None:
+def fill_datagram_queue(path: Path) -> int:
+    """Queue datagrams at ``path`` until the kernel takes no more; how many it took.
+
+    Each comes from a fresh socket, so that what stops them is the receiver's
+    full queue, not one sender's buffer: from then on a blocking sender to
+    ``path`` (chatd's sd_notify) waits until the receiver reads.
+    """
+    queued = 0
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setblocking(False)
+            try:
+                sender.sendto(b"FILLER=1", str(path))
+            except BlockingIOError:
+                return queued
+        queued += 1
+
+
+def connects(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(str(path)) == 0
+
+
+def test_ready_comes_only_after_the_sockets_are_bound(make_daemon: MakeDaemon) -> None:
+    """READY=1 must mean "clients can connect now" (systemd starts them on it).
+
+    The notify socket's queue is full when chatd starts, so its READY waits,
+    and chatd with it, until the test reads: whatever chatd has bound by then,
+    it bound before READY. A chatd that sent READY before binding would stay
+    stuck in that send with its sockets missing, and the wait below fails.
+    """
     where = short_tmpdir("mqn-")
     path = where / "notify"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(path))
-        sock.settimeout(20)
-        daemon = make_daemon("alice", start=False, extra_env={"NOTIFY_SOCKET": str(path)})
-        daemon.start()
-        messages = []
+    daemon = make_daemon("alice", start=False, extra_env={"NOTIFY_SOCKET": str(path)})
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        assert fill_datagram_queue(path) > 0
+        log = (daemon.home / "chatd.log").open("ab")
+        daemon.proc = subprocess.Popen(
+            [command("chatd")], env=daemon.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+        sockets = [daemon.runtime_dir / "ctl.sock", daemon.runtime_dir / "events.sock"]
+        wait_until(lambda: all(map(connects, sockets)), "chatd's sockets, bound before READY")
+        listener.settimeout(DEADLINE_S)
+        messages: list[str] = []
         while not any("READY=1" in m for m in messages):
-            messages.append(sock.recv(4096).decode())
+            messages.append(listener.recv(4096).decode())
+        # READY has come: a client connecting now is answered.
+        status = daemon.ctl("status", "--json", timeout=DEADLINE_S)
+        assert status.returncode == 0, status.stderr
         while not any(m.startswith("STATUS=connected") for m in messages):
-            messages.append(sock.recv(4096).decode())
+            messages.append(listener.recv(4096).decode())
     ready = next(m for m in messages if "READY=1" in m)
-    assert (daemon.runtime_dir / "ctl.sock").exists()  # READY came after the bind
-    assert f"MAINPID={daemon.proc.pid}" in ready  # type: ignore[union-attr]
+    assert f"MAINPID={daemon.pid}" in ready
+    assert json.loads(status.stdout)["name"] == "alice"
     shutil.rmtree(where)
 
 
@@ -157,29 +196,39 @@ def test_piped_output_has_no_colour(make_daemon: MakeDaemon, room: str) -> None:
     assert "\x1b" not in alice.ok("tail", room, "--no-follow")
 
 
-def test_every_command_has_help(make_daemon: MakeDaemon) -> None:
-    ghost = make_daemon("ghost", start=False)
-    top = ghost.ok("--help")
-    assert "Exit status" in top
-    for cmd in (
-        "join",
-        "leave",
-        "rooms",
-        "send",
-        "tail",
-        "chat",
-        "status",
-        "identity",
-        "trust",
-        "config",
-        "service",
-    ):
-        assert cmd in top
-        result = ghost.ctl(cmd, "--help")
-        assert result.returncode == 0 and "Usage" in result.stdout, cmd
-    assert ghost.ctl("no-such-command").returncode == 2
+COMMANDS = [
+    ["join"], ["leave"], ["rooms"], ["send"], ["tail"], ["chat"], ["status"], ["identity"],
+    ["trust"], ["config"], ["service"], ["service", "install"], ["service", "print"],
+]  # fmt: skip
+
+
+def test_every_command_has_help() -> None:
+    """Each command's help through typer's CliRunner in this process; the real
+    entry point once, for the top-level help."""
+    from typer.testing import CliRunner
+
+    from mqchat.client import cli_spec
+    from mqchat.client.cli import build_app
+
+    app, runner = build_app(), CliRunner()
+    for words in COMMANDS:
+        shown = runner.invoke(app, [*words, "--help"])
+        assert shown.exit_code == 0 and "Usage: chatctl" in shown.output, words
+    for declared in cli_spec.COMMANDS:  # and every option declared is offered
+        words = [declared.group, declared.name] if declared.group else [declared.name]
+        assert words in COMMANDS, words
+        shown = runner.invoke(app, [*words, "--help"])
+        for option in declared.options:
+            assert option.flags[-1] in shown.output, (words, option)
+    assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+    top = subprocess.run(
+        [command("chatctl"), "--help"], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert "Exit status" in top.stdout
+    for words in COMMANDS:
+        assert words[0] in top.stdout, words
     chatd_help = subprocess.run(
-        [command("chatd"), "--help"], capture_output=True, text=True, check=True
+        [command("chatd"), "--help"], capture_output=True, text=True, check=True, timeout=30
     )
     assert "--broker" in chatd_help.stdout and "Exit status" in chatd_help.stdout
 

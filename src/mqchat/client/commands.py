@@ -1,9 +1,10 @@
 """What ``chatctl join``, ``send``, ``status`` and ``tail`` do, and how chatctl prints lines.
 
-Both front ends run these: the typer app (cli.py) and the fast path (fast.py),
-so that their output, messages and exit statuses cannot drift apart. Nothing
-slow to import is imported at module level: the fast path exists to keep
-typer and cryptography out of ``chatctl send`` (issue 8).
+Both front ends call these, with the arguments that cli_spec declares: the
+typer app (cli.py) and the fast path (fast.py), so that their output, messages
+and exit statuses cannot drift apart. Nothing slow to import is imported at
+module level: the fast path exists to keep typer and cryptography out of
+``chatctl send`` (issue 8).
 """
 
 from __future__ import annotations
@@ -16,58 +17,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from mqchat.errors import UsageError
+from mqchat.paths import CTL_SOCKET, SUN_PATH_MAX
+from mqchat.paths import runtime_dir as default_runtime_dir
 
 if TYPE_CHECKING:
     from mqchat.client.ipc_client import Client
     from mqchat.client.render import Renderer
 
-DEFAULT_TIMEOUT = 10.0
-MIN_TIMEOUT = 0.1
-MAX_TIMEOUT = 24 * 3600.0
-"""A day: longer than anything chatd takes, and short of what a poll() can wait."""
-MAX_COUNT = 2**63 - 1
-"""The largest ``-n`` or ``--since``: seq numbers are SQLite integers."""
-SUN_PATH_MAX = 107
-"""A socket path (ctl.sock in the runtime dir) may have at most this many bytes."""
-
-CIPHERS = ("fernet", "aes-256-gcm", "chacha20-poly1305")
-
-
-# The values both command-line paths take (cli.py for typer, fast.py without):
-# one rule each, so that the two cannot accept different things.
-
-
-def check_timeout(seconds: float) -> float:
-    """``--timeout``: a finite number of seconds in [MIN_TIMEOUT, MAX_TIMEOUT]."""
-    # "not (a <= x <= b)" and not "x < a or x > b": nan compares false to all.
-    if not MIN_TIMEOUT <= seconds <= MAX_TIMEOUT:
-        raise UsageError(
-            f"--timeout must be between {MIN_TIMEOUT:g} and {MAX_TIMEOUT:g} seconds, "
-            f"not {seconds:g}"
-        )
-    return seconds
-
-
-def parse_count(text: str) -> int | None:
-    """A count or seq as the fast path reads it: ASCII digits up to MAX_COUNT, else None.
-
-    ``str.isdigit`` alone accepts "²", which int() refuses; anything this
-    returns None for is left to typer, whose int type and range give the error.
-    """
-    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_COUNT)):
-        return None
-    value = int(text)
-    return value if value <= MAX_COUNT else None
-
 
 class Options(NamedTuple):
-    """chatctl's global options."""
+    """chatctl's global options (cli_spec.GLOBAL_OPTIONS)."""
 
     runtime_dir: Path
     timeout: float
+    runtime_dir_flag: Path | None = None
+    """``--runtime-dir`` as given, else None: what a chatd started here would be told."""
+
+    @classmethod
+    def from_flags(cls, runtime_dir: Path | None, timeout: float) -> Options:
+        if runtime_dir is None:
+            return cls(default_runtime_dir(), timeout)
+        return cls(runtime_dir, timeout, runtime_dir)
 
     def client(self) -> Client:
-        from mqchat.client.ipc_client import CTL_SOCKET, Client
+        from mqchat.client.ipc_client import Client
 
         _check_runtime_dir_path(self.runtime_dir / CTL_SOCKET)
         return Client(self.runtime_dir, self.timeout)
@@ -190,7 +163,7 @@ def tail(
     *,
     lines: int,
     since: int | None,
-    follow: bool,
+    no_follow: bool,
     as_json: bool,
     template: str | None,
 ) -> None:
@@ -201,7 +174,7 @@ def tail(
     names = [normalize_room(r) for r in rooms] if rooms else None
     shown = renderer(as_json=as_json, template=template, show_room=names is None or len(names) > 1)
     with opts.client() as c:
-        run_tail(c, names, shown, lines=lines, since=since, follow=follow, out=out, err=err)
+        run_tail(c, names, shown, lines=lines, since=since, follow=not no_follow, out=out, err=err)
 
 
 def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:

@@ -15,10 +15,11 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 
+from mqchat import paths
 from mqchat.errors import (
     DaemonRefused,
     DaemonUnavailable,
@@ -31,8 +32,8 @@ from mqchat.protocol.ipc import Reply, decode_reply, encode_request
 if TYPE_CHECKING:
     from mqchat.client.event_stream import EventStream
 
-CTL_SOCKET = "ctl.sock"
-EVENTS_SOCKET = "events.sock"
+CTL_SOCKET: Final = paths.CTL_SOCKET
+EVENTS_SOCKET: Final = paths.EVENTS_SOCKET
 START_HINT = "start it with `chatd &` or `systemctl --user start chatd`"
 
 

@@ -8,12 +8,8 @@ import os
 from pathlib import Path
 
 from mqchat.errors import AlreadyRunning, RuntimeDirError
+from mqchat.paths import CTL_SOCKET, EVENTS_SOCKET, LOCK_FILE, SUN_PATH_MAX
 from mqchat.private_dir import check_private_dir
-
-SUN_PATH_MAX = 107
-CTL_SOCKET = "ctl.sock"
-EVENTS_SOCKET = "events.sock"
-LOCK_FILE = "chatd.lock"
 
 
 def prepare_private_dir(path: Path, what: str) -> None:

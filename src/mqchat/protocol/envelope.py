@@ -16,8 +16,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from mqchat.errors import PayloadTooLarge, ProtocolError, UsageError
-from mqchat.protocol import fernet_token, inner
+from mqchat.errors import PayloadTooLarge, ProtocolError
+from mqchat.protocol import ciphers, fernet_token, inner
 from mqchat.protocol.kdf import RoomKeys, cipher_key
 from mqchat.protocol.limits import MAX_PAYLOAD_BYTES
 from mqchat.protocol.signing import SigningIdentity
@@ -29,15 +29,12 @@ AD_LABEL: Final = b"mqchat/v1"
 NONCE_BYTES: Final = 12
 FERNET_IV_BYTES: Final = 16
 
-CIPHER_IDS: Final[dict[str, int]] = {"fernet": 1, "aes-256-gcm": 2, "chacha20-poly1305": 3}
-CIPHER_NAMES: Final[dict[int, str]] = {v: k for k, v in CIPHER_IDS.items()}
-DEFAULT_CIPHER: Final = "fernet"
-
-
-def check_cipher(name: str) -> str:
-    if name not in CIPHER_IDS:
-        raise UsageError(f"unknown cipher {name!r}; choose one of {', '.join(CIPHER_IDS)}")
-    return name
+# The cipher names live in mqchat.protocol.ciphers, which chatctl can import
+# without cryptography; these names stay for the modules that take them from here.
+CIPHER_IDS: Final = ciphers.CIPHER_IDS
+CIPHER_NAMES: Final = ciphers.CIPHER_NAMES
+DEFAULT_CIPHER: Final = ciphers.DEFAULT_CIPHER
+check_cipher = ciphers.check_cipher
 
 
 def associated_data(cipher_id: int, tag: str) -> bytes:

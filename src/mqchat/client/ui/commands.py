@@ -9,9 +9,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from mqchat.client.commands import CIPHERS
 from mqchat.client.render import escape
 from mqchat.errors import UsageError
+from mqchat.protocol.ciphers import CIPHERS
 from mqchat.protocol.limits import normalize_room
 
 ESCAPED_SLASH = "//"

@@ -1,0 +1,148 @@
+"""What the commands that only the typer app parses do (cli_spec names them).
+
+Each is called as ``handler(Options, **values)`` with the values cli_spec
+declares, and imports what only it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from mqchat.client import commands
+from mqchat.client.commands import Options, err, out, stdin_text
+from mqchat.errors import MqchatError
+
+
+def _room(name: str) -> str:
+    from mqchat.protocol.limits import normalize_room
+
+    return normalize_room(name)
+
+
+def leave(opts: Options, room: str) -> None:
+    name = _room(room)
+    with opts.client() as c:
+        c.call("leave", {"room": name})
+    out(f"left {name}")
+
+
+def rooms(opts: Options, *, as_json: bool) -> None:
+    from mqchat.client.render import escape, safe_json
+
+    with opts.client() as c:
+        result: list[dict[str, Any]] = c.call("rooms")
+    if as_json:
+        out(safe_json(result))  # type: ignore[arg-type]
+        return
+    for r in result:
+        flags = ", ".join(
+            f
+            for f in (r["cipher"], "legacy" if r["legacy"] else "", "weak" if r["weak"] else "")
+            if f
+        )
+        out(f"{escape(r['name'])}\t{flags}\tlast seq {r['last_seq']}")
+        if r.get("warning"):
+            out(f"\t! {r['warning']}")
+
+
+def chat(opts: Options, room: str) -> None:
+    name = _room(room)
+    with opts.client() as c:
+        stdin = stdin_text()
+        if not stdin.isatty():
+            from mqchat.client.sending import send_lines
+
+            send_lines(c, name, stdin, err)
+            return
+        from mqchat.client.chat_session import run_chat
+
+        run_chat(c, name, commands.renderer(as_json=False, template=None, show_room=False))
+
+
+def identity(opts: Options, *, as_json: bool) -> None:
+    from mqchat.client.render import escape, safe_json
+    from mqchat.protocol.fingerprints import format_fingerprint
+
+    with opts.client() as c:
+        ident: dict[str, Any] = c.call("identity")
+    if as_json:
+        out(safe_json(ident))
+        return
+    out(f"{escape(ident['name'])}  {format_fingerprint(ident['fingerprint'])}")
+
+
+def trust(opts: Options, room: str, name: str, fingerprint: str | None) -> None:
+    from mqchat.client.render import escape
+    from mqchat.errors import NothingToTrust
+    from mqchat.protocol.fingerprints import format_fingerprint
+
+    params = {"room": _room(room), "name": name, "fingerprint": fingerprint}
+    with opts.client() as c:
+        result: dict[str, Any] = c.call("trust", params)
+    who, where = escape(result["name"]), escape(result["room"])
+    if result.get("trusted"):
+        out(f"trusted {who} in {where}: {format_fingerprint(result['trusted'])}")
+        return
+    candidates = result.get("candidates") or []
+    if not candidates:
+        raise NothingToTrust(f"no key has spoken as {who} in {where} yet")
+    out(f"keys seen as {who} in {where}:")
+    for key in candidates:
+        seen = (
+            f"first {key['first_seen']}, last {key['last_seen']}, {key['messages']} messages"
+            if key.get("first_seen")
+            else "pinned earlier"
+        )
+        mark = "pinned" if key.get("pinned") else "not pinned"
+        out(f"  {format_fingerprint(key['fingerprint'])}  ({mark}; {seen})")
+    raise NothingToTrust(
+        f"nothing pinned: ask {who} to read you their fingerprint (`chatctl identity`), then "
+        f"run `chatctl trust {where} {who} FINGERPRINT`"
+    )
+
+
+def show_config(opts: Options, *, as_json: bool) -> None:
+    from mqchat.client.render import safe_json
+    from mqchat.config import load_settings
+
+    # chatctl's --runtime-dir is the flag a chatd started here would be given.
+    flag = opts.runtime_dir_flag
+    flags = {"runtime_dir": str(flag) if flag is not None else None}
+    settings = load_settings(flags, os.environ).public_view()
+    if as_json:
+        out(safe_json(settings))
+        return
+    sources = settings.pop("sources")
+    for key, value in _flatten(settings):
+        origin = sources.get(key)
+        out(f"{key} = {value!r}" + (f"  # {origin}" if origin else ""))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            items.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def service_install(opts: Options) -> None:
+    from mqchat.client.service_unit import chatd_path, install_unit
+
+    try:
+        path = install_unit()
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise MqchatError(f"cannot write the unit{where}: {exc.strerror or exc}") from None
+    out(f"wrote {path} (ExecStart={chatd_path()})")
+    out("now run: systemctl --user daemon-reload && systemctl --user enable --now chatd")
+
+
+def service_print(opts: Options) -> None:
+    from mqchat.client.service_unit import render_unit
+
+    sys.stdout.write(render_unit())
