@@ -258,6 +258,26 @@ def status(
     commands.status(ctx.obj, as_json=as_json)
 
 
+def who(
+    ctx: typer.Context,
+    room: Annotated[str, typer.Argument(help="A room you have joined.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """List who is in ROOM: name, fingerprint, verified or not, online or last seen."""
+    from mqchat.client.render import escape, local_time, safe_json
+
+    with _client(ctx) as c:
+        result: dict[str, Any] = c.call("who", {"room": _room(room)})
+    if as_json:
+        out(safe_json(result))
+        return
+    for m in result["members"]:
+        mark = "" if m["verified"] else "?"
+        state = "online" if m["online"] else f"last seen {local_time(m['last_seen'])}"
+        you = "  (you)" if m.get("you") else ""
+        out(f"{escape(m['name'])}{mark}\t{m['fingerprint'][:16]}\t{state}{you}")
+
+
 def identity(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
@@ -386,7 +406,7 @@ def build_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_options)
-    for command in (join, leave, rooms, send, chat, ui, tail, status, identity, trust):
+    for command in (join, leave, rooms, send, chat, ui, tail, status, who, identity, trust):
         app.command()(command)
     app.command("config")(show_config)
     service_app = typer.Typer(help="Run chatd as a systemd user service.", no_args_is_help=True)
