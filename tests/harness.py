@@ -139,12 +139,14 @@ class Broker:
         port: int | None = None,
         tls: tuple[Path, Path] | None = None,
         acl: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         """``tls``: (certificate chain, key) files; the listener is then TLS only.
         ``acl``: the text of a mosquitto ACL file (``set_acl`` changes it for the
         next start)."""
         self.dir = short_tmpdir("mqb-")
         self.acl = acl
+        self.extra = extra
         self.port = port or free_port()
         self.persistence = persistence
         self.tls = tls
@@ -162,6 +164,7 @@ class Broker:
         ]
         if self.persistence:
             lines += [f"persistence_location {self.dir}/", "autosave_interval 1"]
+        lines += self.extra
         if self.acl is not None:
             acl_file = self.dir / "acl"
             acl_file.write_text(self.acl)

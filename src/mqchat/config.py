@@ -20,6 +20,7 @@ from mqchat.protocol.limits import normalize_name
 
 DEFAULT_BROKER = "mqtts://broker.hivemq.com:8883"
 DEFAULT_PROTOCOL = "auto"
+DEFAULT_PRESENCE_INTERVAL = 60
 PROTOCOLS = ("auto", "5", "3.1.1")
 MAX_BROKER_URLS = 16
 DEFAULT_TOPIC_PREFIX = "mqchat/v1"
@@ -106,6 +107,8 @@ class Settings:
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     keepalive: int = DEFAULT_KEEPALIVE
     retention: int = DEFAULT_RETENTION
+    presence_interval: int = DEFAULT_PRESENCE_INTERVAL
+    """Seconds between "still here" announcements; offline after three missed."""
     protocol: str = DEFAULT_PROTOCOL
     """"auto" (MQTT 5, else 3.1.1), "5" or "3.1.1"."""
     config_file: Path | None = None
@@ -133,6 +136,7 @@ class Settings:
                 "keepalive": self.keepalive,
             },
             "store": {"retention": self.retention},
+            "presence": {"interval": self.presence_interval},
             "runtime_dir": str(self.runtime_dir),
             "state_dir": str(self.state_dir),
             "config_file": str(self.config_file) if self.config_file else None,
@@ -195,6 +199,7 @@ _SCHEMA: dict[str, Any] = {
         "keepalive": int,
     },
     "store": {"retention": int},
+    "presence": {"interval": int},
 }
 
 
@@ -275,6 +280,7 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
     prefix, where = pick("broker.topic_prefix", default=DEFAULT_TOPIC_PREFIX)
     keepalive, where_keepalive = pick("broker.keepalive", default=DEFAULT_KEEPALIVE)
     retention, where_retention = pick("store.retention", default=DEFAULT_RETENTION)
+    interval, where_interval = pick("presence.interval", default=DEFAULT_PRESENCE_INTERVAL)
     return Settings(
         name=name,
         brokers=brokers,
@@ -288,6 +294,7 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
         topic_prefix=check_topic_prefix(where, str(prefix)),
         keepalive=check_int(where_keepalive, keepalive, 5, 65535, "seconds"),
         retention=check_int(where_retention, retention, 1, MAX_RETENTION, "messages per room"),
+        presence_interval=check_int(where_interval, interval, 1, 86400, "seconds"),
         config_file=cfg_path if data or _exists(cfg_path) else None,
         sources=pick.sources,
     )

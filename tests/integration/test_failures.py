@@ -128,7 +128,10 @@ def test_a_long_outage_is_sent_in_order_with_bounded_memory(
 ) -> None:
     """The whole outbox used to be handed to paho at once: past 65,535 pending
     packet ids paho refused, and memory grew with the outage."""
-    broker = make_broker()
+    # mosquitto 2.0.11 can put a QoS 1 message ahead of others queued for a
+    # subscriber whose in-flight window (20) is full: seen once in 100,000 under
+    # load (docs/brokers.md). This test is about chatd's outbox, so the window is off.
+    broker = make_broker(extra=("max_inflight_messages 0",))
     gate = Gate(broker)  # alice's own outage: bob stays connected and sees arrival order
     alice = make_daemon("alice", extra_env={"MQCHAT_BROKER": gate.url})
     bob = make_daemon("bob", on=broker)

@@ -353,6 +353,12 @@ COMMANDS: tuple[Command, ...] = (
         fast=True,
     ),
     Command(
+        "who",
+        "List who is in ROOM: name, fingerprint, verified or not, online or last seen.",
+        "other_commands:who",
+        (ROOM, JSON_OBJECT),
+    ),
+    Command(
         "identity",
         "Show your name and key fingerprint, to compare with your peers.",
         "other_commands:identity",

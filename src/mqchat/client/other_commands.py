@@ -146,3 +146,20 @@ def service_print(opts: Options) -> None:
     from mqchat.client.service_unit import render_unit
 
     sys.stdout.write(render_unit())
+
+
+def who(opts: Options, room: str, *, as_json: bool) -> None:
+    """List who is in ROOM: name, fingerprint, verified or not, online or last seen."""
+    from mqchat.client.render import escape, local_date, local_time, safe_json
+
+    with opts.client() as c:
+        result: dict[str, Any] = c.call("who", {"room": _room(room)})
+    if as_json:
+        out(safe_json(result))
+        return
+    for m in result["members"]:
+        mark = "" if m["verified"] else "?"
+        seen = f"{local_date(m['last_seen'])} {local_time(m['last_seen'])}"
+        state = "online" if m["online"] else f"last seen {seen}"
+        you = "  (you)" if m.get("you") else ""
+        out(f"{escape(m['name'])}{mark}\t{m['fingerprint'][:16]}\t{state}{you}")

@@ -217,6 +217,18 @@ class Renderer:
             return f"{_DIM}{stamp}{_RESET} {room}{who} {f['text']}"
         return f"{stamp} {room}<{sender}{mark}> {f['text']}"
 
+    def presence(self, event: dict[str, Any]) -> str:
+        """A member came, went or fell silent: a notice line (the event itself in --json)."""
+        if self.as_json:
+            return safe_json(event)
+        name = escape(str(event.get("name", "?")))
+        mark = "" if event.get("verified") else "?"
+        what = {
+            "leaving": "left",
+            "timeout": "went offline (not heard from)",
+        }.get(str(event.get("reason")), "is online" if event.get("online") else "is offline")
+        return self.notice({**event, "text": f"{name}{mark} {what}"})
+
     def notice(self, event: dict[str, Any]) -> str:
         if self.as_json:
             return safe_json(event)

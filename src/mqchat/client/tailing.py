@@ -39,8 +39,8 @@ def run_tail(
                 continue
             if event["type"] == "message":
                 out(renderer.message(event))
-            elif event["type"] == "notice":
-                line = renderer.notice(event)
-                (out if renderer.as_json else err)(line)
+            elif event["type"] in ("notice", "presence"):
+                notice = renderer.presence if event["type"] == "presence" else renderer.notice
+                (out if renderer.as_json else err)(notice(event))
     except KeyboardInterrupt:
         return

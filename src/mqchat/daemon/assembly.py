@@ -29,12 +29,14 @@ from mqchat.daemon.inbox import Inbox
 from mqchat.daemon.ipc_server import IpcServer
 from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
+from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.rooms import RoomRegistry
 from mqchat.daemon.service import ChatService
 from mqchat.daemon.state import load_identity
 from mqchat.daemon.store import Checkpointer, Store
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.protocol.ipc import notice_event
+from mqchat.protocol.records import PresenceState
 from mqchat.secret_file import read_secret_file
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class Parts:
     events: EventPublisher
     outbox: OutboxWindow
     kdf: KeyDerivation
+    presence: PresenceKeeper
     inbox: Inbox
     service: ChatService
     server: IpcServer
@@ -96,6 +99,16 @@ def assemble(
     rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
     outbox = OutboxWindow(store, events, work, now_ms, rooms.names)
     kdf = KeyDerivation()
+    presence = PresenceKeeper(
+        store=store,
+        rooms=rooms,
+        events=events,
+        identity=identity,
+        name=settings.name,
+        interval_s=settings.presence_interval,
+        clock_ms=now_ms,
+        random=os.urandom,
+    )
     inbox = Inbox(
         store=store,
         identity=identity,
@@ -105,6 +118,7 @@ def assemble(
         work=work,
         clock_ms=now_ms,
         on_fatal=die,
+        on_batch=presence.on_batch,
     )
     service = ChatService(
         settings,
@@ -115,6 +129,7 @@ def assemble(
         work=work,
         outbox=outbox,
         kdf=kdf,
+        presence=presence,
         drops=drops,
         clock_ms=now_ms,
     )
@@ -126,20 +141,26 @@ def assemble(
         password,
         loop,
         on_message=inbox.on_message,
-        on_state=functools.partial(broker_state, outbox, events),
+        on_state=functools.partial(broker_state, outbox, events, presence),
         on_published=outbox.on_published,
         on_fatal=die,
     )
     # Subscriptions first, then the outbox a previous run left (on CONNACK), so a
     # send made just after a restart cannot overtake older messages.
-    service.link = inbox.link = outbox.link = link
+    service.link = inbox.link = outbox.link = presence.link = link
     for room in rooms:
-        link.subscribe(room.topic, room.qos)
-    return Parts(store, checkpointer, ctx, events, outbox, kdf, inbox, service, server, link)
+        for topic in room.topics:
+            link.subscribe(topic, room.qos)
+    return Parts(
+        store, checkpointer, ctx, events, outbox, kdf, presence, inbox, service, server, link
+    )
 
 
-def broker_state(outbox: OutboxWindow, events: EventPublisher, up: bool, why: str) -> None:
-    """The link came up or went down: log it once, tell tails, send or hold the outbox."""
+def broker_state(
+    outbox: OutboxWindow, events: EventPublisher, presence: PresenceKeeper, up: bool, why: str
+) -> None:
+    """The link came up or went down: log it once, tell tails, send or hold the outbox,
+    and say we are here in every room."""
     from mqchat.daemon.notify import sd_notify
 
     sd_notify(f"STATUS={'connected' if up else 'disconnected'}: {why}")
@@ -148,4 +169,6 @@ def broker_state(outbox: OutboxWindow, events: EventPublisher, up: bool, why: st
     if up:
         log.info("%s", why)
     outbox.set_connected(up)
+    if up:
+        presence.announce_all(PresenceState.ONLINE)
     events.publish(None, notice_event(None, "broker_up" if up else "broker_down", why))

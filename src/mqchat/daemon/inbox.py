@@ -22,14 +22,17 @@ from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import PayloadTooLarge, ProtocolError
 from mqchat.protocol import envelope
 from mqchat.protocol import legacy as legacy_codec
+from mqchat.protocol.batch import Batch, open_batch
 from mqchat.protocol.ipc import notice_event
 from mqchat.protocol.limits import MAX_TIMESTAMP_MS
 from mqchat.protocol.receiving import Arrival, Verdict, judge
+from mqchat.protocol.records import Heads, Rekey, RepairRequest, Text
 from mqchat.protocol.signing import SigningIdentity, fingerprint, format_fingerprint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+V2 = b"\x02"
 RECEIVE_BATCH = 512
 """Payloads stored per transaction; more wait for the next loop pass."""
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -54,6 +57,7 @@ class Inbox:
         work: UnitOfWork,
         clock_ms: Callable[[], int],
         on_fatal: Callable[[str], None],
+        on_batch: Callable[[Room, Batch, int], None],
     ) -> None:
         self.store = store
         self.memory = store.memory
@@ -64,6 +68,7 @@ class Inbox:
         self._work = work
         self.clock_ms = clock_ms
         self._on_fatal = on_fatal
+        self.on_batch = on_batch
         self.link: BrokerLink | None = None
         self._incoming: list[Incoming] = []
         self._failures = 0  # store failures in a row
@@ -138,6 +143,8 @@ class Inbox:
                 self.link.unsubscribe(inc.topic)
         elif room.legacy_key is not None:
             self._receive_legacy(room, room.legacy_key, inc.payload)
+        elif room.epoch is not None and inc.payload[:1] == V2:
+            self._receive_v2(room, inc.payload)
         elif room.keys is not None:
             self._receive(room, inc.payload)
 
@@ -164,6 +171,20 @@ class Inbox:
             m.timestamp_ms,
         )  # fmt: skip
         self._accept(room, arrival, m.text, legacy=False)
+
+    def _receive_v2(self, room: Room, payload: bytes) -> None:
+        """A version 2 batch: for now presence and member keys (docs/protocol.md §20)."""
+        keys = room.epoch
+        if keys is None:  # pragma: no cover - guarded by the caller
+            return
+        batch = self._opened(payload, lambda: open_batch(payload, keys))
+        if batch is None:
+            return
+        for record in batch.records:
+            if isinstance(record, Text | Heads | RepairRequest | Rekey):
+                # Messages in version 2 come with the work that adopts it for them.
+                self.drops.drop("unsupported_record", type(record).__name__)
+        self.on_batch(room, batch, self.clock_ms())
 
     def _receive_legacy(self, room: Room, key: legacy_codec.LegacyKey, payload: bytes) -> None:
         lm = self._opened(payload, lambda: legacy_codec.open_legacy(payload, key))

@@ -109,6 +109,7 @@ def run(settings: Settings) -> int:
 async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     from mqchat.daemon.assembly import assemble
     from mqchat.daemon.notify import sd_notify
+    from mqchat.protocol.records import PresenceState
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -141,6 +142,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     tasks = [
         asyncio.create_task(parts.events.serve_subscriptions(), name="ipc-events"),
         asyncio.create_task(_upkeep(parts.service), name="upkeep"),
+        asyncio.create_task(parts.presence.run(), name="presence"),
     ]
     for task in tasks:
         # A task that ends by itself is a bug: log it and stop non-zero, so the
@@ -151,6 +153,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     finally:
         sd_notify("STOPPING=1")
         log.info("stopping")
+        parts.presence.announce_all(PresenceState.LEAVING)  # before the DISCONNECT
         await _flush(loop, parts.outbox)
         for task in tasks:
             task.cancel()

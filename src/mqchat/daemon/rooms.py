@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from mqchat.daemon.store import RoomRecord
 from mqchat.errors import NotJoined
+from mqchat.protocol.epochs import EpochKeys, passphrase_epoch_zero
 from mqchat.protocol.kdf import KdfParams, RoomKeys, topic_for
 from mqchat.protocol.legacy import LegacyKey, legacy_topic
 from mqchat.protocol.limits import normalize_room
@@ -28,10 +29,26 @@ class Room:
     topic: str
     last_seq: int = 0
     joined_ms: int = 0
+    epoch: EpochKeys | None = field(default=None, repr=False)
+    """Wire format version 2's keys (epoch 0, from the v1 keys): presence travels
+    in v2 batches on its own topic; None for legacy rooms."""
+    v2_topic: str | None = None
+
+    def with_epoch(self, prefix: str) -> Room:
+        """Set the v2 epoch-0 keys and topic of a passphrase room (docs/protocol.md §11)."""
+        if self.keys is not None:
+            self.epoch = EpochKeys(passphrase_epoch_zero(self.keys), 0)
+            self.v2_topic = self.epoch.topic(prefix)
+        return self
 
     @property
     def legacy(self) -> bool:
         return self.legacy_key is not None
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic the room is received on: v1's, and v2's when it has one."""
+        return (self.topic,) if self.v2_topic is None else (self.topic, self.v2_topic)
 
     @property
     def qos(self) -> int:
@@ -56,7 +73,7 @@ class Room:
     ) -> Room:
         return cls(
             name, cipher, weak, kdf, keys, None, topic_for(prefix, keys.tag), joined_ms=joined_ms
-        )
+        ).with_epoch(prefix)
 
     @classmethod
     def legacy_room(cls, name: str, key: LegacyKey, *, joined_ms: int) -> Room:
@@ -131,15 +148,17 @@ class RoomRegistry:
             room = Room.from_record(rec, last_seq(rec.name))
             if room.keys is not None:
                 room.topic = topic_for(prefix, room.keys.tag)
-            self.add(room)
+            self.add(room.with_epoch(prefix))
 
     def add(self, room: Room) -> None:
         self._by_name[room.name] = room
-        self._by_topic[room.topic] = room
+        for topic in room.topics:
+            self._by_topic[topic] = room
 
     def remove(self, room: Room) -> None:
         del self._by_name[room.name]
-        self._by_topic.pop(room.topic, None)
+        for topic in room.topics:
+            self._by_topic.pop(topic, None)
 
     def get(self, name: str) -> Room | None:
         return self._by_name.get(normalize_room(name))

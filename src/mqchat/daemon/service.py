@@ -24,6 +24,7 @@ from mqchat.daemon.events import EventPublisher, iso_ts, to_event
 from mqchat.daemon.inbox import legacy_id
 from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
+from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.state import SeqReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
@@ -35,6 +36,7 @@ from mqchat.protocol.fingerprints import MIN_FINGERPRINT_DIGITS, fingerprint_dig
 from mqchat.protocol.ipc import Request, notice_event
 from mqchat.protocol.kdf import DEFAULT_KDF
 from mqchat.protocol.limits import check_text, normalize_name, normalize_room
+from mqchat.protocol.records import PresenceState
 from mqchat.protocol.signing import SigningIdentity
 from mqchat.protocol.signing import fingerprint as key_fingerprint
 
@@ -55,6 +57,7 @@ class ChatService:
         work: UnitOfWork,
         outbox: OutboxWindow,
         kdf: KeyDerivation,
+        presence: PresenceKeeper,
         drops: DropCounter,
         random: Callable[[int], bytes] = os.urandom,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -68,6 +71,7 @@ class ChatService:
         self.work = work
         self.outbox = outbox
         self.kdf = kdf
+        self.presence = presence
         self.drops = drops
         self.random = random
         self.clock_ms = clock_ms
@@ -140,6 +144,9 @@ class ChatService:
             "more": more,
         }
 
+    def rpc_who(self, room: str) -> dict[str, Any]:
+        return self.presence.who(self.rooms.require(room))
+
     # ------------------------------------------------------------------ rooms
     async def rpc_join(
         self, room: str, passphrase: str, cipher: str, legacy: bool, weak: bool
@@ -178,17 +185,22 @@ class ChatService:
         if not new.legacy:
             self.store.memory.set_pin(name, self.name, self.identity.public_key)
         if self.link is not None:
-            self.link.subscribe(new.topic, new.qos)
+            for topic in new.topics:
+                self.link.subscribe(topic, new.qos)
+        self.presence.announce(new, PresenceState.ONLINE)
         log.info("joined a room (%s%s)", new.cipher, ", legacy" if new.legacy else "")
         self.events.publish(name, notice_event(name, "joined", f"joined {name}"))
         return {**_room_info(new), "joined": True}
 
     def rpc_leave(self, room: str) -> dict[str, Any]:
         r = self.rooms.require(room)
+        self.presence.announce(r, PresenceState.LEAVING)
         self.store.rooms.delete(r.name)
+        self.presence.forget(r)
         self.rooms.remove(r)
         if self.link is not None:
-            self.link.unsubscribe(r.topic)
+            for topic in r.topics:
+                self.link.unsubscribe(topic)
         self.events.publish(r.name, notice_event(r.name, "left", f"left {r.name}"))
         return {"room": r.name, "left": True}
 

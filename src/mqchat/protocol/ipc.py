@@ -41,6 +41,7 @@ METHODS: Final[dict[str, _ParamSpec]] = {
         "weak": (bool, False, False),
     },
     "leave": {"room": (str, True, None)},
+    "who": {"room": (str, True, None)},
     "send": {"room": (str, True, None), "text": (str, True, None)},
     "history": {
         "room": (str, True, None),

@@ -19,10 +19,11 @@ from mqchat.daemon.store.connection import Checkpointer, is_failure, open_databa
 from mqchat.daemon.store.memory import ReceiverMemory
 from mqchat.daemon.store.messages import Messages
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord, StoredMessage
-from mqchat.daemon.store.tables import Meta, Outbox, Rooms
+from mqchat.daemon.store.tables import Member, Members, Meta, Outbox, Rooms
 
 __all__ = [
     "Checkpointer",
+    "Member",
     "OutboxEntry",
     "RoomRecord",
     "Store",
@@ -40,6 +41,7 @@ class Store:
         self.messages = Messages(self._db, retention)
         self.outbox = Outbox(self._db)
         self.memory = ReceiverMemory(self._db)
+        self.members = Members(self._db)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

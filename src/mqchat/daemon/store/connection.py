@@ -69,6 +69,16 @@ CREATE TABLE IF NOT EXISTS sender_keys (
     messages INTEGER NOT NULL,
     PRIMARY KEY (room, name, sender_key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (
+    room TEXT NOT NULL,
+    sender_key BLOB NOT NULL,
+    name TEXT NOT NULL,
+    x25519_key BLOB,
+    last_seen_ms INTEGER NOT NULL,
+    interval_s INTEGER NOT NULL,
+    online INTEGER NOT NULL,
+    PRIMARY KEY (room, sender_key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pins (
     room TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import NamedTuple
 
 from mqchat.daemon.store.connection import transaction
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord
@@ -98,3 +99,59 @@ class Outbox:
     def remove(self, entry_ids: list[int]) -> None:
         with transaction(self._db) as db:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in entry_ids])
+
+
+class Member(NamedTuple):
+    room: str
+    sender_key: bytes
+    name: str
+    x25519_key: bytes | None
+    last_seen_ms: int
+    interval_s: int
+    online: bool
+
+
+class Members:
+    """Who was heard in each room (presence), with their X25519 member key."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def save(self, m: Member) -> None:
+        self._db.execute(
+            "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(room, sender_key) "
+            "DO UPDATE SET name = excluded.name, "
+            "x25519_key = COALESCE(excluded.x25519_key, members.x25519_key), "
+            "last_seen_ms = excluded.last_seen_ms, interval_s = excluded.interval_s, "
+            "online = excluded.online",
+            (m.room, m.sender_key, m.name, m.x25519_key, m.last_seen_ms, m.interval_s, m.online),
+        )
+
+    def get(self, room: str, sender_key: bytes) -> Member | None:
+        row = self._db.execute(
+            "SELECT room, sender_key, name, x25519_key, last_seen_ms, interval_s, online "
+            "FROM members WHERE room = ? AND sender_key = ?",
+            (room, sender_key),
+        ).fetchone()
+        if row is None:
+            return None
+        r, k, n, x, seen, i, o = row
+        return Member(r, bytes(k), n, x, seen, i, bool(o))
+
+    def in_room(self, room: str) -> list[Member]:
+        rows = self._db.execute(
+            "SELECT room, sender_key, name, x25519_key, last_seen_ms, interval_s, online "
+            "FROM members WHERE room = ? ORDER BY name, last_seen_ms DESC",
+            (room,),
+        ).fetchall()
+        return [Member(r, bytes(k), n, x, seen, i, bool(o)) for r, k, n, x, seen, i, o in rows]
+
+    def online(self) -> list[Member]:
+        rows = self._db.execute(
+            "SELECT room, sender_key, name, x25519_key, last_seen_ms, interval_s, online "
+            "FROM members WHERE online = 1"
+        ).fetchall()
+        return [Member(r, bytes(k), n, x, seen, i, bool(o)) for r, k, n, x, seen, i, o in rows]
+
+    def forget_room(self, room: str) -> None:
+        self._db.execute("DELETE FROM members WHERE room = ?", (room,))

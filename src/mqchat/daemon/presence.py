@@ -1,0 +1,199 @@
+"""Who is in a room: presence announcements out, presence and member keys in.
+
+Wire format version 2 (docs/protocol.md §14.4, §14.6, §20, §21): a daemon
+announces itself in each joined passphrase room with a signed batch holding a
+presence record ("online" on join and whenever its link comes up, "still here"
+every interval, "leaving" on `leave` and on a clean stop) and its X25519 member
+key. The batches travel on the room's v2 topic, padded to the same buckets as
+messages. Receivers keep who was heard, when, and with which key; a member is
+offline after three intervals without a batch from it, at once on "leaving".
+Presence never counts as a message and never enters history: it reaches
+clients as ``presence`` events and through the ``who`` method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random as random_module
+from collections.abc import Callable
+from typing import Any
+
+from mqchat.daemon.broker import BrokerLink
+from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.rooms import Room, RoomRegistry
+from mqchat.daemon.store import Member, Store
+from mqchat.protocol.batch import Batch, seal_batch
+from mqchat.protocol.keybox import MemberKeyPair
+from mqchat.protocol.records import MemberKey, Presence, PresenceState, Record
+from mqchat.protocol.signing import SigningIdentity, fingerprint
+
+log = logging.getLogger(__name__)
+
+OFFLINE_AFTER_INTERVALS = 3
+"""A member not heard from for this many of its own intervals is offline."""
+REPLY_WITHIN_S = 2.0
+"""An "online" from another member is answered with "still here" within this."""
+TICK_S = 1.0
+
+
+class PresenceKeeper:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        rooms: RoomRegistry,
+        events: EventPublisher,
+        identity: SigningIdentity,
+        name: str,
+        interval_s: int,
+        clock_ms: Callable[[], int],
+        random: Callable[[int], bytes],
+    ) -> None:
+        self._store = store
+        self._rooms = rooms
+        self._events = events
+        self._identity = identity
+        self._name = name
+        self.interval_s = interval_s
+        self._clock_ms = clock_ms
+        self._random = random
+        self._jitter = random_module.Random()  # noqa: S311 -- timing jitter, not a secret
+        self._member_key = MemberKeyPair.from_identity(identity)
+        self._replies: set[str] = set()
+        self.link: BrokerLink | None = None
+
+    # ------------------------------------------------------------------ sending
+    def announce(self, room: Room, state: PresenceState) -> None:
+        """Publish one presence batch in ``room``, if the link is up (never queued:
+        an announcement that waited out an outage would say nothing true)."""
+        if room.epoch is None or room.v2_topic is None or self.link is None:
+            return
+        if not self.link.connected:
+            return
+        found: list[Record] = [Presence(state, self.interval_s)]
+        if state != PresenceState.LEAVING:
+            found.append(MemberKey(self._member_key.public_key))
+        payload = seal_batch(
+            room.epoch,
+            self._identity,
+            name=self._name,
+            records=found,
+            sent_ms=self._clock_ms(),
+            random=self._random,
+            cipher=room.cipher,
+        )
+        self.link.publish(room.v2_topic, payload, 1)
+
+    def announce_all(self, state: PresenceState) -> None:
+        for room in self._rooms:
+            self.announce(room, state)
+
+    async def run(self) -> None:
+        """Say "still here" every interval (±10%), and mark the silent offline."""
+        loop = asyncio.get_running_loop()
+        next_announce = loop.time() + self._next_interval()
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.expire(self._clock_ms())
+            if loop.time() >= next_announce:
+                self.announce_all(PresenceState.STILL_HERE)
+                next_announce = loop.time() + self._next_interval()
+
+    def _next_interval(self) -> float:
+        return self.interval_s * self._jitter.uniform(0.9, 1.1)
+
+    # ------------------------------------------------------------------ receiving
+    def on_batch(self, room: Room, batch: Batch, now_ms: int) -> None:
+        """Any batch says its sender is alive; a presence record says more."""
+        if batch.sender_key == self._identity.public_key:
+            return
+        presence = next((r for r in batch.records if isinstance(r, Presence)), None)
+        member_key = next((r for r in batch.records if isinstance(r, MemberKey)), None)
+        before = self._store.members.get(room.name, batch.sender_key)
+        leaving = presence is not None and presence.state == PresenceState.LEAVING
+        interval = (
+            presence.interval_s
+            if presence is not None
+            else (before.interval_s if before else self.interval_s)
+        )
+        member = Member(
+            room.name,
+            batch.sender_key,
+            batch.sender_name,
+            member_key.x25519_key if member_key is not None else None,
+            now_ms,
+            interval,
+            not leaving,
+        )
+        self._store.members.save(member)
+        if before is None or before.online != member.online:
+            reason = "leaving" if leaving else ("joined" if before is None else "announce")
+            self._publish(member, reason)
+        if presence is not None and presence.state == PresenceState.ONLINE:
+            self._reply_soon(room.name)
+
+    def _reply_soon(self, room_name: str) -> None:
+        """Answer a member that just came online, so it learns who is here."""
+        if room_name in self._replies:
+            return
+        self._replies.add(room_name)
+        delay = self._jitter.uniform(0, REPLY_WITHIN_S)
+        asyncio.get_running_loop().call_later(delay, self._reply, room_name)
+
+    def _reply(self, room_name: str) -> None:
+        self._replies.discard(room_name)
+        room = self._rooms.get(room_name)
+        if room is not None:
+            self.announce(room, PresenceState.STILL_HERE)
+
+    def expire(self, now_ms: int) -> None:
+        for member in self._store.members.online():
+            silent_ms = now_ms - member.last_seen_ms
+            if silent_ms > OFFLINE_AFTER_INTERVALS * member.interval_s * 1000:
+                offline = member._replace(online=False)
+                self._store.members.save(offline)
+                self._publish(offline, "timeout")
+
+    def _publish(self, member: Member, reason: str) -> None:
+        if self._rooms.get(member.room) is None:
+            return
+        self._events.publish(
+            member.room, {"type": "presence", **self._view(member), "reason": reason}
+        )
+
+    # ------------------------------------------------------------------ asking
+    def _verified(self, member: Member) -> bool:
+        pin = self._store.memory.pin(member.room, member.name)
+        return pin is not None and pin.key == member.sender_key
+
+    def _view(self, member: Member) -> dict[str, Any]:
+        return {
+            "room": member.room,
+            "name": member.name,
+            "fingerprint": fingerprint(member.sender_key),
+            "verified": self._verified(member),
+            "online": member.online,
+            "last_seen": iso_ts(member.last_seen_ms),
+        }
+
+    def who(self, room: Room) -> dict[str, Any]:
+        me = {
+            "room": room.name,
+            "name": self._name,
+            "fingerprint": self._identity.fingerprint,
+            "verified": True,
+            "online": True,
+            "last_seen": iso_ts(self._clock_ms()),
+            "you": True,
+        }
+        others = [self._view(m) for m in self._store.members.in_room(room.name)]
+        return {
+            "room": room.name,
+            "members": [me, *others],
+            "interval_s": self.interval_s,
+            "offline_after_s": OFFLINE_AFTER_INTERVALS * self.interval_s,
+        }
+
+    def forget(self, room: Room) -> None:
+        self._store.members.forget_room(room.name)
