@@ -45,7 +45,8 @@ SKIPPED = [
     (r"^\./scripts/demo\.sh\b", "sets up the machine (apt-get, pip) and runs its own daemons"),
     (r"^\./scripts/test\.sh\b", "runs this test suite"),
     (r"\bpytest\b", "runs this test suite"),
-    (r"^pipx install\b", "installs mqchat for the user"),
+    (r"^pipx? install\b", "installs mqchat for the user"),
+    (r"^chatctl ui\b", "takes over a terminal: tests/integration/test_ui.py drives it with Pilot"),
     (r"^(systemctl|journalctl|loginctl) ", "acts on the user's systemd manager"),
 ]
 EXPECTED_STATUS = [
