@@ -198,7 +198,8 @@ def test_piped_output_has_no_colour(make_daemon: MakeDaemon, room: str) -> None:
 
 COMMANDS = [
     ["join"], ["leave"], ["rooms"], ["send"], ["tail"], ["chat"], ["status"], ["identity"],
-    ["trust"], ["config"], ["service"], ["service", "install"], ["service", "print"],
+    ["trust"], ["who"], ["ui"], ["config"], ["service"], ["service", "install"],
+    ["service", "print"],
 ]  # fmt: skip
 
 
