@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from contrib_brokers import BridgedBroker
 from harness import Broker, Daemon
 from rabbitmq import rabbit_cluster, rabbit_cluster_session  # noqa: F401 -- fixtures, one cluster
 
@@ -61,4 +62,15 @@ def make_broker() -> Iterator[Callable[..., Broker]]:
 
     yield make
     for b in reversed(made):
+        b.cleanup()
+
+
+@pytest.fixture
+def brokers(make_broker: Callable[..., Broker]) -> Iterator[tuple[Broker, BridgedBroker]]:
+    """(A, B): A a persistent mosquitto, B bridged to it by contrib/mosquitto-bridge.conf."""
+    a = make_broker(persistence=True)
+    b = BridgedBroker(a)
+    try:
+        yield a, b.start()
+    finally:
         b.cleanup()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -113,20 +113,10 @@ def test_a_node_restarted_during_a_stream_loses_nothing(
 # ---------------------------------------------------------------------- bridges
 
 
-@pytest.fixture
-def bridged(make_broker: MakeBroker) -> Iterator[tuple[Broker, BridgedBroker]]:
-    a = make_broker(persistence=True)
-    b = BridgedBroker(a)
-    try:
-        yield a, b.start()
-    finally:
-        b.cleanup()
-
-
 def test_chatd_talks_across_a_mosquitto_bridge(
-    bridged: tuple[Broker, BridgedBroker], make_daemon: MakeDaemon, room: str
+    brokers: tuple[Broker, BridgedBroker], make_daemon: MakeDaemon, room: str
 ) -> None:
-    a, b = bridged
+    a, b = brokers
     alice, bob = make_daemon("alice", on=a), make_daemon("bob", on=b)
     for d in (alice, bob):
         d.join(room)

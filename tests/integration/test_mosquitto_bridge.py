@@ -8,7 +8,7 @@ daemon side of issue 15.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -19,17 +19,6 @@ from mqtt311 import Mqtt311Client
 pytestmark = pytest.mark.integration
 
 MakeBroker = Callable[..., Broker]
-
-
-@pytest.fixture
-def brokers(make_broker: MakeBroker) -> Iterator[tuple[Broker, BridgedBroker]]:
-    """(A, B): A a persistent mosquitto, B bridged to it."""
-    a = make_broker(persistence=True)
-    b = BridgedBroker(a)
-    try:
-        yield a, b.start()
-    finally:
-        b.cleanup()
 
 
 def topic() -> str:
