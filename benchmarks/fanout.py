@@ -8,21 +8,13 @@ come. Drops = messages some subscriber never saw.
 
 from __future__ import annotations
 
-import os
 import time
 
 from baselines import TEXT
-from common import Bench, Peer, Row, daemon_pid, log, shared_room
+from common import Bench, Peer, Row, cpu_seconds, daemon_pid, log, shared_room
 
 SUBSCRIBERS = 50
 RATE = 1000
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(bench: Bench) -> list[Row]:
