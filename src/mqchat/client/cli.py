@@ -105,8 +105,8 @@ def join(
         ),
     ] = None,
     cipher: Annotated[
-        Cipher, typer.Option("--cipher", help="Cipher for what you send.")
-    ] = Cipher.fernet,
+        Cipher | None, typer.Option("--cipher", help="Cipher for what you send.")
+    ] = None,
     legacy: Annotated[
         bool, typer.Option("--legacy", help="Talk to users of the original program (unsafe).")
     ] = False,
@@ -115,7 +115,7 @@ def join(
     ] = False,
 ) -> None:
     """Join ROOM with a passphrase: hidden prompt on a terminal, else one line of stdin."""
-    commands.join(ctx.obj, room, passphrase_file, cipher.value, legacy=legacy, weak=weak)
+    commands.join(ctx.obj, room, passphrase_file, cipher and cipher.value, legacy=legacy, weak=weak)
 
 
 def leave(

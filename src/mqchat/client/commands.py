@@ -241,7 +241,7 @@ def join(
     opts: Options,
     room: str,
     passphrase_file: Path | None,
-    cipher: str,
+    cipher: str | None,
     *,
     legacy: bool,
     weak: bool,

@@ -136,8 +136,8 @@ def _join_args(args: Sequence[str]) -> dict[str, Any] | None:
     scan = _scan(args, ("--legacy", "--weak"), ("--passphrase-file", "--cipher"))
     if scan is None or len(scan.positional) != 1:
         return None
-    cipher = scan.values.get("--cipher", "fernet")
-    if cipher not in commands.CIPHERS:
+    cipher = scan.values.get("--cipher")  # None: chatd's default (aes-256-gcm)
+    if cipher is not None and cipher not in commands.CIPHERS:
         return None
     passphrase_file = scan.values.get("--passphrase-file")
     return {

@@ -130,20 +130,23 @@ class ChatService:
 
     # ------------------------------------------------------------------ rooms
     async def rpc_join(
-        self, room: str, passphrase: str, cipher: str, legacy: bool, weak: bool
+        self, room: str, passphrase: str, cipher: str | None, legacy: bool, weak: bool
     ) -> dict[str, Any]:
+        """Join a room. Without ``cipher``: a new room uses the default, a legacy room
+        fernet, and a room joined already keeps the cipher it has."""
         name = normalize_room(room)
-        envelope.check_cipher(cipher)
+        if cipher is not None:
+            envelope.check_cipher(cipher)
         now = self.clock_ms()
         if legacy:
-            if cipher != "fernet":
+            if cipher not in (None, "fernet"):
                 raise UsageError("legacy rooms use fernet, as the original program does")
             new = Room.legacy_room(name, legacy_codec.legacy_key(passphrase), joined_ms=now)
         else:
             keys = await self.kdf.derive(passphrase, name, DEFAULT_KDF, weak=weak)
             new = Room.passphrase_room(
                 name,
-                cipher,
+                cipher or envelope.DEFAULT_CIPHER,
                 keys,
                 DEFAULT_KDF,
                 self.settings.topic_prefix,
@@ -157,7 +160,8 @@ class ChatService:
                     f"you have already joined {name!r} with another passphrase or mode; "
                     f"run `chatctl leave {name}` first"
                 )
-            old.cipher = new.cipher
+            if cipher is not None:
+                old.cipher = cipher
             self.store.rooms.save(old.to_record())
             return {**_room_info(old), "joined": False}
         new.last_seq = self.store.messages.last_seq(name)

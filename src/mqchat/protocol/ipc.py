@@ -36,7 +36,7 @@ METHODS: Final[dict[str, _ParamSpec]] = {
     "join": {
         "room": (str, True, None),
         "passphrase": (str, True, None),
-        "cipher": (str, False, "fernet"),
+        "cipher": (str, False, None),  # None: the default for a new room (docs/ipc.md)
         "legacy": (bool, False, False),
         "weak": (bool, False, False),
     },
