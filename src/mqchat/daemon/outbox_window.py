@@ -79,7 +79,9 @@ class OutboxWindow:
             return  # paho holds nothing while offline
         window = min(WINDOW, self.link.receive_maximum)
         while len(self._handed) < window:
-            page = self._store.outbox.after(self._cursor, PAGE)
+            # Only as many as there is room for: on a PUBACK that is one entry,
+            # not a page of payloads read to hand over one of them.
+            page = self._store.outbox.after(self._cursor, min(PAGE, window - len(self._handed)))
             if not page:
                 return
             for entry in page:
@@ -105,9 +107,10 @@ class OutboxWindow:
             return
         self._refusals.pop(entry_id, None)
         if not self._published:
+            # Once per loop pass for all the PUBACKs that came in it: one statement
+            # to remove them, one to read what takes their place.
             asyncio.get_running_loop().call_soon(self._forget_published)
         self._published.append(entry_id)
-        self.fill()
 
     def _refused(self, entry_id: int, reason: str) -> None:
         """The broker took the message but would not publish it (an ACL, a quota)."""
@@ -129,6 +132,8 @@ class OutboxWindow:
             )
 
     def _forget_published(self) -> None:
-        """Remove every entry PUBACK'd since the last pass, in one transaction."""
+        """Remove every entry PUBACK'd since the last pass, in one transaction, and
+        hand the link as many new ones."""
         done, self._published = self._published, []
         self._store.outbox.remove(done)
+        self.fill()
