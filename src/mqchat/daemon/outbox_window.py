@@ -27,6 +27,8 @@ WINDOW = 100
 """Outbox entries the broker link holds at once (fewer if the broker's Receive
 Maximum says so); PUBACKs make room for more."""
 PAGE = 256
+FORGET_AFTER = 256
+"""Entries PUBACK'd that are removed from the outbox in one transaction."""
 
 
 class OutboxWindow:
@@ -48,6 +50,7 @@ class OutboxWindow:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         self._handed: set[int] = set()  # outbox ids paho holds
         self._published: list[int] = []  # outbox ids whose PUBACK came, not yet removed
+        self._refill_scheduled = False
         self._refusals: dict[int, str] = {}  # outbox id -> the broker's reason
         self._cursor = 0  # the newest outbox id handed over since the last connection
         self.last_refusal: tuple[str, int] | None = None
@@ -57,6 +60,7 @@ class OutboxWindow:
         return len(self._inflight)
 
     def status(self) -> dict[str, Any]:
+        self._forget_published()
         last = self.last_refusal
         return {
             "outbox": self._store.outbox.depth(),
@@ -66,6 +70,7 @@ class OutboxWindow:
 
     def set_connected(self, connected: bool) -> None:
         self.connected = connected
+        self._forget_published()  # before the cursor goes back to the oldest entry
         if connected:
             self._cursor = 0  # refused or untaken entries go again, in order
             self.fill()
@@ -106,10 +111,10 @@ class OutboxWindow:
             self._refused(entry_id, refusal)
             return
         self._refusals.pop(entry_id, None)
-        if not self._published:
-            # Once per loop pass for all the PUBACKs that came in it: one statement
-            # to remove them, one to read what takes their place.
-            asyncio.get_running_loop().call_soon(self._forget_published)
+        if not self._refill_scheduled:
+            # Once per loop pass for all the PUBACKs that came in it.
+            self._refill_scheduled = True
+            asyncio.get_running_loop().call_soon(self._refill)
         self._published.append(entry_id)
 
     def _refused(self, entry_id: int, reason: str) -> None:
@@ -131,9 +136,21 @@ class OutboxWindow:
                 ),
             )
 
-    def _forget_published(self) -> None:
-        """Remove every entry PUBACK'd since the last pass, in one transaction, and
-        hand the link as many new ones."""
-        done, self._published = self._published, []
-        self._store.outbox.remove(done)
+    def _refill(self) -> None:
+        """Hand the link as many entries as were PUBACK'd, and now and then remove them.
+
+        Entries PUBACK'd are removed FORGET_AFTER at a time, or when nothing is in
+        flight any more: a transaction each loop pass cost the sender more than
+        anything but its signatures. One that is still there after a crash goes
+        again, and its receivers drop it as a duplicate.
+        """
+        self._refill_scheduled = False
+        if len(self._published) >= FORGET_AFTER or not self._inflight:
+            self._forget_published()
         self.fill()
+
+    def _forget_published(self) -> None:
+        """Remove every entry PUBACK'd and not removed yet, in one transaction."""
+        if self._published:
+            done, self._published = self._published, []
+            self._store.outbox.remove(done)
