@@ -84,7 +84,8 @@ class Staging:
             with transaction(self._db):
                 self.active = True
                 yield
-                self.flush()
+                if self._staged():  # no savepoint: a failure rolls back the whole batch
+                    self._write_all(self._db)
         except BaseException:
             self.forget()
             raise
@@ -107,14 +108,16 @@ class Staging:
         Reads that must see the batch's own rows (history, the outbox) call this
         first; if the writes fail, the rows stay staged for the part to undo.
         """
+        if self._staged():
+            with transaction(self._db) as db:
+                self._write_all(db)
+
+    def _staged(self) -> bool:
+        return any(table.staged() for table in self._tables)
+
+    def _write_all(self, db: sqlite3.Connection) -> None:
         for table in self._tables:
-            if table.staged():
-                break
-        else:
-            return
-        with transaction(self._db) as db:
-            for table in self._tables:
-                table.write(db)
+            table.write(db)
         for table in self._tables:
             table.written()
         self._flushes += 1
