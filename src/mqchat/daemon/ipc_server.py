@@ -59,7 +59,7 @@ def error_code(exc: MqchatError) -> int:
 
 MAX_BATCH = 256
 """Requests handled per batch; then the loop gets a turn (PUBACKs, events, other clients)."""
-MAX_BATCH_MESSAGES = 1024
+MAX_BATCH_MESSAGES = 256
 """Messages sent per batch (a ``send`` of N texts counts N), for the same reason: a
 message costs a signature, and the loop must not wait for thousands of them."""
 MAX_BATCH_BYTES = 1024 * 1024
