@@ -341,6 +341,28 @@ def test_a_payload_that_fails_is_dropped_alone_and_can_come_again(
     assert parts.rows("SELECT text FROM messages WHERE seq = 4") == [("p2",)]
 
 
+def test_a_batch_that_cannot_be_written_is_written_one_message_at_a_time(
+    parts: Parts, keys: RoomKeys
+) -> None:
+    """A row SQLite refuses (here a trigger refuses one text) fails the batch's
+    executemany: the batch is then written message by message, and only the
+    message that cannot be written is dropped; the next takes its seq."""
+    db = sqlite3.connect(parts.path)
+    with db:
+        db.execute(
+            "CREATE TRIGGER refuse_p2 BEFORE INSERT ON messages WHEN NEW.text = 'p2' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    db.close()
+    bob = SigningIdentity.generate(os.urandom)
+    payloads = [sealed_by(bob, keys, f"p{i}", i) for i in range(1, 4)]
+    parts.receive(*payloads)
+    assert parts.rows("SELECT seq, text FROM messages ORDER BY seq") == [(1, "p1"), (2, "p3")]
+    assert parts.drops.as_dict() == {"internal_error": 1}
+    assert len(parts.rows("SELECT id FROM seen_ids")) == 2
+    assert parts.room.last_seq == 2
+
+
 def test_a_pin_from_a_batch_that_did_not_commit_is_not_remembered(
     parts: Parts, keys: RoomKeys
 ) -> None:

@@ -149,10 +149,15 @@ class Inbox:
             self._isolated(self._accept_part, o, write_now)
 
     def _accept_part(self, o: Opened, write_now: bool) -> None:
-        with self._work.part():
-            self._accept(o.room, o.arrival, o.text, legacy=o.legacy)
-            if write_now:
-                self.store.flush()
+        last_seq = o.room.last_seq
+        try:
+            with self._work.part():
+                self._accept(o.room, o.arrival, o.text, legacy=o.legacy)
+                if write_now:
+                    self.store.flush()
+        except BaseException:
+            o.room.last_seq = last_seq  # the part is undone: its seq is free again
+            raise
 
     def _isolated(self, handle: Callable[..., T], *args: Any) -> T | None:
         """Run ``handle``; a failure that is not the store's drops this payload alone."""
