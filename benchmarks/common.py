@@ -8,6 +8,8 @@ subscription that waits for one room's events, and a fresh joined room on two da
 from __future__ import annotations
 
 import json
+import os
+import resource
 import select
 import socket
 import statistics
@@ -55,6 +57,8 @@ class Bench:
     baselines: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra_daemons: list[Daemon] = field(default_factory=list)
+    paho_cpu: str = ""
+    """CPU per message of each process of the paho throughput baseline."""
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -112,10 +116,61 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rusage_cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds each process of a benchmark used between ``start`` and ``stop``.
+
+    Running processes are read from /proc by PID; ``child`` is a process this
+    one starts and reaps in between (counted from RUSAGE_CHILDREN, so nothing
+    else may be reaped meanwhile); ``this`` is this process itself (the
+    benchmark's own subscriber, reading events as a tail would).
+    """
+
+    def __init__(self, pids: dict[str, int], *, child: str, this: str) -> None:
+        self.pids = pids
+        self.child = child
+        self.this = this
+        self._before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._before[self.child] = _rusage_cpu(resource.RUSAGE_CHILDREN)
+        self._before[self.this] = _rusage_cpu(resource.RUSAGE_SELF)
+
+    def stop(self) -> dict[str, float]:
+        used = {name: cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
+        used[self.child] = _rusage_cpu(resource.RUSAGE_CHILDREN) - self._before[self.child]
+        used[self.this] = _rusage_cpu(resource.RUSAGE_SELF) - self._before[self.this]
+        return used
+
+
+def per_message_us(used: dict[str, float], count: int, order: list[str]) -> str:
+    """``chatctl 120, alice 230, ... = 700 µs``: CPU per message, per process and in all."""
+    parts = [f"{name} {used[name] / count * 1e6:,.0f}" for name in order]
+    return f"{', '.join(parts)} = {sum(used.values()) / count * 1e6:,.0f} µs"
+
+
 def daemon_pid(d: Daemon) -> int:
     if d.proc is None:
         raise RuntimeError(f"chatd {d.name} is not running")
     return d.proc.pid
+
+
+def broker_pid(bench: Bench) -> int:
+    if bench.broker.proc is None:
+        raise RuntimeError("mosquitto is not running")
+    return bench.broker.proc.pid
 
 
 def chatctl() -> str:

@@ -56,14 +56,14 @@ def run(bench: Bench) -> list[Row]:
     p50, p99, worst = percentile(to_tail, 50), percentile(to_tail, 99), max(to_tail)
     stalls = sum(1 for x in to_tail if x > STALL_S)
     bench.baselines["send_tail_p50"] = p50
-    limit = b["paho_one_hop_p50"] + 0.001
+    limit = b["paho_one_hop_p50"] + 0.0005  # issue 14's targets
     return [
         Row(
             "send→tail via 2 daemons: p50",
             ms(p50),
             f"paho one hop p50 {ms(b['paho_one_hop_p50'])}",
             f"{p50 / b['paho_one_hop_p50']:.1f}x",
-            f"≤ baseline + 1 ms = {ms(limit)}",
+            f"≤ baseline + 0.5 ms = {ms(limit)}",
             p50 <= limit,
         ),
         Row(
@@ -71,8 +71,8 @@ def run(bench: Bench) -> list[Row]:
             f"{ms(p99)} / {ms(worst)}",
             f"paho pub→sub p99 {ms(b['paho_e2e_p99'])}",
             f"{p99 / b['paho_e2e_p99']:.1f}x",
-            "p99 ≤ 10 ms",
-            p99 <= 0.010,
+            "p99 ≤ 5 ms",
+            p99 <= 0.005,
         ),
         Row(
             f"send→tail via 2 daemons: messages over 40 ms (of {count})",

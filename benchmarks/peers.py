@@ -9,7 +9,7 @@ Roles:
   fanout-subs EVENTS_SOCK ROOM SUBS EXPECT IDLE_S
                                         SUBS subscriptions to one room on chatd's
                                         events.sock; count the message events
-                                        each receives
+                                        each receives, and when the first got each
 
 Each prints "ready" once it can be driven and a JSON line with what it saw at
 the end. CLOCK_MONOTONIC is system-wide on Linux, so stamps compare across
@@ -115,6 +115,7 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
     for i, s in enumerate(socks):
         selector.register(s, selectors.EVENT_READ, i)
     seen: list[set[int]] = [set() for _ in socks]
+    arrivals: dict[int, float] = {}  # message number -> when subscriber 0 got it
     partial = [b"" for _ in socks]
     print("ready", flush=True)
     first = last = None
@@ -133,8 +134,11 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
                 event = json.loads(line)
                 if event.get("type") != "message" or not event["text"].startswith("fan "):
                     continue
-                seen[i].add(int(event["text"].split()[1]))
+                number = int(event["text"].split()[1])
+                seen[i].add(number)
                 now = time.monotonic()
+                if i == 0:
+                    arrivals.setdefault(number, now)
                 first = first if first is not None else now
                 last = now
         if all(len(x) >= expect for x in seen):
@@ -142,7 +146,10 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
     for s in socks:
         s.close()
     counts = [len(x) for x in seen]
-    print(json.dumps({"counts": counts, "first": first, "last": last}), flush=True)
+    print(
+        json.dumps({"counts": counts, "first": first, "last": last, "arrivals0": arrivals}),
+        flush=True,
+    )
 
 
 def main(argv: list[str]) -> None:

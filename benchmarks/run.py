@@ -37,6 +37,7 @@ import latency  # noqa: E402
 import machine  # noqa: E402
 import scale  # noqa: E402
 import startup  # noqa: E402
+import storage  # noqa: E402
 import throughput  # noqa: E402
 from common import Bench, Row, daemon_pid, log  # noqa: E402
 from harness import Broker, Daemon  # noqa: E402
@@ -48,6 +49,7 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
     "join": join.run,
     "fanout": fanout.run,
     "scale": scale.run,
+    "storage": storage.run,
 }
 PYSPY_RECORD = ("record", "--format", "raw", "--nonblocking", "--rate", "250")
 

@@ -60,7 +60,7 @@ def test_join_fills_defaults() -> None:
     assert req.params == {
         "room": "lobby",
         "passphrase": "p" * 12,
-        "cipher": "fernet",
+        "cipher": None,  # chatd picks: aes-256-gcm for a new room (issue 14)
         "legacy": False,
         "weak": False,
     }

@@ -282,7 +282,13 @@ COMMANDS: tuple[Command, ...] = (
                 PATH,
                 metavar="FILE",
             ),
-            Option("cipher", ("--cipher",), "Cipher for what you send.", CIPHER, DEFAULT_CIPHER),
+            Option(
+                "cipher",
+                ("--cipher",),
+                f"Cipher for what you send (default: {DEFAULT_CIPHER}; fernet in legacy rooms; "
+                "a room joined again keeps its cipher).",
+                CIPHER,
+            ),
             Option("legacy", ("--legacy",), "Talk to users of the original program (unsafe)."),
             Option("weak", ("--weak",), "Accept a passphrase under 12 characters."),
         ),

@@ -218,7 +218,7 @@ def join(
     opts: Options,
     room: str,
     passphrase_file: Path | None,
-    cipher: str,
+    cipher: str | None,
     *,
     legacy: bool,
     weak: bool,

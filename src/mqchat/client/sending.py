@@ -1,9 +1,22 @@
-"""Sending: one message, or a stream of stdin lines pipelined over one connection."""
+"""Sending: one message, or a stream of stdin lines, many lines a request, pipelined.
+
+A stream sends lines as soon as it can and batches only what is already
+waiting: while no request is in flight, a line goes out at once, alone; while
+requests are in flight, the lines that arrive meanwhile gather into the next
+request (up to ``MAX_SEND_TEXTS`` texts and 256 KiB), which leaves when it is
+full or when a reply comes. No timer is involved, so an idle stream (``tail -f
+log | chatctl send ROOM``) sends each line with no delay, and a file is sent
+in a few hundred requests rather than one per line.
+"""
 
 from __future__ import annotations
 
+import json
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from mqchat.client.ipc_client import START_HINT, Client, result_of
 from mqchat.errors import (
@@ -13,11 +26,16 @@ from mqchat.errors import (
     MqchatError,
     UsageError,
 )
-from mqchat.protocol.ipc import Reply
+from mqchat.protocol.ipc import MAX_REQUEST_BYTES, MAX_SEND_TEXTS, Reply
 from mqchat.protocol.limits import check_text
 
-WINDOW = 512
-"""Requests in flight at once. chatd handles one client's sends in order."""
+WINDOW_LINES = 4096
+"""Lines in flight at once (in requests sent, not yet answered). chatd handles one
+client's requests in order."""
+REQUEST_BYTES = MAX_REQUEST_BYTES - 1024
+"""The texts of one request, as JSON; the rest of the request fits in what is left."""
+READ_AHEAD = 2 * WINDOW_LINES
+"""Lines read from stdin ahead of what was sent, at most."""
 
 QUEUED_NOTE = "queued: the broker is not reachable now; chatd will send when it is"
 
@@ -31,6 +49,12 @@ def send_one(c: Client, room: str, text: str, err: Callable[[str], None]) -> Non
         err(QUEUED_NOTE)
 
 
+class _Sent(NamedTuple):
+    first_line: int
+    last_line: int
+    how_many: int
+
+
 class _Stream:
     """The requests of one stream in flight, and what chatd has answered so far.
 
@@ -41,7 +65,8 @@ class _Stream:
     def __init__(self, c: Client, err: Callable[[str], None]) -> None:
         self.c = c
         self.err = err
-        self.in_flight: deque[int] = deque()  # stdin line numbers, oldest first
+        self.in_flight: deque[_Sent] = deque()  # oldest first
+        self.lines_in_flight = 0
         self.accepted = 0
         self.last_accepted_line = 0
         self.failure: MqchatError | None = None
@@ -51,19 +76,26 @@ class _Stream:
     def outstanding(self) -> int:
         return len(self.in_flight)
 
-    def submit(self, room: str, text: str, lineno: int) -> None:
-        self.c.submit("send", {"room": room, "text": text})
-        self.in_flight.append(lineno)
+    def submit(self, room: str, lines: list[tuple[int, str]]) -> None:
+        texts = [text for _, text in lines]
+        if len(texts) == 1:  # as any chatd takes it
+            self.c.submit("send", {"room": room, "text": texts[0]})
+        else:
+            self.c.submit("send", {"room": room, "texts": texts})
+        self.in_flight.append(_Sent(lines[0][0], lines[-1][0], len(lines)))
+        self.lines_in_flight += len(lines)
 
     def take(self, reply: Reply) -> None:
-        lineno = self.in_flight.popleft()
+        sent = self.in_flight.popleft()
+        self.lines_in_flight -= sent.how_many
         try:
             result = result_of(reply)
         except DaemonRefused as exc:
-            self.failure = self.failure or DaemonRefused(f"line {lineno}: {exc.message}", exc.code)
+            refused = DaemonRefused(f"line {sent.first_line}: {exc.message}", exc.code)
+            self.failure = self.failure or refused
             return
-        self.accepted += 1
-        self.last_accepted_line = lineno
+        self.accepted += sent.how_many
+        self.last_accepted_line = sent.last_line
         if isinstance(result, dict) and result.get("queued") and not self.warned:
             self.warned = True
             self.err(QUEUED_NOTE)
@@ -83,7 +115,7 @@ class _Stream:
 
     def stopped_answering(self) -> DaemonUnavailable:
         """chatd died or hung mid-stream: say where the confirmed part ends."""
-        sent = self.accepted + self.outstanding
+        sent = self.accepted + self.lines_in_flight
         where = f" (the last was stdin line {self.last_accepted_line})" if self.accepted else ""
         return DaemonUnavailable(
             f"chatd stopped answering after accepting {self.accepted} of the {sent} lines "
@@ -91,15 +123,100 @@ class _Stream:
         )
 
 
+class _Pending:
+    """The lines of the next request, and what their texts weigh as JSON."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[int, str]] = []
+        self.size = 0
+
+    def fits(self, size: int) -> bool:
+        return len(self.lines) < MAX_SEND_TEXTS and self.size + size <= REQUEST_BYTES
+
+    def add(self, lineno: int, text: str, size: int) -> None:
+        self.lines.append((lineno, text))
+        self.size += size
+
+    @property
+    def full(self) -> bool:
+        return len(self.lines) >= MAX_SEND_TEXTS
+
+    def take(self) -> list[tuple[int, str]]:
+        lines, self.lines, self.size = self.lines, [], 0
+        return lines
+
+
+def json_size(text: str) -> int:
+    """What ``text`` adds to a request's list of texts (json.dumps escapes non-ASCII)."""
+    return len(json.dumps(text)) + 1  # and a comma
+
+
+class _ReadAhead:
+    """The lines of ``lines``, numbered, read by a thread of this stream's own.
+
+    The thread lets the stream ask "is a line waiting?" of any iterable (stdin
+    blocks); it ends at the end of the input. A stream that stops early leaves it
+    blocked on stdin until chatctl exits (it is a daemon thread).
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.ended = False
+        self._queue: queue.Queue[tuple[int, str] | BaseException | None] = queue.Queue(READ_AHEAD)
+        self._thread = threading.Thread(target=self._read, args=(lines,), name="stdin", daemon=True)
+        self._thread.start()
+
+    def _read(self, lines: Iterable[str]) -> None:
+        try:
+            for numbered in enumerate(lines, 1):
+                self._queue.put(numbered)
+        except BaseException as exc:  # handed to the stream, which raises it
+            self._queue.put(exc)
+        self._queue.put(None)
+
+    def next(self, *, wait: bool) -> tuple[int, str] | None:
+        """The next (line number, line), or None: at the end (``ended``), or none waits."""
+        if self.ended:
+            return None
+        try:
+            item = self._queue.get(block=wait)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        self.ended = item is None
+        return item
+
+
 def send_lines(c: Client, room: str, lines: Iterable[str], err: Callable[[str], None]) -> int:
     """Send each non-blank line as one message, in order; return how many were sent.
 
     A line that cannot be sent (too long, not UTF-8) ends the stream there,
-    after the lines before it were confirmed.
+    after the lines before it were sent and confirmed.
     """
     stream = _Stream(c, err)
+    pending = _Pending()
+    source = _ReadAhead(lines)
     bad_line: MqchatError | None = None
-    for lineno, raw in enumerate(lines, 1):
+
+    def send_pending() -> None:
+        while stream.lines_in_flight >= WINDOW_LINES:
+            stream.wait_one()
+        stream.submit(room, pending.take())
+
+    while stream.failure is None:
+        idle = not stream.outstanding and not pending.lines
+        item = source.next(wait=idle)
+        if item is None:
+            if source.ended:
+                break
+            # Nothing waits: send what has gathered if chatd is idle, else wait for
+            # a reply (more lines may gather meanwhile).
+            if not stream.outstanding:
+                send_pending()
+            else:
+                stream.wait_one()
+            continue
+        lineno, raw = item
         text = raw.rstrip("\n").removesuffix("\r")
         if not text.strip():
             continue
@@ -111,12 +228,15 @@ def send_lines(c: Client, room: str, lines: Iterable[str], err: Callable[[str], 
         except UsageError:  # stdin_text() turned bytes that are not UTF-8 into surrogates
             bad_line = UsageError(f"line {lineno} is not UTF-8 text; nothing after it was sent")
             break
-        stream.submit(room, text, lineno)
-        while stream.outstanding >= WINDOW:
-            stream.wait_one()
+        size = json_size(text)
+        if not pending.fits(size):
+            send_pending()
+        pending.add(lineno, text, size)
+        if pending.full:
+            send_pending()
         stream.drain_ready()
-        if stream.failure is not None:
-            break
+    if pending.lines and stream.failure is None:
+        send_pending()
     while stream.outstanding:
         stream.wait_one()
     if stream.failure is not None:

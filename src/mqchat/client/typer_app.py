@@ -54,8 +54,13 @@ def _parameter(param: Argument | Option) -> inspect.Parameter:
         annotation = bool
         info = typer.Option(False, *param.flags, help=param.help, show_default=False)
     elif param.kind.choices:
-        annotation = _choices(param.kind)
-        info = typer.Option(annotation(param.default), *param.flags, help=param.help)
+        choice = _choices(param.kind)
+        if param.default is None:
+            annotation = choice | None
+            info = typer.Option(None, *param.flags, help=param.help, show_default=False)
+        else:
+            annotation = choice
+            info = typer.Option(choice(param.default), *param.flags, help=param.help)
     else:
         annotation = param.kind.python_type
         if param.default is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,9 +34,22 @@ from mqchat.protocol.ipc import message_event
 LISTEN_BACKLOG = 64
 
 
+DAY_MS = 86_400_000
+
+
 def iso_ts(ms: int) -> str:
-    stamp = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    """``2026-11-26T21:04:14.123Z``: UTC, to the millisecond. The date is worked out
+    once a day (every message's event has one); the time of day is arithmetic."""
+    day, of_day = divmod(ms, DAY_MS)
+    seconds, millis = divmod(of_day, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _date(day: int) -> str:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=day)).strftime("%Y-%m-%d")
 
 
 def to_event(m: StoredMessage) -> dict[str, Any]:

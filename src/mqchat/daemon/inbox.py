@@ -1,8 +1,10 @@
 """Payloads from the broker: opened, checked, de-duplicated, stored, published, acknowledged.
 
 Runs on the event loop. Payloads queue up as paho hands them over and are
-stored in one transaction per loop pass; each is acknowledged to the broker
-only once it is stored, so a killed daemon gets it again.
+stored in one transaction per loop pass (each payload a part of it, its rows
+written with the others' at the commit: mqchat.daemon.unit_of_work); each is
+acknowledged to the broker only once it is stored, so a killed daemon gets it
+again.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from mqchat.daemon.broker import BrokerLink, Incoming
 from mqchat.daemon.drops import DropCounter
@@ -24,6 +26,7 @@ from mqchat.protocol import envelope
 from mqchat.protocol import legacy as legacy_codec
 from mqchat.protocol.batch import Batch, open_batch
 from mqchat.protocol.ipc import notice_event
+from mqchat.protocol.kdf import RoomKeys
 from mqchat.protocol.limits import MAX_TIMESTAMP_MS
 from mqchat.protocol.receiving import Arrival, Verdict, judge
 from mqchat.protocol.records import Heads, Rekey, RepairRequest, Text
@@ -35,9 +38,23 @@ T = TypeVar("T")
 V2 = b"\x02"
 RECEIVE_BATCH = 512
 """Payloads stored per transaction; more wait for the next loop pass."""
+RECEIVE_BATCH_BYTES = 1024 * 1024
+"""And at most about this many bytes of them: a batch holds its texts (and their
+events) in memory until its commit."""
+FINGERPRINTS_CACHED = 4096
+"""Senders' fingerprints kept; past this the cache starts again empty."""
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 """When the store itself fails, received payloads stay unacknowledged and are
 tried again after these delays; then chatd gives up and exits non-zero."""
+
+
+class Opened(NamedTuple):
+    """A payload opened and checked, before the receiving rules judge it."""
+
+    room: Room
+    arrival: Arrival
+    text: str
+    legacy: bool
 
 
 def legacy_id(payload: bytes) -> bytes:
@@ -70,6 +87,8 @@ class Inbox:
         self._on_fatal = on_fatal
         self.on_batch = on_batch
         self.link: BrokerLink | None = None
+        self._own_key = identity.public_key
+        self._fingerprints: dict[bytes, str] = {}
         self._incoming: list[Incoming] = []
         self._failures = 0  # store failures in a row
         self._unsubscribed: set[str] = set()
@@ -81,7 +100,13 @@ class Inbox:
         self._incoming.append(inc)
 
     def _receive_queued(self) -> None:
-        queued, self._incoming = self._incoming[:RECEIVE_BATCH], self._incoming[RECEIVE_BATCH:]
+        count = size = 0
+        for inc in self._incoming[:RECEIVE_BATCH]:
+            count += 1
+            size += len(inc.payload)
+            if size >= RECEIVE_BATCH_BYTES:
+                break
+        queued, self._incoming = self._incoming[:count], self._incoming[count:]
         try:
             self._store_batch(queued)
         except Exception as exc:
@@ -99,26 +124,56 @@ class Inbox:
                 self.link.ack(inc.mid, inc.qos)
 
     def _store_batch(self, queued: list[Incoming]) -> None:
-        """Store a batch in one transaction; if one payload breaks it, one at a time."""
+        """Open every payload first (no store involved), then judge and store what
+        opened in one transaction: the store is asked once for the whole batch's ids
+        and seqs, and each message is a part of the batch (one that breaks is
+        dropped alone). If writing the batch fails for a reason that is not the
+        store's, go again writing each message as it is handled, to keep the rest."""
+        opened = [o for inc in queued if (o := self._isolated(self._open_one, inc)) is not None]
         try:
             with self._work.batch():
-                for inc in queued:
-                    self._receive_one(inc)
+                self._accept_all(opened, write_now=False)
             return
         except Exception as exc:
             if is_failure(exc):
                 raise
-        # Something in this batch is not the store's fault: find it, keep the rest.
+            log.error("a batch of received messages could not be written; one at a time")
         with self._work.batch():
-            for inc in queued:
-                try:
-                    with self.store.transaction():
-                        self._receive_one(inc)
-                except Exception as exc:
-                    if is_failure(exc):
-                        raise
-                    self.drops.drop("internal_error", type(exc).__name__)
-                    log.error("a payload could not be handled; dropped", exc_info=True)
+            self._accept_all(opened, write_now=True)
+
+    def _accept_all(self, opened: list[Opened], *, write_now: bool) -> None:
+        self.memory.prefetch(
+            [o.arrival.message_id for o in opened],
+            [
+                (o.arrival.sender_key, o.arrival.seq)
+                for o in opened
+                if o.arrival.sender_key is not None and o.arrival.seq is not None
+            ],
+        )
+        for o in opened:
+            self._isolated(self._accept_part, o, write_now)
+
+    def _accept_part(self, o: Opened, write_now: bool) -> None:
+        last_seq = o.room.last_seq
+        try:
+            with self._work.part():
+                self._accept(o.room, o.arrival, o.text, legacy=o.legacy)
+                if write_now:
+                    self.store.flush()
+        except BaseException:
+            o.room.last_seq = last_seq  # the part is undone: its seq is free again
+            raise
+
+    def _isolated(self, handle: Callable[..., T], *args: Any) -> T | None:
+        """Run ``handle``; a failure that is not the store's drops this payload alone."""
+        try:
+            return handle(*args)
+        except Exception as exc:
+            if is_failure(exc):
+                raise
+            self.drops.drop("internal_error", type(exc).__name__)
+            log.error("a payload could not be handled; dropped", exc_info=True)
+            return None
 
     def _retry_later(self, queued: list[Incoming], exc: Exception) -> None:
         """Keep the payloads unacknowledged and try again later, a bounded number of times."""
@@ -132,7 +187,8 @@ class Inbox:
         log.warning("could not store received payloads (%s); trying again in %g s", exc, delay)
         asyncio.get_running_loop().call_later(delay, self._receive_queued)
 
-    def _receive_one(self, inc: Incoming) -> None:
+    def _open_one(self, inc: Incoming) -> Opened | None:
+        """The payload's message, ready to be judged; None if it is dropped."""
         room = self.rooms.on_topic(inc.topic)
         if room is None:
             self.drops.drop("unknown_topic")
@@ -141,12 +197,15 @@ class Inbox:
                 # broker was down, a lost database): stop it coming.
                 self._unsubscribed.add(inc.topic)
                 self.link.unsubscribe(inc.topic)
-        elif room.legacy_key is not None:
-            self._receive_legacy(room, room.legacy_key, inc.payload)
-        elif room.epoch is not None and inc.payload[:1] == V2:
-            self._receive_v2(room, inc.payload)
-        elif room.keys is not None:
-            self._receive(room, inc.payload)
+            return None
+        if room.legacy_key is not None:
+            return self._open_legacy(room, room.legacy_key, inc.payload)
+        if room.epoch is not None and inc.payload[:1] == V2:
+            self._open_v2(room, inc.payload)
+            return None
+        if room.keys is not None:
+            return self._open(room, room.keys, inc.payload)
+        return None  # pragma: no cover - a Room always has one of the two
 
     def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
         """Run a decoder; count and drop what it refuses."""
@@ -158,22 +217,22 @@ class Inbox:
             self.drops.drop("undecryptable", str(exc))
         return None
 
-    def _receive(self, room: Room, payload: bytes) -> None:
-        keys = room.keys
-        if keys is None:  # pragma: no cover - guarded by the caller
-            return
+    def _open(self, room: Room, keys: RoomKeys, payload: bytes) -> Opened | None:
         opened = self._opened(payload, lambda: envelope.open_payload(payload, keys))
         if opened is None:
-            return
+            return None
         m = opened[1]
         arrival = Arrival(
             room.name, room.joined_ms, m.sender_name, m.sender_key, m.message_id, m.seq,
             m.timestamp_ms,
         )  # fmt: skip
-        self._accept(room, arrival, m.text, legacy=False)
+        return Opened(room, arrival, m.text, legacy=False)
 
-    def _receive_v2(self, room: Room, payload: bytes) -> None:
-        """A version 2 batch: for now presence and member keys (docs/protocol.md §20)."""
+    def _open_v2(self, room: Room, payload: bytes) -> None:
+        """A version 2 batch: for now presence and member keys (docs/protocol.md §20).
+
+        They are not messages: handled here, at once, and nothing is stored as one.
+        """
         keys = room.epoch
         if keys is None:  # pragma: no cover - guarded by the caller
             return
@@ -186,27 +245,28 @@ class Inbox:
                 self.drops.drop("unsupported_record", type(record).__name__)
         self.on_batch(room, batch, self.clock_ms())
 
-    def _receive_legacy(self, room: Room, key: legacy_codec.LegacyKey, payload: bytes) -> None:
+    def _open_legacy(
+        self, room: Room, key: legacy_codec.LegacyKey, payload: bytes
+    ) -> Opened | None:
         lm = self._opened(payload, lambda: legacy_codec.open_legacy(payload, key))
         if lm is None:
-            return
+            return None
         ts = lm.timestamp_s * 1000
         if not 0 <= ts <= MAX_TIMESTAMP_MS:
             self.drops.drop("undecryptable", "legacy timestamp out of range")
-            return
+            return None
         arrival = Arrival(
             room.name, room.joined_ms, lm.sender_name, None, legacy_id(payload), None, ts
         )
-        self._accept(room, arrival, lm.text, legacy=True)
+        return Opened(room, arrival, lm.text, legacy=True)
 
     def _accept(self, room: Room, arrival: Arrival, text: str, *, legacy: bool) -> None:
         """Judge an opened message by the receiving rules; store and show what they keep."""
-        verdict = judge(arrival, self.memory, own_key=self.identity.public_key)
+        verdict = judge(arrival, self.memory, own_key=self._own_key)
         if verdict.dropped is not None:
             self.drops.drop(verdict.dropped)
             return
         now = self.clock_ms()
-        self._apply_pinning(arrival, verdict, now)
         key = arrival.sender_key
         message = StoredMessage(
             room.name,
@@ -214,16 +274,27 @@ class Inbox:
             arrival.message_id.hex(),
             arrival.timestamp_ms,
             arrival.sender_name,
-            fingerprint(key) if key is not None else "",
+            self._fingerprint(key) if key is not None else "",
             verified=verdict.verified,
             own=verdict.own,
             legacy=legacy,
             text=text,
         )
+        self._apply_pinning(arrival, verdict, now)
         self.store.messages.insert(message)
         self.store.memory.remember(arrival.message_id, now, key, arrival.seq)
         room.last_seq = message.seq
-        self.events.publish(room.name, to_event(message))
+        if self._work.wants_events:
+            self._work.publish(room.name, to_event(message))
+
+    def _fingerprint(self, key: bytes) -> str:
+        """A sender's fingerprint, hashed once per key rather than once per message."""
+        fp = self._fingerprints.get(key)
+        if fp is None:
+            if len(self._fingerprints) >= FINGERPRINTS_CACHED:
+                self._fingerprints.clear()
+            fp = self._fingerprints[key] = fingerprint(key)
+        return fp
 
     def _apply_pinning(self, arrival: Arrival, verdict: Verdict, now_ms: int) -> None:
         room, sender = arrival.room, arrival.sender_name
@@ -234,8 +305,8 @@ class Inbox:
         if verdict.pending is not None:
             self.memory.set_pending(room, sender, verdict.pending)
         if verdict.key_changed and arrival.sender_key is not None:
-            fp = fingerprint(arrival.sender_key)
-            self.events.publish(
+            fp = self._fingerprint(arrival.sender_key)
+            self._work.publish(
                 room,
                 notice_event(
                     room,

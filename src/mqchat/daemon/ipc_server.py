@@ -59,6 +59,12 @@ def error_code(exc: MqchatError) -> int:
 
 MAX_BATCH = 256
 """Requests handled per batch; then the loop gets a turn (PUBACKs, events, other clients)."""
+MAX_BATCH_MESSAGES = 256
+"""Messages sent per batch (a ``send`` of N texts counts N), for the same reason: a
+message costs a signature, and the loop must not wait for thousands of them."""
+MAX_BATCH_BYTES = 1024 * 1024
+"""And requests of about this many bytes: a batch holds its texts in memory until its
+commit."""
 MAX_FRAME_BYTES = 512 * 1024
 """ZMQ_MAXMSGSIZE: a peer that sends a larger frame is disconnected by ZeroMQ. Above
 MAX_REQUEST_BYTES so that a request a little too large still gets an error reply."""
@@ -108,15 +114,14 @@ class IpcServer:
             self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
-        """Handle up to MAX_BATCH waiting requests as one batch (one commit), then yield."""
+        """Handle waiting requests as one batch (one commit), then yield to the loop.
+
+        A batch ends after MAX_BATCH requests, MAX_BATCH_MESSAGES messages sent or
+        MAX_BATCH_BYTES of requests, so PUBACKs, received payloads and other clients
+        get a turn in between.
+        """
         self._drain_scheduled = False
-        batch: list[list[bytes]] = []
-        while len(batch) < MAX_BATCH and self._readable():
-            frames = self._receive()
-            if frames is not None:
-                batch.append(frames)
-        if batch:
-            self._handle_batch(batch)
+        self._handle_batch()
         if self._readable():
             self._schedule_drain()  # more waiting: after the loop's other work
 
@@ -163,19 +168,31 @@ class IpcServer:
         if self._readable():
             self._schedule_drain()
 
-    def _handle_batch(self, batch: list[list[bytes]]) -> None:
+    def _handle_batch(self) -> None:
         replies: list[tuple[list[bytes], Request | None, bytes]] = []
         try:
             with self._work.batch():
-                for frames in batch:
+                requests = messages = size = 0
+                while (
+                    requests < MAX_BATCH
+                    and messages < MAX_BATCH_MESSAGES
+                    and size < MAX_BATCH_BYTES
+                    and self._readable()
+                ):
+                    requests += 1
+                    frames = self._receive()
+                    if frames is None:
+                        continue
+                    size += len(frames[-1])
                     if len(frames) < 2:
                         self._drops.drop("bad_request", "no routing envelope")
                         continue
-                    answer = self._handle(frames[:-1], frames[-1])
+                    answer, weight = self._handle(frames[:-1], frames[-1])
+                    messages += weight
                     if answer is not None:
                         replies.append(answer)
         except Exception:
-            log.exception("could not store a batch of %d requests", len(batch))
+            log.exception("could not store a batch of %d requests", len(replies))
             replies = [
                 (
                     env,
@@ -191,24 +208,29 @@ class IpcServer:
 
     def _handle(
         self, envelope: list[bytes], body: bytes
-    ) -> tuple[list[bytes], Request | None, bytes] | None:
-        """The reply to send once the batch is committed; None when a task replies."""
+    ) -> tuple[tuple[list[bytes], Request | None, bytes] | None, int]:
+        """(the reply to send once the batch is committed, or None when a task
+        replies; how many messages the request sent, at least 1)."""
         try:
             req = decode_request(body)
         except IpcError as exc:
             self._drops.drop("bad_request", exc.message)
             req_id = exc.data if isinstance(exc.data, str | int) else None
-            return envelope, None, encode_error(req_id, exc.code, exc.message)
+            return (envelope, None, encode_error(req_id, exc.code, exc.message)), 1
+        texts = req.params.get("texts") if req.method == "send" else None
+        weight = len(texts) if texts else 1
         try:
-            result = self._service.call(req)
+            # A part of the batch: if the request fails, nothing it wrote stays.
+            with self._work.part():
+                result = self._service.call(req)
         except Exception as exc:
-            return envelope, req, self._error_reply(req, exc)
+            return (envelope, req, self._error_reply(req, exc)), weight
         if inspect.isawaitable(result):
             task = asyncio.create_task(self._finish(envelope, req, result), name=req.method)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            return None
-        return envelope, req, encode_result(req.id, result)
+            return None, weight
+        return (envelope, req, encode_result(req.id, result)), weight
 
     async def _finish(self, envelope: list[bytes], req: Request, pending: Any) -> None:
         try:

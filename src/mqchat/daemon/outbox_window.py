@@ -27,6 +27,8 @@ WINDOW = 100
 """Outbox entries the broker link holds at once (fewer if the broker's Receive
 Maximum says so); PUBACKs make room for more."""
 PAGE = 256
+FORGET_AFTER = 256
+"""Entries PUBACK'd that are removed from the outbox in one transaction."""
 
 
 class OutboxWindow:
@@ -48,6 +50,7 @@ class OutboxWindow:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         self._handed: set[int] = set()  # outbox ids paho holds
         self._published: list[int] = []  # outbox ids whose PUBACK came, not yet removed
+        self._refill_scheduled = False
         self._refusals: dict[int, str] = {}  # outbox id -> the broker's reason
         self._cursor = 0  # the newest outbox id handed over since the last connection
         self._generation = 0  # the link's paho client that holds what we handed
@@ -58,6 +61,7 @@ class OutboxWindow:
         return len(self._inflight)
 
     def status(self) -> dict[str, Any]:
+        self._forget_published()
         last = self.last_refusal
         return {
             "outbox": self._store.outbox.depth(),
@@ -67,6 +71,7 @@ class OutboxWindow:
 
     def set_connected(self, connected: bool) -> None:
         self.connected = connected
+        self._forget_published()  # before the cursor goes back to the oldest entry
         if not connected:
             return
         if self.link is not None and self.link.generation != self._generation:
@@ -87,7 +92,9 @@ class OutboxWindow:
             return  # paho holds nothing while offline
         window = min(WINDOW, self.link.receive_maximum)
         while len(self._handed) < window:
-            page = self._store.outbox.after(self._cursor, PAGE)
+            # Only as many as there is room for: on a PUBACK that is one entry,
+            # not a page of payloads read to hand over one of them.
+            page = self._store.outbox.after(self._cursor, min(PAGE, window - len(self._handed)))
             if not page:
                 return
             for entry in page:
@@ -112,10 +119,11 @@ class OutboxWindow:
             self._refused(entry_id, refusal)
             return
         self._refusals.pop(entry_id, None)
-        if not self._published:
-            asyncio.get_running_loop().call_soon(self._forget_published)
+        if not self._refill_scheduled:
+            # Once per loop pass for all the PUBACKs that came in it.
+            self._refill_scheduled = True
+            asyncio.get_running_loop().call_soon(self._refill)
         self._published.append(entry_id)
-        self.fill()
 
     def _refused(self, entry_id: int, reason: str) -> None:
         """The broker took the message but would not publish it (an ACL, a quota)."""
@@ -136,7 +144,21 @@ class OutboxWindow:
                 ),
             )
 
+    def _refill(self) -> None:
+        """Hand the link as many entries as were PUBACK'd, and now and then remove them.
+
+        Entries PUBACK'd are removed FORGET_AFTER at a time, or when nothing is in
+        flight any more: a transaction each loop pass cost the sender more than
+        anything but its signatures. One that is still there after a crash goes
+        again, and its receivers drop it as a duplicate.
+        """
+        self._refill_scheduled = False
+        if len(self._published) >= FORGET_AFTER or not self._inflight:
+            self._forget_published()
+        self.fill()
+
     def _forget_published(self) -> None:
-        """Remove every entry PUBACK'd since the last pass, in one transaction."""
-        done, self._published = self._published, []
-        self._store.outbox.remove(done)
+        """Remove every entry PUBACK'd and not removed yet, in one transaction."""
+        if self._published:
+            done, self._published = self._published, []
+            self._store.outbox.remove(done)

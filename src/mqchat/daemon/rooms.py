@@ -161,7 +161,9 @@ class RoomRegistry:
             self._by_topic.pop(topic, None)
 
     def get(self, name: str) -> Room | None:
-        return self._by_name.get(normalize_room(name))
+        # A joined room's name is normalised already, and normalising is the same
+        # again: a name found as it is needs no Unicode work (issue 14).
+        return self._by_name.get(name) or self._by_name.get(normalize_room(name))
 
     def require(self, name: str) -> Room:
         room = self.get(name)

@@ -5,7 +5,10 @@ the ``OutboxWindow``, transactions in the ``UnitOfWork``; payloads from the
 broker go to ``mqchat.daemon.inbox``. Everything here runs on the event loop
 thread. Handlers are synchronous except ``join`` (its key derivation runs on the
 ``KeyDerivation`` thread), so one client's requests are handled in the order they
-arrive: a stream of ``send`` keeps its order.
+arrive: a stream of ``send`` keeps its order. The IPC server runs each request as
+a part of its batch (mqchat.daemon.unit_of_work): what a handler writes is staged
+and written with the batch, and a handler that raises leaves nothing behind.
+Handlers read before they write (a read may write what the batch staged so far).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.state import SeqReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
 from mqchat.daemon.unit_of_work import UnitOfWork
-from mqchat.errors import NothingToTrust, UsageError
+from mqchat.errors import MessageTooLong, NothingToTrust, UsageError
 from mqchat.protocol import envelope
 from mqchat.protocol import legacy as legacy_codec
 from mqchat.protocol.fingerprints import MIN_FINGERPRINT_DIGITS, fingerprint_digits
@@ -80,6 +83,9 @@ class ChatService:
         # Past every number reserved before, whatever the database remembers.
         self._seq_floor = self._seqs.reserved
         self._send_seq = self._stored_send_seq()
+        # Computed once: every message we send carries them.
+        self._own_key = identity.public_key
+        self._own_fp = identity.fingerprint
         work.on_rollback(self._reload_counters)
 
     def _stored_send_seq(self) -> int:
@@ -149,20 +155,23 @@ class ChatService:
 
     # ------------------------------------------------------------------ rooms
     async def rpc_join(
-        self, room: str, passphrase: str, cipher: str, legacy: bool, weak: bool
+        self, room: str, passphrase: str, cipher: str | None, legacy: bool, weak: bool
     ) -> dict[str, Any]:
+        """Join a room. Without ``cipher``: a new room uses the default, a legacy room
+        fernet, and a room joined already keeps the cipher it has."""
         name = normalize_room(room)
-        envelope.check_cipher(cipher)
+        if cipher is not None:
+            envelope.check_cipher(cipher)
         now = self.clock_ms()
         if legacy:
-            if cipher != "fernet":
+            if cipher not in (None, "fernet"):
                 raise UsageError("legacy rooms use fernet, as the original program does")
             new = Room.legacy_room(name, legacy_codec.legacy_key(passphrase), joined_ms=now)
         else:
             keys = await self.kdf.derive(passphrase, name, DEFAULT_KDF, weak=weak)
             new = Room.passphrase_room(
                 name,
-                cipher,
+                cipher or envelope.DEFAULT_CIPHER,
                 keys,
                 DEFAULT_KDF,
                 self.settings.topic_prefix,
@@ -176,7 +185,8 @@ class ChatService:
                     f"you have already joined {name!r} with another passphrase or mode; "
                     f"run `chatctl leave {name}` first"
                 )
-            old.cipher = new.cipher
+            if cipher is not None:
+                old.cipher = cipher
             self.store.rooms.save(old.to_record())
             return {**_room_info(old), "joined": False}
         new.last_seq = self.store.messages.last_seq(name)
@@ -201,52 +211,98 @@ class ChatService:
         if self.link is not None:
             for topic in r.topics:
                 self.link.unsubscribe(topic)
-        self.events.publish(r.name, notice_event(r.name, "left", f"left {r.name}"))
+        self.work.publish(r.name, notice_event(r.name, "left", f"left {r.name}"))
         return {"room": r.name, "left": True}
 
     # ------------------------------------------------------------------ sending
-    def rpc_send(self, room: str, text: str) -> dict[str, Any]:
+    def rpc_send(
+        self, room: str, text: str | None = None, texts: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Send ``text``, or each of ``texts`` in order (docs/ipc.md, ``send``).
+
+        Everything that can fail (checks, sealing, reserving seq numbers) comes
+        first; only then are the messages staged, all of them or none, so a send
+        that fails leaves nothing behind.
+        """
         r = self.rooms.require(room)
-        check_text(text)
+        many = texts is not None
+        wanted = texts if texts is not None else [text or ""]
+        for i, one in enumerate(wanted):
+            try:
+                check_text(one)
+            except (MessageTooLong, UsageError) as exc:
+                if not many:
+                    raise
+                raise type(exc)(f"texts[{i}]: {exc.message}") from None
         now = self.clock_ms()
-        seq = self._send_seq
-        own_key: bytes | None = None
-        if r.legacy_key is not None:
-            payload = legacy_codec.seal_legacy(
-                r.legacy_key, self.name, text, timestamp_s=now // 1000, iv=self.random(16)
+        sealed = self._seal_all(r, wanted, now)
+        first_seq = r.last_seq + 1
+        messages = [
+            StoredMessage(
+                r.name, first_seq + i, id_bytes.hex(), now, self.name, fp, True, True,
+                r.legacy, one,
             )
-            id_bytes, fp = legacy_id(payload), ""
-        elif r.keys is not None:
+            for i, (one, (id_bytes, _, _, fp)) in enumerate(zip(wanted, sealed, strict=True))
+        ]  # fmt: skip
+        events = [to_event(m) for m in messages] if self.work.wants_events else []
+        for message, (id_bytes, payload, seq, _) in zip(messages, sealed, strict=True):
+            self.store.messages.insert(message)
+            self.store.outbox.add(OutboxEntry(0, r.name, r.topic, r.qos, payload))
+            # Our own (key, seq) too: a replay of our message after its id left
+            # the seen-id memory is still refused.
+            own_key = self._own_key if seq is not None else None
+            self.store.memory.remember(id_bytes, now, own_key, seq)
+        last_seq = sealed[-1][2]
+        if last_seq is not None:  # legacy messages have none
+            self._send_seq = last_seq
+            self.store.meta.set(SEND_SEQ_KEY, str(last_seq))
+        r.last_seq = messages[-1].seq
+        for event in events:
+            self.work.publish(r.name, event)
+        self.outbox.fill()
+        queued = not self.outbox.connected
+        if not many:
+            last = messages[-1]
+            return {"room": r.name, "seq": last.seq, "id": last.id, "queued": queued}
+        return {
+            "room": r.name,
+            "count": len(messages),
+            "seqs": [m.seq for m in messages],
+            "ids": [m.id for m in messages],
+            "queued": queued,
+        }
+
+    def _seal_all(
+        self, r: Room, texts: list[str], now: int
+    ) -> list[tuple[bytes, bytes, int | None, str]]:
+        """(message id, payload, seq or None, fingerprint) of each text, in order."""
+        sealed: list[tuple[bytes, bytes, int | None, str]] = []
+        if r.legacy_key is not None:
+            for one in texts:
+                payload = legacy_codec.seal_legacy(
+                    r.legacy_key, self.name, one, timestamp_s=now // 1000, iv=self.random(16)
+                )
+                sealed.append((legacy_id(payload), payload, None, ""))
+            return sealed
+        keys = r.keys
+        if keys is None:  # pragma: no cover - a Room always has one of the two
+            raise ValueError("room without key")
+        seq = self._send_seq
+        self._seqs.cover(seq + len(texts))
+        for one in texts:
             seq += 1
-            self._seqs.cover(seq)
             id_bytes, payload = envelope.seal(
-                r.keys,
+                keys,
                 self.identity,
                 name=self.name,
-                text=text,
+                text=one,
                 seq=seq,
                 timestamp_ms=now,
                 random=self.random,
                 cipher=r.cipher,
             )
-            fp, own_key = self.identity.fingerprint, self.identity.public_key
-        message = StoredMessage(
-            r.name, r.last_seq + 1, id_bytes.hex(), now, self.name, fp, True, True, r.legacy, text
-        )
-        # A savepoint inside the batch: a send that fails half-way leaves nothing.
-        with self.store.transaction():
-            self.store.messages.insert(message)
-            self.store.outbox.add(OutboxEntry(0, r.name, r.topic, r.qos, payload))
-            # Our own (key, seq) too: a replay of our message after its id left
-            # the seen-id memory is still refused.
-            self.store.memory.remember(id_bytes, now, own_key, seq if own_key else None)
-            self.store.meta.set(SEND_SEQ_KEY, str(seq))
-        self._send_seq = seq
-        r.last_seq = message.seq
-        self.events.publish(r.name, to_event(message))
-        self.outbox.fill()
-        queued = not self.outbox.connected
-        return {"room": r.name, "seq": message.seq, "id": message.id, "queued": queued}
+            sealed.append((id_bytes, payload, seq, self._own_fp))
+        return sealed
 
     # ------------------------------------------------------------------ trust
     def rpc_trust(self, room: str, name: str, fingerprint: str | None) -> dict[str, Any]:
@@ -283,7 +339,7 @@ class ChatService:
         key = _key_named(r.name, sender, fingerprint, [k for k, *_ in seen])
         self.store.memory.set_pin(r.name, sender, key)
         fp = key_fingerprint(key)
-        self.events.publish(
+        self.work.publish(
             r.name,
             notice_event(
                 r.name, "trusted", f"trusted {sender}'s key", sender=sender, fingerprint=fp

@@ -19,7 +19,9 @@ CIPHER_NAMES: Final[dict[int, str]] = {v: k for k, v in CIPHER_IDS.items()}
 CIPHERS: Final[tuple[str, ...]] = tuple(CIPHER_IDS)
 """The names, in the order help texts list them."""
 
-DEFAULT_CIPHER: Final = "fernet"
+DEFAULT_CIPHER: Final = "aes-256-gcm"
+"""What a new room uses unless told otherwise. Every version 1 receiver opens all
+three, so a room can change cipher (or its members differ) without losing anyone."""
 """What a version 1 room sends with unless ``join --cipher`` says otherwise."""
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -41,9 +40,27 @@ def associated_data(cipher_id: int, tag: str) -> bytes:
     return AD_LABEL + bytes([WIRE_VERSION, cipher_id]) + tag.encode()
 
 
-@lru_cache(maxsize=4096)
-def _key(message_key: bytes, cipher: str) -> bytes:
-    return cipher_key(message_key, cipher)
+Aead = AESGCM | ChaCha20Poly1305
+
+
+def _fernet(keys: RoomKeys) -> tuple[bytes, Fernet]:
+    """The room's Fernet key and a Fernet object for it, built once per room."""
+    cached: tuple[bytes, Fernet] | None = keys.ciphers.get("fernet")
+    if cached is None:
+        key = cipher_key(keys.message_key, "fernet")
+        cached = keys.ciphers["fernet"] = (key, Fernet(base64.urlsafe_b64encode(key)))
+    return cached
+
+
+def _aead(keys: RoomKeys, cipher: str) -> Aead:
+    """The room's AEAD object for ``cipher``, built once per room (a key schedule each)."""
+    aead: Aead | None = keys.ciphers.get(cipher)
+    if aead is None:
+        key = cipher_key(keys.message_key, cipher)
+        aead = keys.ciphers[cipher] = (
+            AESGCM(key) if cipher == "aes-256-gcm" else ChaCha20Poly1305(key)
+        )
+    return aead
 
 
 def seal(
@@ -69,17 +86,16 @@ def seal(
         seq=seq,
         timestamp_ms=timestamp_ms,
     )
-    key = _key(keys.message_key, cipher)
     header = bytes([WIRE_VERSION, cipher_id])
     if cipher == "fernet":
         # Fernet's public encrypt() reads the clock and os.urandom itself; the
         # protocol takes both from the caller so that known answers can be pinned.
         body = fernet_token.seal_text(
-            key, plain, timestamp_s=timestamp_ms // 1000, iv=random(FERNET_IV_BYTES)
+            _fernet(keys)[0], plain, timestamp_s=timestamp_ms // 1000, iv=random(FERNET_IV_BYTES)
         )
     else:
         nonce = random(NONCE_BYTES)
-        aead = AESGCM(key) if cipher == "aes-256-gcm" else ChaCha20Poly1305(key)
+        aead = _aead(keys, cipher)
         body = nonce + aead.encrypt(nonce, plain, associated_data(cipher_id, keys.tag))
     payload = header + body
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -98,7 +114,6 @@ def open_payload(payload: bytes, keys: RoomKeys) -> tuple[str, inner.Message]:
     cipher = CIPHER_NAMES.get(payload[1])
     if cipher is None:
         raise ProtocolError(f"cipher id {payload[1]} is not supported")
-    key = _key(keys.message_key, cipher)
     body = payload[2:]
     try:
         if cipher == "fernet":
@@ -107,12 +122,11 @@ def open_payload(payload: bytes, keys: RoomKeys) -> tuple[str, inner.Message]:
             # Accept only the canonical one, as a strict decoder elsewhere would.
             if base64.urlsafe_b64encode(base64.urlsafe_b64decode(body)) != body:
                 raise ProtocolError("Fernet token is not canonical base64url")
-            plain = Fernet(base64.urlsafe_b64encode(key)).decrypt(body)
+            plain = _fernet(keys)[1].decrypt(body)
         else:
             if len(body) < NONCE_BYTES + 16:
                 raise ProtocolError("payload is truncated")
-            aead = AESGCM(key) if cipher == "aes-256-gcm" else ChaCha20Poly1305(key)
-            plain = aead.decrypt(
+            plain = _aead(keys, cipher).decrypt(
                 body[:NONCE_BYTES], body[NONCE_BYTES:], associated_data(payload[1], keys.tag)
             )
     except (InvalidToken, InvalidTag, binascii.Error, ValueError, TypeError) as exc:

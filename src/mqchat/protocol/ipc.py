@@ -15,6 +15,9 @@ MAX_REQUEST_BYTES: Final = 256 * 1024
 MAX_INT: Final = 2**63 - 1
 """Every integer param fits SQLite's signed 64-bit integers (and is at least 0)."""
 MAX_HISTORY: Final = 100_000
+MAX_SEND_TEXTS: Final = 256
+"""Texts one ``send`` request may carry. chatd handles a request in one go, so this
+bounds how long one request keeps it from its other clients and the broker."""
 
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -36,13 +39,17 @@ METHODS: Final[dict[str, _ParamSpec]] = {
     "join": {
         "room": (str, True, None),
         "passphrase": (str, True, None),
-        "cipher": (str, False, "fernet"),
+        "cipher": (str, False, None),  # None: the default for a new room (docs/ipc.md)
         "legacy": (bool, False, False),
         "weak": (bool, False, False),
     },
     "leave": {"room": (str, True, None)},
     "who": {"room": (str, True, None)},
-    "send": {"room": (str, True, None), "text": (str, True, None)},
+    "send": {
+        "room": (str, True, None),
+        "text": (str, False, None),
+        "texts": (list, False, None),
+    },
     "history": {
         "room": (str, True, None),
         "limit": (int, False, None),
@@ -72,7 +79,12 @@ def _check_value(method: str, name: str, value: Any, kind: type) -> None:
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
         raise IpcError(INVALID_PARAMS, f"param {name!r} must be of type {kind.__name__}")
-    if kind is int:
+    if kind is list:  # the only list param: send's texts
+        if not 1 <= len(value) <= MAX_SEND_TEXTS:
+            raise IpcError(INVALID_PARAMS, f"param {name!r} must hold 1 to {MAX_SEND_TEXTS} texts")
+        for item in value:
+            _check_value(method, name, item, str)
+    elif kind is int:
         low, high = INT_RANGES.get((method, name), (0, MAX_INT))
         if not low <= value <= high:
             raise IpcError(INVALID_PARAMS, f"param {name!r} must be between {low} and {high}")
@@ -102,6 +114,10 @@ def _validate_params(method: str, params: Any) -> dict[str, Any]:
             continue
         _check_value(method, name, params[name], kind)
         out[name] = params[name]
+    if method == "send":
+        if (out["text"] is None) == (out["texts"] is None):
+            raise IpcError(INVALID_PARAMS, "send takes one of the params 'text' and 'texts'")
+        del out["texts" if out["texts"] is None else "text"]  # the one given goes on
     return out
 
 

@@ -71,6 +71,11 @@ class RoomKeys:
 
     message_key: bytes = field(repr=False)
     topic_key: bytes = field(repr=False)
+    ciphers: dict[str, Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    """Cipher objects built from ``message_key`` (mqchat.protocol.envelope fills it):
+    held here so that they go when the room's keys go, on ``leave``."""
 
     @cached_property
     def tag(self) -> str:

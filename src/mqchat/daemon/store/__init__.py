@@ -3,26 +3,28 @@
 ``Store`` opens the one connection and holds a small object per concern:
 ``meta``, ``rooms``, ``messages``, ``outbox`` and ``memory`` (what a receiver
 remembers: seen ids, sequence numbers, pins). Each method that changes state
-commits before it returns unless it runs inside ``transaction()``, so what a
-caller was told is stored survives a killed daemon. The WAL is checkpointed by
-a ``Checkpointer`` that the daemon starts and stops itself.
+commits before it returns unless it runs inside ``batch()``, whose writes are
+staged and written together just before its commit (mqchat.daemon.store.staging);
+so what a caller was told is stored survives a killed daemon. The WAL is
+checkpointed by a ``Checkpointer`` that the daemon starts and stops itself.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mqchat.daemon.store.connection import Checkpointer, is_failure, open_database, transaction
+from mqchat.daemon.store.connection import Checkpointer, is_failure, open_database
 from mqchat.daemon.store.memory import ReceiverMemory
 from mqchat.daemon.store.messages import Messages
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord, StoredMessage
+from mqchat.daemon.store.staging import Mark, Staging
 from mqchat.daemon.store.tables import Member, Members, Meta, Outbox, Rooms
 
 __all__ = [
     "Checkpointer",
+    "Mark",
     "Member",
     "OutboxEntry",
     "RoomRecord",
@@ -36,17 +38,31 @@ class Store:
     def __init__(self, path: Path, retention: int) -> None:
         self.path = path
         self._db = open_database(path)
-        self.meta = Meta(self._db)
-        self.rooms = Rooms(self._db)
-        self.messages = Messages(self._db, retention)
-        self.outbox = Outbox(self._db)
-        self.memory = ReceiverMemory(self._db)
+        self._staging = Staging(self._db)
+        self.meta = Meta(self._db, self._staging)
+        self.rooms = Rooms(self._db, self._staging)
+        self.messages = Messages(self._db, retention, self._staging)
+        self.outbox = Outbox(self._db, self._staging)
+        self.memory = ReceiverMemory(self._db, self._staging)
         self.members = Members(self._db)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with transaction(self._db) as db:
-            yield db
+    def batch(self) -> Iterator[None]:
+        """One transaction; the tables stage their writes and write them at its end."""
+        with self._staging.batch():
+            yield
+
+    def mark(self) -> Mark:
+        """Where the batch's staged writes end now; ``undo`` forgets what came after."""
+        return self._staging.mark()
+
+    def undo(self, mark: Mark) -> None:
+        self._staging.undo(mark)
+
+    def flush(self) -> None:
+        """Write the batch's staged rows now (a savepoint): a failure here leaves them
+        staged, for the part that staged them to undo."""
+        self._staging.flush()
 
     def close(self) -> None:
         self._db.close()  # the last connection to close checkpoints what is left

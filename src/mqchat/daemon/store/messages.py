@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 from mqchat.daemon.store.records import StoredMessage
+from mqchat.daemon.store.staging import Staging
 
 HISTORY_PAGE_MESSAGES = 1000
 HISTORY_PAGE_BYTES = 1024 * 1024
@@ -22,13 +23,18 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
 
 
 class Messages:
-    def __init__(self, db: sqlite3.Connection, retention: int) -> None:
+    """Inside a batch, rows are staged and written with one statement at its end;
+    retention is applied then, once per room the batch touched."""
+
+    def __init__(self, db: sqlite3.Connection, retention: int, staging: Staging) -> None:
         self._db = db
         self.retention = retention
+        self._staging = staging
+        self._staged: list[tuple[Any, ...]] = []
+        staging.register(self)
 
     def insert(self, m: StoredMessage) -> None:
-        self._db.execute(
-            f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._staged.append(
             (
                 m.room,
                 m.seq,
@@ -40,22 +46,54 @@ class Messages:
                 m.own,
                 m.legacy,
                 m.text,
-            ),
-        )
-        # Every insert, so a tail never shows more than ``retention`` messages;
-        # it is one seek on the primary key, and removes what a lowered
-        # retention left behind too.
-        if m.seq > self.retention:
-            self._db.execute(
-                "DELETE FROM messages WHERE room = ? AND seq <= ?",
-                (m.room, m.seq - self.retention),
             )
+        )
+        self._staging.settle()
+
+    # staged writes (mqchat.daemon.store.staging) ---------------------------
+    def staged(self) -> bool:
+        return bool(self._staged)
+
+    def mark(self) -> int:
+        return len(self._staged)
+
+    def undo(self, mark: int) -> None:
+        del self._staged[mark:]
+
+    def write(self, db: sqlite3.Connection) -> None:
+        if not self._staged:
+            return
+        db.executemany(
+            f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._staged,
+        )
+        newest: dict[str, int] = {}
+        for row in self._staged:
+            room, seq = row[0], row[1]
+            if seq > newest.get(room, 0):
+                newest[room] = seq
+        # Every batch, so a tail never shows more than ``retention`` messages;
+        # one seek on the primary key per room, and it removes what a lowered
+        # retention left behind too.
+        for room, seq in newest.items():
+            if seq > self.retention:
+                db.execute(
+                    "DELETE FROM messages WHERE room = ? AND seq <= ?",
+                    (room, seq - self.retention),
+                )
+
+    def written(self) -> None:
+        self._staged.clear()
+
+    forget = written
 
     def last_seq(self, room: str) -> int:
+        self._staging.flush()
         row = self._db.execute("SELECT MAX(seq) FROM messages WHERE room = ?", (room,)).fetchone()
         return int(row[0] or 0)
 
     def count(self, room: str) -> int:
+        self._staging.flush()
         row = self._db.execute("SELECT COUNT(*) FROM messages WHERE room = ?", (room,)).fetchone()
         return int(row[0])
 
@@ -70,6 +108,7 @@ class Messages:
         HISTORY_PAGE_BYTES, so memory does not grow with a room's history; the
         caller asks again with ``since`` = the last seq it got.
         """
+        self._staging.flush()  # a batch's own messages too: its events come after the commit
         if since is None:
             since = self._start_of_last(room, limit)
         wanted = HISTORY_PAGE_MESSAGES if limit is None else min(limit, HISTORY_PAGE_MESSAGES)

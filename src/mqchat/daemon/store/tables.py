@@ -8,31 +8,62 @@ from typing import NamedTuple
 
 from mqchat.daemon.store.connection import transaction
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord
+from mqchat.daemon.store.staging import Staging
 
 
 class Meta:
-    """Key-value settings of the state dir: schema version, client id, send seq."""
+    """Key-value settings of the state dir: schema version, client id, send seq.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    A value set in a batch is written once at its end, however often it was set.
+    """
+
+    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
         self._db = db
+        self._staging = staging
+        self._staged: list[tuple[str, str]] = []
+        staging.register(self)
 
     def get(self, key: str) -> str | None:
+        for k, value in reversed(self._staged):
+            if k == key:
+                return value
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set(self, key: str, value: str) -> None:
-        self._db.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        self._staged.append((key, value))
+        self._staging.settle()
+
+    # staged writes (mqchat.daemon.store.staging) ---------------------------
+    def staged(self) -> bool:
+        return bool(self._staged)
+
+    def mark(self) -> int:
+        return len(self._staged)
+
+    def undo(self, mark: int) -> None:
+        del self._staged[mark:]
+
+    def write(self, db: sqlite3.Connection) -> None:
+        if self._staged:
+            db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                dict(self._staged).items(),
+            )
+
+    def written(self) -> None:
+        self._staged.clear()
+
+    forget = written
 
 
 class Rooms:
     """Joined rooms, with their keys (derived, never the passphrase)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
         self._db = db
+        self._staging = staging
 
     def all(self) -> list[RoomRecord]:
         rows = self._db.execute(
@@ -62,7 +93,8 @@ class Rooms:
             )
 
     def delete(self, name: str) -> None:
-        """Forget a room and what it still had to send."""
+        """Forget a room and what it still had to send (sent earlier in this batch too)."""
+        self._staging.flush()
         with transaction(self._db) as db:
             db.execute("DELETE FROM rooms WHERE name = ?", (name,))
             db.execute("DELETE FROM outbox WHERE room = ?", (name,))
@@ -71,18 +103,20 @@ class Rooms:
 class Outbox:
     """Payloads sent but not yet acknowledged by the broker (PUBACK), oldest first."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
         self._db = db
+        self._staging = staging
+        self._staged: list[tuple[str, str, int, bytes]] = []
+        staging.register(self)
 
-    def add(self, entry: OutboxEntry) -> int:
-        cur = self._db.execute(
-            "INSERT INTO outbox (room, topic, qos, payload) VALUES (?, ?, ?, ?)",
-            (entry.room, entry.topic, entry.qos, entry.payload),
-        )
-        return int(cur.lastrowid or 0)
+    def add(self, entry: OutboxEntry) -> None:
+        """Queue a payload; it gets its id (its place in the queue) when written."""
+        self._staged.append((entry.room, entry.topic, entry.qos, entry.payload))
+        self._staging.settle()
 
     def after(self, entry_id: int, limit: int) -> list[OutboxEntry]:
         """Up to ``limit`` entries with an id above ``entry_id``, oldest first."""
+        self._staging.flush()
         rows = self._db.execute(
             "SELECT id, room, topic, qos, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
             (entry_id, limit),
@@ -94,11 +128,33 @@ class Outbox:
         return None if row is None else str(row[0])
 
     def depth(self) -> int:
+        self._staging.flush()
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def remove(self, entry_ids: list[int]) -> None:
         with transaction(self._db) as db:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in entry_ids])
+
+    # staged writes (mqchat.daemon.store.staging) ---------------------------
+    def staged(self) -> bool:
+        return bool(self._staged)
+
+    def mark(self) -> int:
+        return len(self._staged)
+
+    def undo(self, mark: int) -> None:
+        del self._staged[mark:]
+
+    def write(self, db: sqlite3.Connection) -> None:
+        if self._staged:
+            db.executemany(
+                "INSERT INTO outbox (room, topic, qos, payload) VALUES (?, ?, ?, ?)", self._staged
+            )
+
+    def written(self) -> None:
+        self._staged.clear()
+
+    forget = written
 
 
 class Member(NamedTuple):

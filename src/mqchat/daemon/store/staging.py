@@ -1,0 +1,138 @@
+"""Writes held back for the batch in progress, then written with one statement per table.
+
+chatd handles requests and received payloads in batches, one transaction each
+(mqchat.daemon.unit_of_work). Inside a batch the tables only *stage* what a
+message writes (its row, its outbox entry, its seen id and seq...); the batch
+writes each table's rows with one ``executemany`` just before its commit, and
+per-batch work (retention, the send seq, high-water marks) once. Outside a
+batch, a write is staged and written at once, in a transaction of its own, so
+what a caller was told is stored is committed either way.
+
+Each request or payload is a *part* of its batch: ``mark`` before it and
+``undo`` if it fails, and nothing it staged is written, while the parts before
+and after it are. Caches of what is committed (pins, high-water marks) are
+filled only from written rows and dropped by ``forget`` when a batch rolls
+back, so they never hold what the store does not.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple, Protocol
+
+from mqchat.daemon.store.connection import transaction
+
+
+class StagedTable(Protocol):
+    """What a table that stages rows does for the batch."""
+
+    def staged(self) -> bool:
+        """Whether anything waits to be written."""
+        ...
+
+    def mark(self) -> int:
+        """Where the staged rows end now (``undo`` goes back to it)."""
+        ...
+
+    def undo(self, mark: int) -> None:
+        """Forget what was staged since ``mark`` (a failed part)."""
+        ...
+
+    def write(self, db: sqlite3.Connection) -> None:
+        """Write every staged row (inside the caller's transaction); keep them staged."""
+        ...
+
+    def written(self) -> None:
+        """The rows were written: forget them, and let caches know what they hold now."""
+        ...
+
+    def forget(self) -> None:
+        """The batch rolled back: forget the staged rows and every cached value."""
+        ...
+
+
+class Mark(NamedTuple):
+    flushes: int
+    ends: tuple[int, ...]
+
+
+class Staging:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._tables: list[StagedTable] = []
+        self._marks: list[Callable[[], int]] = []
+        self._flushes = 0
+        self.active = False
+
+    def register(self, table: StagedTable) -> None:
+        self._tables.append(table)
+        self._marks.append(table.mark)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction: rows are staged while the block runs and written at its end.
+
+        If anything fails, the commit included, nothing of it is written and the
+        caches are dropped (they may hold values of the rolled-back rows).
+        """
+        if self.active:
+            yield
+            return
+        try:
+            with transaction(self._db):
+                self.active = True
+                yield
+                if self._staged():  # no savepoint: a failure rolls back the whole batch
+                    self._write_all(self._db)
+        except BaseException:
+            self.forget()
+            raise
+        finally:
+            self.active = False
+
+    def settle(self) -> None:
+        """Called by a table after staging: outside a batch, write it now and commit."""
+        if self.active:
+            return
+        try:
+            self.flush()
+        except BaseException:
+            self.forget()
+            raise
+
+    def flush(self) -> None:
+        """Write what is staged now (a savepoint inside the batch, else a transaction).
+
+        Reads that must see the batch's own rows (history, the outbox) call this
+        first; if the writes fail, the rows stay staged for the part to undo.
+        """
+        if self._staged():
+            with transaction(self._db) as db:
+                self._write_all(db)
+
+    def _staged(self) -> bool:
+        return any(table.staged() for table in self._tables)
+
+    def _write_all(self, db: sqlite3.Connection) -> None:
+        for table in self._tables:
+            table.write(db)
+        for table in self._tables:
+            table.written()
+        self._flushes += 1
+
+    def mark(self) -> Mark:
+        return Mark(self._flushes, tuple([mark() for mark in self._marks]))
+
+    def undo(self, mark: Mark) -> None:
+        """Forget what was staged since ``mark``. If a flush came in between, whatever
+        is staged now came after it, within the same part: all of it goes (what the
+        flush wrote stays: parts that write, then read, then fail are not undone)."""
+        flushed = mark.flushes != self._flushes
+        for table, end in zip(self._tables, mark.ends, strict=True):
+            table.undo(0 if flushed else end)
+
+    def forget(self) -> None:
+        for table in self._tables:
+            table.forget()
