@@ -40,6 +40,7 @@ from mqchat.daemon.events import EventPublisher  # noqa: E402
 from mqchat.daemon.inbox import Inbox  # noqa: E402
 from mqchat.daemon.key_derivation import KeyDerivation  # noqa: E402
 from mqchat.daemon.outbox_window import OutboxWindow  # noqa: E402
+from mqchat.daemon.presence import PresenceKeeper  # noqa: E402
 from mqchat.daemon.rooms import Room, RoomRegistry  # noqa: E402
 from mqchat.daemon.service import ChatService  # noqa: E402
 from mqchat.daemon.store import Store as RealStore  # noqa: E402
@@ -75,7 +76,7 @@ class Daemon:
         home.mkdir()
         settings = Settings(
             name="alice",
-            broker=parse_broker_url("mqtt://127.0.0.1:1"),
+            brokers=(parse_broker_url("mqtt://127.0.0.1:1"),),
             runtime_dir=home,
             state_dir=home,
         )
@@ -86,6 +87,16 @@ class Daemon:
         self.rooms = RoomRegistry()
         self.kdf = KeyDerivation()
         outbox = OutboxWindow(self.store, self.events, self.work, now_ms, self.rooms.names)
+        presence = PresenceKeeper(
+            store=self.store,
+            rooms=self.rooms,
+            events=self.events,
+            identity=identity,
+            name="alice",
+            interval_s=60,
+            clock_ms=now_ms,
+            random=os.urandom,
+        )
         self.service = ChatService(
             settings,
             self.store,
@@ -95,6 +106,7 @@ class Daemon:
             work=self.work,
             outbox=outbox,
             kdf=self.kdf,
+            presence=presence,
             drops=drops,
             clock_ms=now_ms,
         )
@@ -107,6 +119,7 @@ class Daemon:
             work=self.work,
             clock_ms=now_ms,
             on_fatal=sys.exit,
+            on_batch=presence.on_batch,
         )
         self.room = Room.passphrase_room(
             ROOM, CIPHER, keys, DEFAULT_KDF, "mqchat/v1", weak=False, joined_ms=now_ms()
