@@ -2,8 +2,8 @@
 
 One list for every part of mqchat: the envelope seals and opens with these ids,
 chatd checks a join's cipher against them, and chatctl offers their names as
-``join --cipher``'s choices. This module imports nothing, so that chatctl's
-fast path can read the names without loading cryptography.
+``join --cipher``'s choices. It imports nothing but mqchat.errors, so that
+chatctl's fast path can read the names without loading cryptography.
 """
 
 from __future__ import annotations
