@@ -6,7 +6,7 @@ import sqlite3
 from typing import Any
 
 from mqchat.daemon.store.records import StoredMessage
-from mqchat.daemon.store.staging import Staging
+from mqchat.daemon.store.staging import StagedRows, Staging
 
 HISTORY_PAGE_MESSAGES = 1000
 HISTORY_PAGE_BYTES = 1024 * 1024
@@ -22,16 +22,13 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
     )
 
 
-class Messages:
+class Messages(StagedRows):
     """Inside a batch, rows are staged and written with one statement at its end;
     retention is applied then, once per room the batch touched."""
 
     def __init__(self, db: sqlite3.Connection, retention: int, staging: Staging) -> None:
-        self._db = db
+        super().__init__(db, staging)
         self.retention = retention
-        self._staging = staging
-        self._staged: list[tuple[Any, ...]] = []
-        staging.register(self)
 
     def insert(self, m: StoredMessage) -> None:
         self._staged.append(
@@ -51,14 +48,6 @@ class Messages:
         self._staging.settle()
 
     # staged writes (mqchat.daemon.store.staging) ---------------------------
-    def staged(self) -> bool:
-        return bool(self._staged)
-
-    def mark(self) -> int:
-        return len(self._staged)
-
-    def undo(self, mark: int) -> None:
-        del self._staged[mark:]
 
     def write(self, db: sqlite3.Connection) -> None:
         if not self._staged:
@@ -81,11 +70,6 @@ class Messages:
                     "DELETE FROM messages WHERE room = ? AND seq <= ?",
                     (room, seq - self.retention),
                 )
-
-    def written(self) -> None:
-        self._staged.clear()
-
-    forget = written
 
     def last_seq(self, room: str) -> int:
         self._staging.flush()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mqchat.daemon.store.connection import transaction
 
@@ -51,6 +51,36 @@ class StagedTable(Protocol):
     def forget(self) -> None:
         """The batch rolled back: forget the staged rows and every cached value."""
         ...
+
+
+class StagedRows:
+    """A table whose staged rows are a plain list: everything of StagedTable but ``write``.
+
+    A subclass sets up ``_db`` and calls ``__init__`` with the batch's Staging.
+    """
+
+    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
+        self._db = db
+        self._staging = staging
+        self._staged: list[Any] = []
+        staging.register(self)
+
+    def staged(self) -> bool:
+        return bool(self._staged)
+
+    def mark(self) -> int:
+        return len(self._staged)
+
+    def undo(self, mark: int) -> None:
+        del self._staged[mark:]
+
+    def write(self, db: sqlite3.Connection) -> None:
+        raise NotImplementedError
+
+    def written(self) -> None:
+        self._staged.clear()
+
+    forget = written
 
 
 class Mark(NamedTuple):

@@ -8,25 +8,19 @@ from typing import NamedTuple
 
 from mqchat.daemon.store.connection import transaction
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord
-from mqchat.daemon.store.staging import Staging
+from mqchat.daemon.store.staging import StagedRows, Staging
 
 
-class Meta:
+class Meta(StagedRows):
     """Key-value settings of the state dir: schema version, client id, send seq.
 
     A value set in a batch is written once at its end, however often it was set.
     """
 
-    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
-        self._db = db
-        self._staging = staging
-        self._staged: list[tuple[str, str]] = []
-        staging.register(self)
-
     def get(self, key: str) -> str | None:
         for k, value in reversed(self._staged):
             if k == key:
-                return value
+                return str(value)
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
@@ -35,14 +29,6 @@ class Meta:
         self._staging.settle()
 
     # staged writes (mqchat.daemon.store.staging) ---------------------------
-    def staged(self) -> bool:
-        return bool(self._staged)
-
-    def mark(self) -> int:
-        return len(self._staged)
-
-    def undo(self, mark: int) -> None:
-        del self._staged[mark:]
 
     def write(self, db: sqlite3.Connection) -> None:
         if self._staged:
@@ -51,11 +37,6 @@ class Meta:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 dict(self._staged).items(),
             )
-
-    def written(self) -> None:
-        self._staged.clear()
-
-    forget = written
 
 
 class Rooms:
@@ -100,14 +81,8 @@ class Rooms:
             db.execute("DELETE FROM outbox WHERE room = ?", (name,))
 
 
-class Outbox:
+class Outbox(StagedRows):
     """Payloads sent but not yet acknowledged by the broker (PUBACK), oldest first."""
-
-    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
-        self._db = db
-        self._staging = staging
-        self._staged: list[tuple[str, str, int, bytes]] = []
-        staging.register(self)
 
     def add(self, entry: OutboxEntry) -> None:
         """Queue a payload; it gets its id (its place in the queue) when written."""
@@ -136,25 +111,12 @@ class Outbox:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in entry_ids])
 
     # staged writes (mqchat.daemon.store.staging) ---------------------------
-    def staged(self) -> bool:
-        return bool(self._staged)
-
-    def mark(self) -> int:
-        return len(self._staged)
-
-    def undo(self, mark: int) -> None:
-        del self._staged[mark:]
 
     def write(self, db: sqlite3.Connection) -> None:
         if self._staged:
             db.executemany(
                 "INSERT INTO outbox (room, topic, qos, payload) VALUES (?, ?, ?, ?)", self._staged
             )
-
-    def written(self) -> None:
-        self._staged.clear()
-
-    forget = written
 
 
 class Member(NamedTuple):
