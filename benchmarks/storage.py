@@ -34,15 +34,11 @@ for _path in (HERE, HERE.parent / "tests"):  # as run.py does: common needs test
 
 from common import Bench, Row, log  # noqa: E402 -- needs the path above
 from mqchat.config import Settings, parse_broker_url  # noqa: E402
+from mqchat.daemon.assembly import assemble_core  # noqa: E402
 from mqchat.daemon.broker import Incoming  # noqa: E402
 from mqchat.daemon.drops import DropCounter  # noqa: E402
 from mqchat.daemon.events import EventPublisher  # noqa: E402
-from mqchat.daemon.inbox import Inbox  # noqa: E402
-from mqchat.daemon.key_derivation import KeyDerivation  # noqa: E402
-from mqchat.daemon.outbox_window import OutboxWindow  # noqa: E402
-from mqchat.daemon.presence import PresenceKeeper  # noqa: E402
-from mqchat.daemon.rooms import Room, RoomRegistry  # noqa: E402
-from mqchat.daemon.service import ChatService  # noqa: E402
+from mqchat.daemon.rooms import Room  # noqa: E402
 from mqchat.daemon.store import Store as RealStore  # noqa: E402
 from mqchat.daemon.unit_of_work import UnitOfWork  # noqa: E402
 from mqchat.protocol import envelope  # noqa: E402
@@ -84,43 +80,11 @@ class Daemon:
         drops = DropCounter()
         self.events = EventPublisher(home / "ev.sock", drops)
         self.work = EventsWanted(self.store, self.events)
-        self.rooms = RoomRegistry()
-        self.kdf = KeyDerivation()
-        outbox = OutboxWindow(self.store, self.events, self.work, now_ms, self.rooms.names)
-        presence = PresenceKeeper(
-            store=self.store,
-            rooms=self.rooms,
-            events=self.events,
-            identity=identity,
-            name="alice",
-            interval_s=60,
-            clock_ms=now_ms,
-            random=os.urandom,
+        core = assemble_core(
+            settings, self.store, identity, self.events, drops, self.work, sys.exit, now_ms
         )
-        self.service = ChatService(
-            settings,
-            self.store,
-            identity,
-            rooms=self.rooms,
-            events=self.events,
-            work=self.work,
-            outbox=outbox,
-            kdf=self.kdf,
-            presence=presence,
-            drops=drops,
-            clock_ms=now_ms,
-        )
-        self.inbox = Inbox(
-            store=self.store,
-            identity=identity,
-            events=self.events,
-            drops=drops,
-            rooms=self.rooms,
-            work=self.work,
-            clock_ms=now_ms,
-            on_fatal=sys.exit,
-            on_batch=presence.on_batch,
-        )
+        self.rooms, self.kdf = core.rooms, core.kdf
+        self.service, self.inbox = core.service, core.inbox
         self.room = Room.passphrase_room(
             ROOM, CIPHER, keys, DEFAULT_KDF, "mqchat/v1", weak=False, joined_ms=now_ms()
         )

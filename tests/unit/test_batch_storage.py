@@ -24,15 +24,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mqchat.config import Settings, parse_broker_url
+from mqchat.daemon.assembly import assemble_core
 from mqchat.daemon.broker import Incoming
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher, iso_ts
-from mqchat.daemon.inbox import Inbox
-from mqchat.daemon.key_derivation import KeyDerivation
-from mqchat.daemon.outbox_window import OutboxWindow
-from mqchat.daemon.presence import PresenceKeeper
-from mqchat.daemon.rooms import Room, RoomRegistry
-from mqchat.daemon.service import ChatService
+from mqchat.daemon.rooms import Room
 from mqchat.daemon.store import Store
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import MessageTooLong
@@ -69,44 +65,19 @@ class Parts:
         self.drops = DropCounter()
         self.events = EventPublisher(home / "ev.sock", self.drops)
         self.work = UnitOfWork(self.store, self.events)
-        self.rooms = RoomRegistry()
         self.identity = SigningIdentity.generate(os.urandom)
-        self.kdf = KeyDerivation()
-        outbox = OutboxWindow(self.store, self.events, self.work, clock_ms, self.rooms.names)
-        presence = PresenceKeeper(
-            store=self.store,
-            rooms=self.rooms,
-            events=self.events,
-            identity=self.identity,
-            name="alice",
-            interval_s=60,
-            clock_ms=clock_ms,
-            random=os.urandom,
-        )
-        self.service = ChatService(
+        core = assemble_core(
             settings,
             self.store,
             self.identity,
-            rooms=self.rooms,
-            events=self.events,
-            work=self.work,
-            outbox=outbox,
-            kdf=self.kdf,
-            presence=presence,
-            drops=self.drops,
-            clock_ms=clock_ms,
+            self.events,
+            self.drops,
+            self.work,
+            pytest.fail,
+            clock_ms,
         )
-        self.inbox = Inbox(
-            store=self.store,
-            identity=self.identity,
-            events=self.events,
-            drops=self.drops,
-            rooms=self.rooms,
-            work=self.work,
-            clock_ms=clock_ms,
-            on_fatal=pytest.fail,
-            on_batch=presence.on_batch,
-        )
+        self.rooms, self.kdf = core.rooms, core.kdf
+        self.service, self.inbox = core.service, core.inbox
         # As rpc_join does, without its Argon2id run.
         self.room = Room.passphrase_room(
             ROOM, "aes-256-gcm", keys, DEFAULT_KDF, "mqchat/v1", weak=False, joined_ms=clock_ms()

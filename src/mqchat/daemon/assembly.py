@@ -37,6 +37,7 @@ from mqchat.daemon.store import Checkpointer, Store
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.protocol.ipc import notice_event
 from mqchat.protocol.records import PresenceState
+from mqchat.protocol.signing import SigningIdentity
 from mqchat.secret_file import read_secret_file
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,70 @@ class Parts:
         self.store.close()
 
 
+@dataclass
+class Core:
+    """The parts that hold rooms, messages and presence: everything but the sockets."""
+
+    rooms: RoomRegistry
+    outbox: OutboxWindow
+    kdf: KeyDerivation
+    presence: PresenceKeeper
+    inbox: Inbox
+    service: ChatService
+
+
+def assemble_core(
+    settings: Settings,
+    store: Store,
+    identity: SigningIdentity,
+    events: EventPublisher,
+    drops: DropCounter,
+    work: UnitOfWork,
+    die: Callable[[str], None],
+    clock_ms: Callable[[], int] = now_ms,
+) -> Core:
+    """Wire the core parts to each other (tests and benchmarks use them as chatd does)."""
+    rooms = RoomRegistry()
+    rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
+    outbox = OutboxWindow(store, events, work, clock_ms, rooms.names)
+    kdf = KeyDerivation()
+    presence = PresenceKeeper(
+        store=store,
+        rooms=rooms,
+        events=events,
+        identity=identity,
+        name=settings.name,
+        interval_s=settings.presence_interval,
+        clock_ms=clock_ms,
+        random=os.urandom,
+    )
+    inbox = Inbox(
+        store=store,
+        identity=identity,
+        events=events,
+        drops=drops,
+        rooms=rooms,
+        work=work,
+        clock_ms=clock_ms,
+        on_fatal=die,
+        on_batch=presence.on_batch,
+    )
+    service = ChatService(
+        settings,
+        store,
+        identity,
+        rooms=rooms,
+        events=events,
+        work=work,
+        outbox=outbox,
+        kdf=kdf,
+        presence=presence,
+        drops=drops,
+        clock_ms=clock_ms,
+    )
+    return Core(rooms, outbox, kdf, presence, inbox, service)
+
+
 def assemble(
     settings: Settings,
     ctl_path: Path,
@@ -95,44 +160,9 @@ def assemble(
     drops = DropCounter()
     events = EventPublisher(events_path, drops)
     work = UnitOfWork(store, events)
-    rooms = RoomRegistry()
-    rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
-    outbox = OutboxWindow(store, events, work, now_ms, rooms.names)
-    kdf = KeyDerivation()
-    presence = PresenceKeeper(
-        store=store,
-        rooms=rooms,
-        events=events,
-        identity=identity,
-        name=settings.name,
-        interval_s=settings.presence_interval,
-        clock_ms=now_ms,
-        random=os.urandom,
-    )
-    inbox = Inbox(
-        store=store,
-        identity=identity,
-        events=events,
-        drops=drops,
-        rooms=rooms,
-        work=work,
-        clock_ms=now_ms,
-        on_fatal=die,
-        on_batch=presence.on_batch,
-    )
-    service = ChatService(
-        settings,
-        store,
-        identity,
-        rooms=rooms,
-        events=events,
-        work=work,
-        outbox=outbox,
-        kdf=kdf,
-        presence=presence,
-        drops=drops,
-        clock_ms=now_ms,
-    )
+    core = assemble_core(settings, store, identity, events, drops, work, die)
+    rooms, outbox, kdf = core.rooms, core.outbox, core.kdf
+    presence, inbox, service = core.presence, core.inbox, core.service
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     server = IpcServer(ctx, f"ipc://{ctl_path}", service, work, drops)
     link = BrokerLink(
