@@ -344,7 +344,9 @@ def test_killed_chatd_mid_stream_says_how_many_lines_it_accepted(
             for start in range(0, len(lines), 1000):
                 sender.stdin.write("".join(f"{t}\n" for t in lines[start : start + 1000]).encode())
             sender.stdin.close()
-        except BrokenPipeError:  # chatctl ended, as it should, before reading it all
+        except (BrokenPipeError, ValueError):
+            # chatctl ended, as it should, before reading it all (ValueError: the
+            # main thread's communicate() closed stdin first).
             pass
 
     feeder = threading.Thread(target=feed, daemon=True)
