@@ -25,6 +25,7 @@ from mqchat.errors import PayloadTooLarge, ProtocolError
 from mqchat.protocol import envelope
 from mqchat.protocol import legacy as legacy_codec
 from mqchat.protocol.batch import Batch, open_batch
+from mqchat.protocol.epochs import EpochKeys
 from mqchat.protocol.ipc import notice_event
 from mqchat.protocol.kdf import RoomKeys
 from mqchat.protocol.limits import MAX_TIMESTAMP_MS
@@ -200,8 +201,9 @@ class Inbox:
             return None
         if room.legacy_key is not None:
             return self._open_legacy(room, room.legacy_key, inc.payload)
-        if room.epoch is not None and inc.payload[:1] == V2:
-            self._open_v2(room, inc.payload)
+        epoch_keys = room.epoch_keys_for(inc.topic)
+        if epoch_keys is not None and inc.payload[:1] == V2:
+            self._open_v2(room, epoch_keys, inc.payload)
             return None
         if room.keys is not None:
             return self._open(room, room.keys, inc.payload)
@@ -228,14 +230,11 @@ class Inbox:
         )  # fmt: skip
         return Opened(room, arrival, m.text, legacy=False)
 
-    def _open_v2(self, room: Room, payload: bytes) -> None:
+    def _open_v2(self, room: Room, keys: EpochKeys, payload: bytes) -> None:
         """A version 2 batch: for now presence and member keys (docs/protocol.md §20).
 
         They are not messages: handled here, at once, and nothing is stored as one.
         """
-        keys = room.epoch
-        if keys is None:  # pragma: no cover - guarded by the caller
-            return
         batch = self._opened(payload, lambda: open_batch(payload, keys))
         if batch is None:
             return

@@ -41,6 +41,10 @@ class Room:
             self.v2_topic = self.epoch.topic(prefix)
         return self
 
+    def epoch_keys_for(self, topic: str) -> EpochKeys | None:
+        """The keys of the epoch whose topic ``topic`` is, if the room still opens it."""
+        return self.epoch if topic == self.v2_topic else None
+
     @property
     def legacy(self) -> bool:
         return self.legacy_key is not None
