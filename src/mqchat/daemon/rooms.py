@@ -33,6 +33,10 @@ class Room:
     """Wire format version 2's keys (epoch 0, from the v1 keys): presence travels
     in v2 batches on its own topic; None for legacy rooms."""
     v2_topic: str | None = None
+    stream: int = 0
+    """Our current stream in this room (docs/protocol.md §15); 0 until the first send."""
+    sent_seq: int = 0
+    """The last seq we sent in ``stream``."""
 
     def with_epoch(self, prefix: str) -> Room:
         """Set the v2 epoch-0 keys and topic of a passphrase room (docs/protocol.md §11)."""
