@@ -21,6 +21,8 @@ from mqchat.protocol.limits import normalize_name
 DEFAULT_BROKER = "mqtts://broker.hivemq.com:8883"
 DEFAULT_PROTOCOL = "auto"
 DEFAULT_PRESENCE_INTERVAL = 60
+DEFAULT_REPAIR_GIVE_UP = 24 * 60 * 60
+"""A missing message is asked for this long (seconds), then shown as lost."""
 PROTOCOLS = ("auto", "5", "3.1.1")
 MAX_BROKER_URLS = 16
 DEFAULT_TOPIC_PREFIX = "mqchat/v1"
@@ -109,6 +111,8 @@ class Settings:
     retention: int = DEFAULT_RETENTION
     presence_interval: int = DEFAULT_PRESENCE_INTERVAL
     """Seconds between "still here" announcements; offline after three missed."""
+    repair_give_up: int = DEFAULT_REPAIR_GIVE_UP
+    """Seconds a missing message is asked for before it is shown as lost (protocol.md §20)."""
     protocol: str = DEFAULT_PROTOCOL
     """"auto" (MQTT 5, else 3.1.1), "5" or "3.1.1"."""
     config_file: Path | None = None
@@ -137,6 +141,7 @@ class Settings:
             },
             "store": {"retention": self.retention},
             "presence": {"interval": self.presence_interval},
+            "repair": {"give_up_after": self.repair_give_up},
             "runtime_dir": str(self.runtime_dir),
             "state_dir": str(self.state_dir),
             "config_file": str(self.config_file) if self.config_file else None,
@@ -200,6 +205,7 @@ _SCHEMA: dict[str, Any] = {
     },
     "store": {"retention": int},
     "presence": {"interval": int},
+    "repair": {"give_up_after": int},
 }
 
 
@@ -281,6 +287,7 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
     keepalive, where_keepalive = pick("broker.keepalive", default=DEFAULT_KEEPALIVE)
     retention, where_retention = pick("store.retention", default=DEFAULT_RETENTION)
     interval, where_interval = pick("presence.interval", default=DEFAULT_PRESENCE_INTERVAL)
+    give_up, where_give_up = pick("repair.give_up_after", default=DEFAULT_REPAIR_GIVE_UP)
     return Settings(
         name=name,
         brokers=brokers,
@@ -295,6 +302,7 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
         keepalive=check_int(where_keepalive, keepalive, 5, 65535, "seconds"),
         retention=check_int(where_retention, retention, 1, MAX_RETENTION, "messages per room"),
         presence_interval=check_int(where_interval, interval, 1, 86400, "seconds"),
+        repair_give_up=check_int(where_give_up, give_up, 1, 30 * 86400, "seconds"),
         config_file=cfg_path if data or _exists(cfg_path) else None,
         sources=pick.sources,
     )

@@ -30,6 +30,7 @@ from mqchat.daemon.ipc_server import IpcServer
 from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
+from mqchat.daemon.repair import Repair
 from mqchat.daemon.rooms import RoomRegistry
 from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.service import ChatService
@@ -61,6 +62,7 @@ class Parts:
     service: ChatService
     server: IpcServer
     link: BrokerLink
+    repair: Repair
 
     def close(self) -> None:
         """After the link has stopped: everything else, in order."""
@@ -82,6 +84,7 @@ class Core:
     presence: PresenceKeeper
     inbox: Inbox
     service: ChatService
+    repair: Repair
 
 
 def assemble_core(
@@ -123,6 +126,18 @@ def assemble_core(
         on_fatal=die,
         on_batch=presence.on_batch,
     )
+    repair = Repair(
+        store=store,
+        rooms=rooms,
+        own_key=identity.public_key,
+        work=work,
+        clock_ms=clock_ms,
+        give_up_s=settings.repair_give_up,
+        fill_outbox=outbox.fill,
+    )
+    inbox.repair = repair
+    repair.show = inbox.show
+    presence.extra_records = repair.presence_heads
     service = ChatService(
         settings,
         store,
@@ -136,7 +151,8 @@ def assemble_core(
         drops=drops,
         clock_ms=clock_ms,
     )
-    return Core(rooms, outbox, kdf, presence, inbox, service)
+    service.repair = repair
+    return Core(rooms, outbox, kdf, presence, inbox, service, repair)
 
 
 def assemble(
@@ -167,6 +183,7 @@ def assemble(
     core = assemble_core(settings, store, identity, events, drops, work, die)
     rooms, outbox, kdf = core.rooms, core.outbox, core.kdf
     presence, inbox, service = core.presence, core.inbox, core.service
+    core.repair.final_heads_at_start()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     server = IpcServer(ctx, f"ipc://{ctl_path}", service, work, drops)
     link = BrokerLink(
@@ -186,8 +203,9 @@ def assemble(
         for topic in room.topics:
             link.subscribe(topic, room.qos)
     return Parts(
-        store, checkpointer, ctx, events, outbox, kdf, presence, inbox, service, server, link
-    )
+        store, checkpointer, ctx, events, outbox, kdf, presence, inbox, service, server, link,
+        core.repair,
+    )  # fmt: skip
 
 
 def broker_state(

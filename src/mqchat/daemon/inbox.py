@@ -13,11 +13,13 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
 
 from mqchat.daemon.broker import BrokerLink, Incoming
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher, to_event
+from mqchat.daemon.repair import Repair
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store, StoredMessage, is_failure
 from mqchat.daemon.unit_of_work import UnitOfWork
@@ -59,6 +61,11 @@ class Opened(NamedTuple):
     arrival: Arrival
     text: str
     legacy: bool
+    stream: int = 0
+    """A version 2 text's stream (0: version 1 or legacy)."""
+    repaired: bool = False
+    control: Heads | RepairRequest | None = None
+    """A record of the batch that is not a text, handled in order with its texts."""
 
 
 def legacy_id(payload: bytes) -> bytes:
@@ -91,6 +98,7 @@ class Inbox:
         self._on_fatal = on_fatal
         self.on_batch = on_batch
         self.link: BrokerLink | None = None
+        self.repair: Repair | None = None
         self._own_key = identity.public_key
         self._fingerprints: dict[bytes, str] = {}
         self._incoming: list[Incoming] = []
@@ -147,7 +155,7 @@ class Inbox:
 
     def _accept_all(self, opened: list[Opened], *, write_now: bool) -> None:
         self.memory.prefetch(
-            [o.arrival.message_id for o in opened],
+            [o.arrival.message_id for o in opened if o.control is None],
             [
                 (key, o.arrival.seq)
                 for o in opened
@@ -161,7 +169,10 @@ class Inbox:
         last_seq = o.room.last_seq
         try:
             with self._work.part():
-                self._accept(o.room, o.arrival, o.text, legacy=o.legacy)
+                if o.control is None:
+                    self._accept(o)
+                else:
+                    self._control(o)
                 if write_now:
                     self.store.flush()
         except BaseException:
@@ -248,9 +259,19 @@ class Inbox:
                     record.message_id, record.seq, record.timestamp_ms,
                     stream_key(batch.sender_key, room.name, record.stream),
                 )  # fmt: skip
-                texts.append(Opened(room, arrival, record.text, legacy=False))
-            elif isinstance(record, Heads | RepairRequest | Rekey):
-                # Repairs and rekeys come with the work that adopts them.
+                texts.append(
+                    Opened(
+                        room, arrival, record.text, legacy=False, stream=record.stream,
+                        repaired=record.repaired,
+                    )
+                )  # fmt: skip
+            elif isinstance(record, Heads | RepairRequest):
+                arrival = Arrival(
+                    room.name, room.joined_ms, batch.sender_name, batch.sender_key, b"", None, 0
+                )
+                texts.append(Opened(room, arrival, "", legacy=False, control=record))
+            elif isinstance(record, Rekey):
+                # Rekeys come with the work that adopts them.
                 self.drops.drop("unsupported_record", type(record).__name__)
         if batch.skipped:
             self.drops.drop("unknown_record", f"{batch.skipped} of an unknown kind")
@@ -272,17 +293,44 @@ class Inbox:
         )
         return Opened(room, arrival, lm.text, legacy=True)
 
-    def _accept(self, room: Room, arrival: Arrival, text: str, *, legacy: bool) -> None:
-        """Judge an opened message by the receiving rules; store and show what they keep."""
+    def _control(self, o: Opened) -> None:
+        """Heads and repair requests (docs/protocol.md §20)."""
+        key = o.arrival.sender_key
+        if self.repair is None or key is None:
+            return
+        if isinstance(o.control, Heads):
+            dropped = self.repair.on_heads(o.room, key, o.arrival.sender_name, o.control)
+            if dropped is not None:
+                self.drops.drop(dropped)
+        elif isinstance(o.control, RepairRequest):
+            self.repair.on_request(o.room, key, o.control)
+
+    def _accept(self, o: Opened) -> None:
+        """Judge an opened message by the receiving rules; store and show what they keep.
+
+        A version 2 text of another member goes through its stream's gaps as well
+        (mqchat.daemon.repair): one that comes after a missing number is stored
+        but held back, and shown once the gap is filled or given up.
+        """
+        room, arrival, text, legacy = o.room, o.arrival, o.text, o.legacy
         verdict = judge(arrival, self.memory, own_key=self._own_key)
         if verdict.dropped is not None:
-            self.drops.drop(verdict.dropped)
+            repeated = verdict.dropped in ("duplicate", "replay")
+            self.drops.drop("repaired_duplicate" if o.repaired and repeated else verdict.dropped)
             return
-        now = self.clock_ms()
         key = arrival.sender_key
+        placed = "show"
+        if o.stream and key is not None and not verdict.own and self.repair is not None:
+            placed = self.repair.admit(
+                room, key, arrival.sender_name, o.stream, arrival.seq or 0, o.repaired
+            )
+            if placed not in ("show", "hold"):
+                self.drops.drop(placed)
+                return
+        now = self.clock_ms()
         message = StoredMessage(
             room.name,
-            room.last_seq + 1,
+            0,
             arrival.message_id.hex(),
             arrival.timestamp_ms,
             arrival.sender_name,
@@ -293,8 +341,19 @@ class Inbox:
             text=text,
         )
         self._apply_pinning(arrival, verdict, now)
-        self.store.messages.insert(message)
         self.store.memory.remember(arrival.message_id, now, arrival.numbered_by, arrival.seq)
+        if placed == "hold" and key is not None and self.repair is not None:
+            self.repair.hold(key, o.stream, arrival.seq or 0, message)
+            self.repair.release(room, key, o.stream)  # bounds what is held
+            return
+        self.show(room, message)
+        if o.stream and key is not None and self.repair is not None:
+            self.repair.release(room, key, o.stream)
+
+    def show(self, room: Room, message: StoredMessage) -> None:
+        """Number a message in its room, store it and tell the tails."""
+        message = replace(message, seq=room.last_seq + 1)
+        self.store.messages.insert(message)
         room.last_seq = message.seq
         if self._work.wants_events:
             self._work.publish(room.name, to_event(message))

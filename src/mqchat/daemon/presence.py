@@ -62,6 +62,8 @@ class PresenceKeeper:
         self._member_key = MemberKeyPair.from_identity(identity)
         self._replies: set[str] = set()
         self.link: BrokerLink | None = None
+        self.extra_records: Callable[[Room], list[Record]] = lambda room: []
+        """More records for every presence batch of a room (heads: mqchat.daemon.repair)."""
 
     # ------------------------------------------------------------------ sending
     def announce(self, room: Room, state: PresenceState) -> None:
@@ -74,6 +76,7 @@ class PresenceKeeper:
         found: list[Record] = [Presence(state, self.interval_s)]
         if state != PresenceState.LEAVING:
             found.append(MemberKey(self._member_key.public_key))
+        found.extend(self.extra_records(room))
         payload = seal_batch(
             room.epoch,
             self._identity,

@@ -16,7 +16,7 @@ from mqchat.daemon.rooms import RoomRegistry
 from mqchat.daemon.store import OutboxEntry
 from mqchat.errors import ProtocolError
 from mqchat.protocol.batch import records_that_fit, seal_batch
-from mqchat.protocol.records import Record, decode_record
+from mqchat.protocol.records import Record, Text, decode_record
 from mqchat.protocol.signing import SigningIdentity
 
 
@@ -57,10 +57,17 @@ class BatchSealer:
         if room is None or room.epoch is None or room.v2_topic is None:
             return None
         records: list[Record] = []
+        numbers: set[tuple[int, int]] = set()
         for entry in entries:
             record = decode_record(entry.kind, entry.payload)
             if record is None:  # pragma: no cover - the outbox holds only kinds we wrote
                 raise ProtocolError(f"outbox entry {entry.id} holds an unknown record kind")
+            if isinstance(record, Text):
+                # A repaired text may wait beside its original (a repair asked for
+                # before the original's PUBACK): a batch holds a number once (§14).
+                if (record.stream, record.seq) in numbers:
+                    break
+                numbers.add((record.stream, record.seq))
             records.append(record)
         count = records_that_fit(records, name=self._name)
         payload = seal_batch(

@@ -28,6 +28,7 @@ from mqchat.daemon.inbox import legacy_id
 from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
+from mqchat.daemon.repair import Repair
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.state import StreamReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
@@ -87,6 +88,7 @@ class ChatService:
         self.random = random
         self.clock_ms = clock_ms
         self.link: BrokerLink | None = None
+        self.repair: Repair | None = None
         self._streams = StreamReservation(settings.state_dir, clock_ms)
         # Computed once: every message we send carries them.
         self._own_key = identity.public_key
@@ -116,6 +118,7 @@ class ChatService:
             },
             "rooms": sorted(self.rooms.names()),
             "dropped": self.drops.as_dict(),
+            "repair": self.repair.status() if self.repair is not None else {},
             "pid": os.getpid(),
             "version": __version__,
         }
@@ -210,6 +213,8 @@ class ChatService:
         self.presence.announce(r, PresenceState.LEAVING)
         self.store.rooms.delete(r.name)
         self.presence.forget(r)
+        if self.repair is not None:
+            self.repair.forget(r)
         self.rooms.remove(r)
         if self.link is not None:
             for topic in r.topics:
@@ -261,6 +266,8 @@ class ChatService:
         last_sent = sealed[-1].seq
         if last_sent is not None:  # legacy messages have none
             r.sent_seq = last_sent
+            if self.repair is not None:
+                self.repair.sent(r)
         r.last_seq = messages[-1].seq
         for event in events:
             self.work.publish(r.name, event)

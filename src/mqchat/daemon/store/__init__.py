@@ -2,8 +2,9 @@
 
 ``Store`` opens the one connection and holds a small object per concern:
 ``meta``, ``rooms``, ``messages``, ``outbox``, ``sent`` (our own v2 records, for
-repair) and ``memory`` (what a receiver
-remembers: seen ids, sequence numbers, pins). Each method that changes state
+repair), ``gaps`` and ``held`` (what a receiver lacks and holds back) and
+``memory`` (what a receiver remembers: seen ids, sequence numbers, pins). Each
+method that changes state
 commits before it returns unless it runs inside ``batch()``, whose writes are
 staged and written together just before its commit (mqchat.daemon.store.staging);
 so what a caller was told is stored survives a killed daemon. The WAL is
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mqchat.daemon.store.connection import Checkpointer, is_failure, open_database
+from mqchat.daemon.store.gaps import GapStreams, HeldTexts, StreamRow
 from mqchat.daemon.store.memory import ReceiverMemory
 from mqchat.daemon.store.messages import Messages
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord, StoredMessage
@@ -32,6 +34,7 @@ __all__ = [
     "RoomRecord",
     "Store",
     "StoredMessage",
+    "StreamRow",
     "is_failure",
 ]
 
@@ -48,6 +51,8 @@ class Store:
         self.sent = SentRecords(self._db, retention, self._staging)
         self.memory = ReceiverMemory(self._db, self._staging)
         self.members = Members(self._db)
+        self.gaps = GapStreams(self._db, self._staging)
+        self.held = HeldTexts(self._db, self._staging)
 
     @contextmanager
     def batch(self) -> Iterator[None]:

@@ -18,7 +18,7 @@ from mqchat.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHECKPOINT_INTERVAL_S = 1.0
 
 _SCHEMA = """
@@ -61,6 +61,34 @@ CREATE TABLE IF NOT EXISTS sent (
     seq INTEGER NOT NULL,
     body BLOB NOT NULL,
     PRIMARY KEY (room, stream, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gap_streams (
+    room TEXT NOT NULL,
+    sender_key BLOB NOT NULL,
+    stream INTEGER NOT NULL,
+    hw INTEGER NOT NULL,
+    missing TEXT NOT NULL,
+    final INTEGER NOT NULL,
+    held INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (room, sender_key, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gap_senders (
+    room TEXT NOT NULL, sender_key BLOB NOT NULL, floor INTEGER NOT NULL,
+    PRIMARY KEY (room, sender_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held (
+    room TEXT NOT NULL,
+    sender_key BLOB NOT NULL,
+    stream INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    verified INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (room, sender_key, stream, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_ids (id BLOB PRIMARY KEY, at_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_seqs (
@@ -138,7 +166,7 @@ def _configure(db: sqlite3.Connection, path: Path) -> None:
     )
     # Reading every table once now turns a damaged file into a clear error at
     # start-up rather than a failure in the middle of serving.
-    for table in ("meta", "rooms", "outbox", "pins", "sent"):
+    for table in ("meta", "rooms", "outbox", "pins", "sent", "gap_streams", "gap_senders"):
         db.execute(f"SELECT * FROM {table}").fetchall()
     db.execute("SELECT MAX(seq) FROM messages").fetchone()
     for suffix in ("-wal", "-shm"):

@@ -80,6 +80,8 @@ class Rooms:
             db.execute("DELETE FROM rooms WHERE name = ?", (name,))
             db.execute("DELETE FROM outbox WHERE room = ?", (name,))
             db.execute("DELETE FROM sent WHERE room = ?", (name,))
+            for table in ("gap_streams", "gap_senders", "held"):
+                db.execute(f"DELETE FROM {table} WHERE room = ?", (name,))
 
 
 class Outbox(StagedRows):
@@ -104,6 +106,14 @@ class Outbox(StagedRows):
     def room_of(self, entry_id: int) -> str | None:
         row = self._db.execute("SELECT room FROM outbox WHERE id = ?", (entry_id,)).fetchone()
         return None if row is None else str(row[0])
+
+    def waiting(self, room: str) -> bool:
+        """Whether a text of ``room`` still waits to be sent."""
+        self._staging.flush()
+        row = self._db.execute(
+            "SELECT 1 FROM outbox WHERE room = ? AND kind = 1 LIMIT 1", (room,)
+        ).fetchone()
+        return row is not None
 
     def depth(self) -> int:
         self._staging.flush()
