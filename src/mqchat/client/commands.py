@@ -142,6 +142,13 @@ def status(opts: Options, *, as_json: bool) -> None:
     out(f"rooms:    {', '.join(escape(r) for r in s['rooms']) or '(none)'}")
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
     out(f"dropped:  {dropped or 'nothing'}")
+    repair = s.get("repair") or {}
+    if repair:
+        out(
+            f"repair:   {repair['lost']} lost, {repair['missing']} missing "
+            f"({repair['held']} held back); asked {repair['asked']}, "
+            f"repaired {repair['repaired']}, republished {repair['republished']}"
+        )
 
 
 def colour() -> bool:

@@ -162,7 +162,7 @@ class Repair:
         if row is None:
             floor = self._gaps.floor(room.name, sender_key)
             if floor is not None and record.stream < floor:
-                return "replay"
+                return None  # a stream from before we heard the sender (heads(final) at its start)
             if floor is None:
                 self._gaps.set_floor(room.name, sender_key, record.stream)
             start = gaps.start_from_heads(record.lead, heard_before=floor is not None)
@@ -302,6 +302,11 @@ class Repair:
         budget = MAX_ANSWER
         stream = record.stream
         trail, lead = self._edges(room, stream)
+        if trail > lead and stream != room.stream:
+            # Nothing of this old stream is held any more (purged, or a lost
+            # database): say so for every number asked.
+            lead = max(lead, *(last for _, last in record.ranges))
+            trail = lead + 1
         below_trail = False
         for first, last in record.ranges:
             for lo, hi in _subtract((first, last), recent):
