@@ -195,6 +195,7 @@ def test_a_sender_offline_past_the_limit_leaves_a_lost_notice_and_the_rest_in_or
         assert [m["text"] for m in tail.messages(2)] == ["carol 3", "carol 4"]
     status = repair_status(bob)
     assert (status["lost"], status["missing"], status["held"]) == (1, 0, 0)
+    assert "repair:   1 lost, 0 missing (0 held back)" in bob.ok("status")
     assert [m["text"] for m in history(bob, room)] == ["carol 1", "carol 3", "carol 4"]
 
 

@@ -143,7 +143,7 @@ def status(opts: Options, *, as_json: bool) -> None:
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
     out(f"dropped:  {dropped or 'nothing'}")
     repair = s.get("repair") or {}
-    if repair:
+    if any(repair.values()):  # only once something went missing or was repaired
         out(
             f"repair:   {repair['lost']} lost, {repair['missing']} missing "
             f"({repair['held']} held back); asked {repair['asked']}, "
