@@ -62,7 +62,8 @@ def test_a_store_of_schema_1_gains_what_version_2_needs(tmp_path: Path) -> None:
     try:
         (entry,) = store.outbox.after(0, 10)
         assert (entry.payload, entry.kind) == (b"\x01\x02", 0)  # a v1 payload, sent as it is
-        assert store.meta.get("schema") == "2"
+        assert store.meta.get("schema") == "3"  # 3: the repair tables (gap_streams, held)
         assert store.sent.streams("r") == []
+        assert store.gaps.wanting() == [] and store.held.count() == 0
     finally:
         store.close()
