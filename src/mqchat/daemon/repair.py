@@ -54,6 +54,10 @@ ANSWER_ONCE_S = 0.5
 """The same numbers asked again within this are answered once."""
 MAX_ANSWER = 4096
 """Records republished for one request at most."""
+MAX_ANSWER_PER_S = 8192
+"""Records republished per second at most, for all requests together: a member
+asking again and again cannot make us flood the room (docs/protocol.md §22).
+A request that finds the budget spent is not answered; its sender asks again."""
 MAX_HELD = 4096
 """Texts held back behind a gap of one stream at most; past this the gap is lost."""
 FINAL_HEADS_STREAMS = 4
@@ -94,6 +98,7 @@ class Repair:
         self._changed: set[StreamId] = set()
         self._asking: dict[StreamId, Asking] = {}
         self._answered: deque[tuple[float, str, int, int, int]] = deque()
+        self._republished: deque[tuple[float, int]] = deque()  # (when, how many), last 1 s
         self._heads_timers: dict[str, tuple[asyncio.TimerHandle, int]] = {}
         self.counts = {"asked": 0, "republished": 0, "repaired": 0, "lost": 0}
 
@@ -299,7 +304,11 @@ class Repair:
             for _, r, s, first, last in self._answered
             if r == room.name and s == record.stream
         ]
-        budget = MAX_ANSWER
+        while self._republished and self._republished[0][0] < now - 1.0:
+            self._republished.popleft()
+        spent = sum(n for _, n in self._republished)
+        budget = min(MAX_ANSWER, MAX_ANSWER_PER_S - spent)
+        answered = 0
         stream = record.stream
         trail, lead = self._edges(room, stream)
         if trail > lead and stream != room.stream:
@@ -318,8 +327,11 @@ class Repair:
                 for body in bodies:
                     self._queue_body(room, Kind.REPAIRED_TEXT, body)
                 budget -= len(bodies)
+                answered += len(bodies)
                 self.counts["republished"] += len(bodies)
                 self._answered.append((now, room.name, stream, lo, hi))
+        if answered:
+            self._republished.append((now, answered))
         if below_trail:
             final = stream != room.stream
             self._queue(room, Heads(stream, trail, lead, final))
