@@ -21,6 +21,9 @@ from mqchat.protocol.limits import normalize_name
 DEFAULT_BROKER = "mqtts://broker.hivemq.com:8883"
 DEFAULT_PROTOCOL = "auto"
 DEFAULT_PRESENCE_INTERVAL = 60
+DEFAULT_GRACE_PERIOD = 24 * 3600
+"""docs/protocol.md §17.4: how long an old epoch still opens after a rekey."""
+MAX_GRACE_PERIOD = 30 * 24 * 3600
 PROTOCOLS = ("auto", "5", "3.1.1")
 MAX_BROKER_URLS = 16
 DEFAULT_TOPIC_PREFIX = "mqchat/v1"
@@ -109,6 +112,8 @@ class Settings:
     retention: int = DEFAULT_RETENTION
     presence_interval: int = DEFAULT_PRESENCE_INTERVAL
     """Seconds between "still here" announcements; offline after three missed."""
+    grace_period: int = DEFAULT_GRACE_PERIOD
+    """Seconds an old epoch still opens after a rekey (docs/protocol.md §17.4)."""
     protocol: str = DEFAULT_PROTOCOL
     """"auto" (MQTT 5, else 3.1.1), "5" or "3.1.1"."""
     config_file: Path | None = None
@@ -137,6 +142,7 @@ class Settings:
             },
             "store": {"retention": self.retention},
             "presence": {"interval": self.presence_interval},
+            "keys": {"grace_period": self.grace_period},
             "runtime_dir": str(self.runtime_dir),
             "state_dir": str(self.state_dir),
             "config_file": str(self.config_file) if self.config_file else None,
@@ -200,6 +206,7 @@ _SCHEMA: dict[str, Any] = {
     },
     "store": {"retention": int},
     "presence": {"interval": int},
+    "keys": {"grace_period": int},
 }
 
 
@@ -281,6 +288,11 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
     keepalive, where_keepalive = pick("broker.keepalive", default=DEFAULT_KEEPALIVE)
     retention, where_retention = pick("store.retention", default=DEFAULT_RETENTION)
     interval, where_interval = pick("presence.interval", default=DEFAULT_PRESENCE_INTERVAL)
+    grace, where_grace = pick(
+        "keys.grace_period", None, "MQCHAT_GRACE_PERIOD", default=DEFAULT_GRACE_PERIOD
+    )
+    if isinstance(grace, str):  # from the environment
+        grace = int(grace) if grace.isascii() and grace.isdigit() and len(grace) < 12 else grace
     return Settings(
         name=name,
         brokers=brokers,
@@ -295,6 +307,7 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
         keepalive=check_int(where_keepalive, keepalive, 5, 65535, "seconds"),
         retention=check_int(where_retention, retention, 1, MAX_RETENTION, "messages per room"),
         presence_interval=check_int(where_interval, interval, 1, 86400, "seconds"),
+        grace_period=check_int(where_grace, grace, 1, MAX_GRACE_PERIOD, "seconds"),
         config_file=cfg_path if data or _exists(cfg_path) else None,
         sources=pick.sources,
     )

@@ -30,7 +30,7 @@ from mqchat.protocol.ipc import notice_event
 from mqchat.protocol.kdf import RoomKeys
 from mqchat.protocol.limits import MAX_TIMESTAMP_MS
 from mqchat.protocol.receiving import Arrival, Verdict, judge
-from mqchat.protocol.records import Heads, Rekey, RepairRequest, Text
+from mqchat.protocol.records import Heads, RepairRequest, Text
 from mqchat.protocol.signing import SigningIdentity, fingerprint, format_fingerprint
 
 log = logging.getLogger(__name__)
@@ -201,13 +201,18 @@ class Inbox:
             return None
         if room.legacy_key is not None:
             return self._open_legacy(room, room.legacy_key, inc.payload)
+        if inc.topic in room.expired:
+            # An epoch past its grace period (docs/protocol.md §17.4): its keys are gone.
+            self.drops.drop("old_epoch")
+            return None
         epoch_keys = room.epoch_keys_for(inc.topic)
         if epoch_keys is not None and inc.payload[:1] == V2:
             self._open_v2(room, epoch_keys, inc.payload)
             return None
-        if room.keys is not None:
+        if room.keys is not None and room.opens_v1:
             return self._open(room, room.keys, inc.payload)
-        return None  # pragma: no cover - a Room always has one of the two
+        self.drops.drop("undecryptable", "not a payload of this room's current epochs")
+        return None
 
     def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
         """Run a decoder; count and drop what it refuses."""
@@ -239,7 +244,7 @@ class Inbox:
         if batch is None:
             return
         for record in batch.records:
-            if isinstance(record, Text | Heads | RepairRequest | Rekey):
+            if isinstance(record, Text | Heads | RepairRequest):
                 # Messages in version 2 come with the work that adopts it for them.
                 self.drops.drop("unsupported_record", type(record).__name__)
         self.on_batch(room, batch, self.clock_ms())

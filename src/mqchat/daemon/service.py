@@ -79,6 +79,9 @@ class ChatService:
         self.random = random
         self.clock_ms = clock_ms
         self.link: BrokerLink | None = None
+        self.handlers: dict[str, Callable[..., Any]] = {}
+        """Methods served by other parts (the epoch keeper's create, invite, rekey...)."""
+        self.on_leave: list[Callable[[Room], None]] = []
         self._seqs = SeqReservation(settings.state_dir)
         # Past every number reserved before, whatever the database remembers.
         self._seq_floor = self._seqs.reserved
@@ -97,7 +100,9 @@ class ChatService:
             room.last_seq = self.store.messages.last_seq(room.name)
 
     def call(self, req: Request) -> Any | Awaitable[Any]:
-        handler: Callable[..., Any] = getattr(self, f"rpc_{req.method}")
+        handler: Callable[..., Any] = self.handlers.get(req.method) or getattr(
+            self, f"rpc_{req.method}"
+        )
         return handler(**req.params)
 
     # ------------------------------------------------------------------ reading
@@ -207,6 +212,8 @@ class ChatService:
         self.presence.announce(r, PresenceState.LEAVING)
         self.store.rooms.delete(r.name)
         self.presence.forget(r)
+        for forget in self.on_leave:
+            forget(r)
         self.rooms.remove(r)
         if self.link is not None:
             for topic in r.topics:

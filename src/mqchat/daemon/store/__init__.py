@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mqchat.daemon.store.connection import Checkpointer, is_failure, open_database
+from mqchat.daemon.store.epochs import RoomEpochs
 from mqchat.daemon.store.memory import ReceiverMemory
 from mqchat.daemon.store.messages import Messages
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord, StoredMessage
@@ -45,6 +46,7 @@ class Store:
         self.outbox = Outbox(self._db, self._staging)
         self.memory = ReceiverMemory(self._db, self._staging)
         self.members = Members(self._db)
+        self.epochs = RoomEpochs(self._db)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
