@@ -52,6 +52,8 @@ SKIPPED = [
 EXPECTED_STATUS = [
     # README: "list the keys seen as alice in lobby (pins nothing: exit 1)".
     (r"^chatctl trust lobby alice\s*(#|$)", 1),
+    # README: "leaving carol out (exit 1 here: no carol yet)".
+    (r"^chatctl rekey team --remove carol\b", 1),
 ]
 CHAT_INPUT = "hello from the README test\n"
 
