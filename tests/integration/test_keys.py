@@ -101,6 +101,7 @@ def room_of_three(make_member: Callable[..., Daemon], room: str, **kw: Any) -> l
     line = invite(alice, room)
     join_by_invite(bob, line)
     join_by_invite(carol, line)
+    carol.tail(room, "--since", "0")  # subscribed well before any rekey: carol.tails[0]
     for d, others in ((alice, ("bob", "carol")), (bob, ("alice", "carol"))):
         wait_until(lambda d=d, o=others: keyed(d, room, *o), f"{d.name} to see {others}' keys")
     wait_until(lambda: keyed(carol, room, "alice", "bob"), "carol to see the others' keys")
@@ -187,6 +188,8 @@ def test_rekey_moves_everyone_to_a_new_epoch_and_topic(
         wait_until(lambda d=d: tag(d, room) == new, f"{d.name} to switch to epoch 1")
         info = members(d, room)
         assert info["epoch"] == 1 and [g["tag"] for g in info["grace"]] == [old]
+    notice = carol.tails[0].wait_for(lambda e: e["type"] == "notice" and e["kind"] == "rekeyed")
+    assert notice["epoch"] == 1 and notice["sender"] == "alice"
     # The new epoch's members announce themselves there.
     wait_until(lambda: keyed(bob, room, "alice", "carol"), "bob to hear both on epoch 1")
 
@@ -195,7 +198,7 @@ def test_rekey_remove_leaves_the_removed_member_out(
     make_member: Callable[..., Daemon], room: str, broker: Any
 ) -> None:
     alice, bob, carol = room_of_three(make_member, room)
-    carol_tail = carol.tail(room, "--since", "0")
+    carol_tail = carol.tails[0]
     with RawClient(broker) as raw:
         out = alice.ok("rekey", room, "--remove", "carol")
         assert "removed: carol" in out
