@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 import subprocess
 import time
@@ -20,10 +21,13 @@ import pytest
 
 from harness import Daemon, command, wait_until
 from mqchat.errors import ProtocolError
-from mqchat.protocol.batch import open_batch
-from mqchat.protocol.epochs import EpochKeys, passphrase_epoch_zero
+from mqchat.protocol.batch import open_batch, seal_batch
+from mqchat.protocol.epochs import EpochKeys, new_epoch_secret, passphrase_epoch_zero
 from mqchat.protocol.invite import parse_invite
 from mqchat.protocol.kdf import RoomKeys
+from mqchat.protocol.keybox import MemberKeyPair, build_rekey
+from mqchat.protocol.records import KeyBox, Rekey
+from mqchat.protocol.signing import SigningIdentity
 from rawmqtt import RawClient
 
 MakeDaemon = Callable[..., Daemon]
@@ -368,3 +372,39 @@ def test_rekey_names_members_it_cannot_reach_and_refuses_unknown_names(
     alice.join(legacy_room, "a legacy passphrase", "--legacy")
     refused = alice.ctl("invite", legacy_room)
     assert refused.returncode == 1 and "legacy" in refused.stderr
+
+
+def test_a_rekey_with_a_tampered_key_box_is_refused_and_counted(
+    make_member: Callable[..., Daemon], room: str, broker: Any
+) -> None:
+    """Signed by someone who holds the epoch (here: from the invite), but bob's box is
+    altered: bob cannot open it, counts it, and stays where he is."""
+    alice, bob = make_member("alice"), make_member("bob")
+    alice.ok("create", room)
+    line = invite(alice, room)
+    join_by_invite(bob, line)
+    parsed = parse_invite(line)
+    keys = EpochKeys(parsed.secret, parsed.epoch)
+    mallory = SigningIdentity.generate(os.urandom)
+    bob_seed = (bob.state_dir / "identity.key").read_bytes()
+    bob_x = MemberKeyPair.from_identity(SigningIdentity.from_private_bytes(bob_seed)).public_key
+    good = build_rekey(
+        new_epoch_secret(os.urandom),
+        [bob_x],
+        tag=keys.tag,
+        new_epoch=1,
+        rekeyer_key=mallory.public_key,
+        random=os.urandom,
+    )
+    box = good.boxes[0]
+    sealed = bytes([box.sealed[0] ^ 1]) + box.sealed[1:]
+    tampered = Rekey(1, (KeyBox(box.recipient, box.ephemeral, sealed),))
+    payload = seal_batch(
+        keys, mallory, name="mallory", records=[tampered], sent_ms=int(time.time() * 1000),
+        random=os.urandom,
+    )  # fmt: skip
+    with RawClient(broker) as raw:
+        raw.publish(keys.topic(parsed.topic_prefix), payload)
+    wait_until(lambda: drops(bob).get("bad_key_box", 0) == 1, "bob to refuse the box")
+    assert members(bob, room)["epoch"] == 0
+    assert tag(bob, room) == tag(alice, room)
