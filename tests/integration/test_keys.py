@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from harness import Daemon, command, wait_until
+from harness import Daemon, Terminal, command, wait_until
 from mqchat.errors import ProtocolError
 from mqchat.protocol.batch import open_batch, seal_batch
 from mqchat.protocol.epochs import EpochKeys, new_epoch_secret, passphrase_epoch_zero
@@ -408,3 +408,26 @@ def test_a_rekey_with_a_tampered_key_box_is_refused_and_counted(
     wait_until(lambda: drops(bob).get("bad_key_box", 0) == 1, "bob to refuse the box")
     assert members(bob, room)["epoch"] == 0
     assert tag(bob, room) == tag(alice, room)
+
+
+def test_join_invite_asks_with_a_hidden_prompt_on_a_terminal(
+    make_member: Callable[..., Daemon], room: str
+) -> None:
+    alice, bob = make_member("alice"), make_member("bob")
+    alice.ok("create", room)
+    line = invite(alice, room)
+    term = Terminal([command("chatctl"), "join", "--invite"], bob.env)
+    term.read_until(b"Invite: ")
+    term.type(line + "\n")
+    screen = term.read_until(None)  # to the end of its output
+    assert f"joined {room}".encode() in screen and b"inviter's key" in screen
+    assert line.encode() not in screen  # not echoed
+    assert term.wait() == 0
+    # leave forgets the room's secrets; the same invite joins it again.
+    bob.ok("leave", room)
+    db = sqlite3.connect(bob.state_dir / "mqchat.db")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM room_epochs").fetchone()[0] == 0
+    finally:
+        db.close()
+    assert f"joined {room}" in join_by_invite(bob, line)

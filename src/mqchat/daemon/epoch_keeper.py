@@ -227,7 +227,7 @@ class EpochKeeper:
         """Every verified batch of a room, before presence sees it (docs/protocol.md §20)."""
         if room.epoch is None:
             return
-        if batch.room_tag != room.epoch.tag and not self._admitted(room, batch):
+        if not self.admits(room, batch):
             # An old epoch (or a losing candidate) from someone the last rekey left out.
             self._drops.drop("removed_sender", "a batch of an old epoch from a removed member")
             return
@@ -237,8 +237,13 @@ class EpochKeeper:
         if rekey is not None and batch.sender_key != self._own_key:
             self._on_rekey(room, batch, rekey, now_ms)
 
-    def _admitted(self, room: Room, batch: Batch) -> bool:
-        """In an old epoch, only the winning rekey's author and recipients are heard."""
+    def admits(self, room: Room, batch: Batch) -> bool:
+        """Whether ``batch``'s records are heard at all (texts included): any batch of the
+        current epoch; in an old epoch or a losing candidate, only the winning rekey's
+        author and recipients' (docs/protocol.md §17.4), so a removed member cannot go
+        on talking in the old epoch during the grace period."""
+        if room.epoch is None or batch.room_tag == room.epoch.tag:
+            return True
         current = self._current(room)
         if current.base_tag is None or batch.sender_key in (current.rekeyer, self._own_key):
             return True
