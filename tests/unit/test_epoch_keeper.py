@@ -3,6 +3,8 @@ boxes, the removed member's old-epoch batches, grace periods (docs/protocol.md ย
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,6 +17,7 @@ from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Member, Store
+from mqchat.errors import MqchatError
 from mqchat.protocol.batch import Batch
 from mqchat.protocol.epochs import EpochKeys, new_epoch_secret, rekey_id
 from mqchat.protocol.keybox import MemberKeyPair, build_rekey
@@ -238,3 +241,45 @@ class _Link:
 
     def unsubscribe(self, topic: str) -> None:
         self.unsubscribed.append(topic)
+
+
+class _Work:
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        yield
+
+
+def test_a_lost_rekey_that_removed_someone_is_made_again_on_the_winner(world: World) -> None:
+    """ยง17.3: otherwise the winner, sealed to carol, would undo her removal."""
+    bob, carol = world.member("bob"), world.member("carol")
+    zero = world.room.epoch
+    assert zero is not None
+    link = world.keeper.link = _Link()  # type: ignore[assignment]
+    world.keeper._work = _Work()  # type: ignore[assignment]
+    world.keeper.rekey(ROOM, ["carol"])
+    ours = world.store.epochs.of(ROOM)
+    mine = next(r for r in ours if r.tag == zero.tag).best_rekey_id
+    assert mine is not None
+    everyone = [own_x(world)] + [MemberKeyPair.from_identity(i).public_key for i in (bob, carol)]
+    while rid(theirs := world.rekey_by(bob, "bob", everyone, zero)) >= mine:
+        pass  # one in two is lower
+
+    async def arrive() -> None:
+        world.receive(theirs)
+        await asyncio.sleep(0)  # the rekey made again runs next
+
+    asyncio.run(arrive())
+    room = world.room
+    assert room.epoch is not None and room.epoch.epoch == 2
+    assert len(link.published) == 2
+    current = next(r for r in world.store.epochs.of(ROOM) if r.state == "current")
+    carol_x = MemberKeyPair.from_identity(carol).public_key
+    assert carol_x not in current.recipients  # type: ignore[operator]
+
+
+def test_rekey_is_refused_while_the_broker_is_not_connected(world: World) -> None:
+    link = world.keeper.link = _Link()  # type: ignore[assignment]
+    link.connected = False
+    with pytest.raises(MqchatError, match="not connected"):
+        world.keeper.rekey(ROOM, [])
+    assert world.room.epoch is not None and world.room.epoch.epoch == 0

@@ -309,7 +309,7 @@ class EpochKeeper:
             return
         try:
             with self._work.batch():
-                self.rekey(room.name, list(removed))
+                self.rekey(room.name, list(removed), again=True)
         except MqchatError as exc:
             log.warning("could not make a lost rekey again: %s", exc.message)
 
@@ -457,8 +457,13 @@ class EpochKeeper:
             "inviter_fingerprint": parsed.inviter_fingerprint,
         }
 
-    def rekey(self, room: str, remove: list[str] | None = None) -> dict[str, Any]:
-        """Start the next epoch with a fresh secret, sealed to each member but the removed."""
+    def rekey(
+        self, room: str, remove: list[str] | None = None, *, again: bool = False
+    ) -> dict[str, Any]:
+        """Start the next epoch with a fresh secret, sealed to each member but the removed.
+
+        ``again``: our rekey lost to another (§17.3) and is made on top of the winner;
+        the removed are no members any more, and stay out."""
         r = self._rooms.require(room)
         if r.legacy or r.epoch is None or r.v2_topic is None:
             raise UsageError("a legacy room cannot be rekeyed: its passphrase is its key")
@@ -475,7 +480,7 @@ class EpochKeeper:
             raise UsageError(f"you cannot remove yourself; run `chatctl leave {r.name}`")
         members = self._store.members.in_room(r.name)
         unknown = [n for n in removed if n not in {m.name for m in members}]
-        if unknown:
+        if unknown and not again:
             raise UsageError(
                 f"no member named {', '.join(repr(n) for n in unknown)} in {r.name!r}; "
                 f"`chatctl members {r.name}` lists them"
