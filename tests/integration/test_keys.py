@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import time
@@ -431,3 +432,34 @@ def test_join_invite_asks_with_a_hidden_prompt_on_a_terminal(
     finally:
         db.close()
     assert f"joined {room}" in join_by_invite(bob, line)
+
+
+def test_two_rekeys_that_cross_on_the_wire_converge_on_epoch_1(
+    make_daemon: MakeDaemon, make_broker: Callable[..., Any], room: str
+) -> None:
+    """The broker is paused while alice and bob both rekey epoch 0: each has switched
+    to its own rekey before it sees the other's. All end on the lowest rekey id's epoch."""
+    private = make_broker()
+    alice, bob, carol = (make_daemon(n, on=private) for n in ("alice", "bob", "carol"))
+    alice.ok("create", room)
+    line = invite(alice, room)
+    join_by_invite(bob, line)
+    join_by_invite(carol, line)
+    for d, others in ((alice, ("bob", "carol")), (bob, ("alice", "carol"))):
+        wait_until(lambda d=d, o=others: keyed(d, room, *o), f"{d.name} to see {others}' keys")
+    assert private.proc is not None
+    private.proc.send_signal(signal.SIGSTOP)
+    try:
+        alice.ok("rekey", room)
+        bob.ok("rekey", room)
+        assert tag(alice, room) != tag(bob, room)  # each on its own candidate
+    finally:
+        private.proc.send_signal(signal.SIGCONT)
+
+    def converged() -> bool:
+        return len({tag(d, room) for d in (alice, bob, carol)}) == 1
+
+    wait_until(converged, "the three to agree on one epoch 1")
+    assert {members(d, room)["epoch"] for d in (alice, bob, carol)} == {1}
+    # The loser's candidate stays open for the grace period, beside epoch 0.
+    assert len(members(alice, room)["grace"]) + len(members(bob, room)["grace"]) == 3
