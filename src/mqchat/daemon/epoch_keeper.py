@@ -227,14 +227,17 @@ class EpochKeeper:
         """Every verified batch of a room, before presence sees it (docs/protocol.md §20)."""
         if room.epoch is None:
             return
-        if not self.admits(room, batch):
+        rekey = next((r for r in batch.records if isinstance(r, Rekey)), None)
+        if self.admits(room, batch):
+            self._pin_inviter(room, batch)
+            self._presence.on_batch(room, batch, now_ms)
+        elif rekey is None:
             # An old epoch (or a losing candidate) from someone the last rekey left out.
             self._drops.drop("removed_sender", "a batch of an old epoch from a removed member")
             return
-        self._pin_inviter(room, batch)
-        self._presence.on_batch(room, batch, now_ms)
-        rekey = next((r for r in batch.records if isinstance(r, Rekey)), None)
         if rekey is not None and batch.sender_key != self._own_key:
+            # Every rekey of the epoch is judged, whoever made it: all members must
+            # pick the same winner (§17.3), even one that has not heard the rekeyer yet.
             self._on_rekey(room, batch, rekey, now_ms)
 
     def admits(self, room: Room, batch: Batch) -> bool:
