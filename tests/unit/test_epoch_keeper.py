@@ -283,3 +283,38 @@ def test_rekey_is_refused_while_the_broker_is_not_connected(world: World) -> Non
     with pytest.raises(MqchatError, match="not connected"):
         world.keeper.rekey(ROOM, [])
     assert world.room.epoch is not None and world.room.epoch.epoch == 0
+
+
+def test_a_restart_finds_the_epochs_where_they_were(world: World) -> None:
+    """The rooms table holds no key of a random-key room; room_epochs holds its epochs."""
+    world.member("bob")
+    world.keeper.link = _Link()  # type: ignore[assignment]
+    old_topic = world.room.v2_topic
+    world.keeper.rekey(ROOM, [])
+    before = world.room
+    record = before.to_record()
+    assert record.key_a == b"" and record.key_b is None and not record.legacy
+    rooms = RoomRegistry()
+    rooms.load(world.store.rooms.all(), world.store.messages.last_seq, "mqchat/v1")
+    again = EpochKeeper(
+        store=world.store,
+        rooms=rooms,
+        events=world.events,  # type: ignore[arg-type]
+        work=None,  # type: ignore[arg-type]
+        drops=world.drops,
+        presence=world.presence,  # type: ignore[arg-type]
+        identity=world.me,
+        name="me",
+        topic_prefix="mqchat/v1",
+        grace_s=GRACE_S,
+        clock_ms=world.clock,
+        random=os.urandom,
+    )
+    again.load()
+    room = rooms.get(ROOM)
+    assert room is not None and room.random_key and room.keys is None
+    assert room.epoch is not None and before.epoch is not None
+    assert (room.epoch.epoch, room.epoch.tag) == (1, before.epoch.tag)
+    assert room.topics == before.topics and old_topic in room.topics
+    assert rooms.on_topic(old_topic or "") is room
+    assert again.invite(ROOM)["invite"] == world.keeper.invite(ROOM)["invite"]
