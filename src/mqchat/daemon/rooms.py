@@ -1,4 +1,4 @@
-"""A joined room as the daemon holds it: name, mode, keys, topic, last seq."""
+"""A joined room as the daemon holds it: name, mode, keys, epochs, topics, last seq."""
 
 from __future__ import annotations
 
@@ -40,8 +40,10 @@ class Room:
     last_seq: int = 0
     joined_ms: int = 0
     epoch: EpochKeys | None = field(default=None, repr=False)
-    """Wire format version 2's keys (epoch 0, from the v1 keys): presence travels
-    in v2 batches on its own topic; None for legacy rooms."""
+    """Wire format version 2's keys of the current epoch (at first epoch 0: from the
+    v1 keys of a passphrase room, random in a created room, the invite's when joined
+    by one); what is sent goes with them, on ``v2_topic``. None for legacy rooms.
+    mqchat.daemon.epoch_keeper moves both to the next epoch at a rekey."""
     v2_topic: str | None = None
     grace: list[GraceEpoch] = field(default_factory=list, repr=False)
     """Old epochs and losing candidates still opened (mqchat.daemon.epoch_keeper)."""
