@@ -20,6 +20,7 @@ from mqchat.daemon.store import Member, Store
 from mqchat.errors import MqchatError
 from mqchat.protocol.batch import Batch
 from mqchat.protocol.epochs import EpochKeys, new_epoch_secret, rekey_id
+from mqchat.protocol.kdf import KdfParams, RoomKeys
 from mqchat.protocol.keybox import MemberKeyPair, build_rekey
 from mqchat.protocol.records import KeyBox, MemberKey, Presence, PresenceState, Rekey
 from mqchat.protocol.signing import SigningIdentity
@@ -318,3 +319,28 @@ def test_a_restart_finds_the_epochs_where_they_were(world: World) -> None:
     assert room.topics == before.topics and old_topic in room.topics
     assert rooms.on_topic(old_topic or "") is room
     assert again.invite(ROOM)["invite"] == world.keeper.invite(ROOM)["invite"]
+
+
+def test_a_passphrase_room_stops_opening_version_1_when_its_first_grace_period_ends(
+    world: World,
+) -> None:
+    keys = RoomKeys(os.urandom(32), os.urandom(32))
+    room = Room.passphrase_room(
+        "ops", "aes-256-gcm", keys, KdfParams(0, 0, 0), "mqchat/v1", weak=False, joined_ms=0
+    )
+    world.rooms.add(room)
+    world.store.members.save(
+        Member("ops", b"\x01" * 32, "bob", own_x(world), world.clock(), 60, True)
+    )
+    world.keeper.link = _Link()  # type: ignore[assignment]
+    v1_topic, zero_topic = room.topic, room.v2_topic
+    assert room.opens_v1 and v1_topic in room.topics
+    world.keeper.rekey("ops", [])
+    assert room.epoch is not None and room.epoch.epoch == 1
+    assert room.opens_v1 and {v1_topic, zero_topic} <= set(room.topics)  # in grace
+    world.clock.now += GRACE_S * 1000
+    world.keeper.expire(world.clock())
+    assert not room.opens_v1
+    assert v1_topic not in room.topics and v1_topic in room.expired
+    assert zero_topic in room.expired
+    assert world.rooms.on_topic(v1_topic) is room  # counted as old_epoch by the inbox
