@@ -9,7 +9,11 @@ import struct
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from mqchat.protocol.kdf import RoomKeys, cipher_key
+from mqchat.errors import ProtocolError
+from mqchat.protocol.batch import open_batch
+from mqchat.protocol.epochs import EpochKeys, passphrase_epoch_zero
+from mqchat.protocol.kdf import DEFAULT_KDF, RoomKeys, cipher_key, derive_room_keys
+from mqchat.protocol.records import Text
 from mqchat.protocol.signing import SigningIdentity
 
 CIPHER_IDS = {"fernet": 1, "aes-256-gcm": 2, "chacha20-poly1305": 3}
@@ -53,3 +57,18 @@ def build_inner(
     pad = -(len(body) + 2 + 64) % 256
     signed = body + struct.pack(">H", pad) + bytes(pad)
     return signed + identity.sign(b"mqchat/v1 signature\x00" + signed)
+
+
+def epoch_zero(passphrase: str, room: str) -> EpochKeys:
+    """Version 2's epoch 0 of a passphrase room (docs/protocol.md §11.1)."""
+    keys = derive_room_keys(passphrase, room, DEFAULT_KDF, weak=False)
+    return EpochKeys(passphrase_epoch_zero(keys), 0)
+
+
+def texts_in(payload: bytes, keys: EpochKeys) -> list[Text]:
+    """The text records of a version 2 payload; none if it is not one of this epoch."""
+    try:
+        batch = open_batch(payload, keys)
+    except ProtocolError:
+        return []
+    return [r for r in batch.records if isinstance(r, Text)]

@@ -14,13 +14,20 @@ from types import TracebackType
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from forge import epoch_zero, texts_in
 from harness import DEADLINE_S, PASSPHRASE, Broker, Daemon, Tail, wait_until
 from mqchat.protocol.kdf import derive_room_keys, topic_for
 
 
 def room_topic(room: str, passphrase: str) -> str:
-    """The topic chatd uses for a passphrase room under the default prefix."""
+    """A passphrase room's version 1 topic under the default prefix: chatd still
+    opens version 1 payloads there, from members of an older version."""
     return topic_for("mqchat/v1", derive_room_keys(passphrase, room).tag)
+
+
+def text_topic(room: str, passphrase: str) -> str:
+    """Where chatd sends a passphrase room's messages: epoch 0's version 2 topic."""
+    return epoch_zero(passphrase, room).topic("mqchat/v1")
 
 
 def first_payload(
@@ -33,8 +40,7 @@ def first_payload(
     tail = bob.tail(room, "--since", "0")
     alice.ok("send", room, text)
     assert tail.messages(1)[0]["text"] == text
-    (payload,) = raw.wait_payloads(room_topic(room, PASSPHRASE), 1)
-    return tail, payload
+    return tail, raw.wait_texts(room, PASSPHRASE, 1)[0]
 
 
 def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
@@ -77,6 +83,20 @@ class RawClient:
         got: list[bytes] = wait_until(
             lambda: (p := self.on_topic(topic)) and len(p) >= count and p,
             f"{count} payloads on {topic}",
+        )
+        return got[:count]
+
+    def wait_texts(self, room: str, passphrase: str, count: int) -> list[bytes]:
+        """The first ``count`` payloads of a room that carry text (not presence)."""
+        keys = epoch_zero(passphrase, room)
+        topic = keys.topic("mqchat/v1")
+        got: list[bytes] = wait_until(
+            lambda: (
+                (p := [x for x in self.on_topic(topic) if texts_in(x, keys)])
+                and len(p) >= count
+                and p
+            ),
+            f"{count} payloads with text on {topic}",
         )
         return got[:count]
 

@@ -19,10 +19,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from forge import epoch_zero, texts_in
 from harness import PASSPHRASE, Broker, Daemon, Tail, command, wait_until
 from mqchat.daemon.state import load_identity
-from mqchat.protocol import envelope
-from mqchat.protocol.kdf import DEFAULT_KDF, derive_room_keys, topic_for
+from mqchat.protocol.batch import seal_batch
+from mqchat.protocol.records import Text
 
 MakeDaemon = Callable[..., Daemon]
 MakeBroker = Callable[..., Broker]
@@ -263,24 +264,28 @@ def test_replayed_message_is_dropped_also_after_a_restart(
         bob.join(room)
         spy.subscribe("mqchat/v1/#", qos=1)
         assert subscribed.wait(10)
+        keys = epoch_zero(PASSPHRASE, room)
         alice.ok("send", room, "original")
-        assert got_one.wait(10)
-        topic, payload = captured[0]
+        wait_until(
+            lambda: any(texts_in(p, keys) for _, p in captured), "the spy to see alice's text"
+        )
+        topic, payload = next((t, p) for t, p in captured if texts_in(p, keys))
+        (original,) = texts_in(payload, keys)
         bob.stop()
         bob.start()
-        # The same payload again (same id), and a fresh one re-using alice's
-        # sender seq 1 under a new id: both must be dropped.
-        keys = derive_room_keys(PASSPHRASE, room, DEFAULT_KDF, weak=False)
-        assert topic_for("mqchat/v1", keys.tag) == topic
-        _, same_seq = envelope.seal(
+        # The same payload again (same id), and a fresh batch re-using alice's
+        # (stream, seq) under a new id: both must be dropped.
+        assert keys.topic("mqchat/v1") == topic
+        forged = Text(
+            original.stream, original.seq, os.urandom(16), original.timestamp_ms, "forged"
+        )
+        same_seq = seal_batch(
             keys,
             load_identity(alice.state_dir, os.urandom),
             name="alice",
-            text="forged replay",
-            seq=1,
-            timestamp_ms=0,
+            records=[forged],
+            sent_ms=original.timestamp_ms,
             random=os.urandom,
-            cipher="fernet",
         )
         for replay in (payload, same_seq):
             spy.publish(topic, replay, qos=1).wait_for_publish(10)

@@ -139,7 +139,13 @@ def test_a_long_outage_is_sent_in_order_with_bounded_memory(
     broker = make_broker(extra=("max_inflight_messages 0",))
     gate = Gate(broker)  # alice's own outage: bob stays connected and sees arrival order
     alice = make_daemon("alice", extra_env={"MQCHAT_BROKER": gate.url})
-    bob = make_daemon("bob", on=broker)
+    bob = make_daemon("bob", on=broker, start=False)
+    # bob stores all of them: his tail may fall behind a burst that arrives in
+    # batches of 256, and fills in from his store (retention would cut it at 10,000).
+    config = bob.home / "config" / "mqchat" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"[store]\nretention = {OUTAGE_SENDS}\n")
+    bob.start()
     alice.join(room)
     bob.join(room)
     tail = bob.tail(room, "--since", "0")

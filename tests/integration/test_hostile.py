@@ -21,7 +21,7 @@ from harness import PASSPHRASE, Broker, Daemon, Tail, command, wait_until
 from mqchat.protocol import envelope
 from mqchat.protocol.kdf import derive_room_keys
 from mqchat.protocol.signing import SigningIdentity
-from rawmqtt import RawClient, first_payload, room_topic
+from rawmqtt import RawClient, first_payload, room_topic, text_topic
 
 MakeDaemon = Callable[..., Daemon]
 FLOOD = 300
@@ -50,7 +50,7 @@ def assert_no_secrets_logged(d: Daemon, secrets: list[str]) -> None:
 def test_hostile_payloads_are_dropped_counted_and_the_next_message_arrives(
     broker: Broker, make_daemon: MakeDaemon, room: str
 ) -> None:
-    topic = room_topic(room, PASSPHRASE)
+    topic = text_topic(room, PASSPHRASE)
     with RawClient(broker) as raw:
         alice, bob = make_daemon("alice"), make_daemon("bob")
         tail, real = first_payload(raw, alice, bob, room, "a real message")
@@ -78,6 +78,7 @@ def test_hostile_payloads_are_dropped_counted_and_the_next_message_arrives(
             other_key,
             b"\x09\x01" + real[2:],  # unknown wire version
             b"\x01\x7f" + real[2:],  # unknown cipher
+            b"\x02\x7f" + real[2:],  # unknown cipher, version 2
         ]
         for payload in undecryptable:
             raw.publish(topic, payload)

@@ -33,7 +33,7 @@ from mqchat.protocol.ipc import (
     encode_request,
 )
 from mqchat.protocol.limits import MAX_TEXT_BYTES
-from rawmqtt import RawClient, room_topic
+from rawmqtt import RawClient
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -293,7 +293,7 @@ def test_new_rooms_use_aes_gcm_and_still_talk_with_fernet_peers(
             "sealed with AES-GCM",
             "sealed with Fernet",
         ]
-        ciphers = [p[1] for p in raw.wait_payloads(room_topic(room, PASSPHRASE), 2)]
+        ciphers = [p[1] for p in raw.wait_texts(room, PASSPHRASE, 2)]
         assert ciphers == [2, 1]  # docs/protocol.md: 1 fernet, 2 aes-256-gcm
     # Joined again without --cipher, a room keeps its cipher; with one, it changes.
     assert "(aes-256-gcm)" in alice.join(room)

@@ -7,11 +7,12 @@ import os
 import time
 from collections.abc import Callable
 
+from forge import epoch_zero, texts_in
 from harness import PASSPHRASE, Broker, Daemon, wait_until
-from mqchat.protocol import envelope
-from mqchat.protocol.kdf import derive_room_keys
+from mqchat.protocol.batch import seal_batch
+from mqchat.protocol.records import Text
 from mqchat.protocol.signing import SigningIdentity, format_fingerprint
-from rawmqtt import RawClient, first_payload, room_topic
+from rawmqtt import RawClient, first_payload, text_topic
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -81,7 +82,7 @@ def test_identity_shows_own_fingerprint(make_daemon: MakeDaemon) -> None:
 def test_replayed_payloads_are_dropped_also_after_restart(
     broker: Broker, make_daemon: MakeDaemon, room: str
 ) -> None:
-    topic = room_topic(room, PASSPHRASE)
+    topic = text_topic(room, PASSPHRASE)
     with RawClient(broker) as raw:
         alice, bob = make_daemon("alice"), make_daemon("bob")
         tail, payload = first_payload(raw, alice, bob, room, "say it once")
@@ -96,17 +97,19 @@ def test_replayed_payloads_are_dropped_also_after_restart(
         raw.publish(topic, payload)
         wait_until(lambda: dropped(bob, "duplicate") == 1, "restarted bob to drop the replay")
 
-        # A fresh id does not help: alice's (key, seq 1) was seen before the restart too.
+        # A fresh id does not help: alice's (stream, seq 1) was seen before the restart too.
         identity = SigningIdentity.from_private_bytes(
             (alice.state_dir / "identity.key").read_bytes()
         )
-        _, resealed = envelope.seal(
-            derive_room_keys(PASSPHRASE, room),
+        keys = epoch_zero(PASSPHRASE, room)
+        (original,) = texts_in(payload, keys)
+        now = time.time_ns() // 1_000_000
+        resealed = seal_batch(
+            keys,
             identity,
             name="alice",
-            text="say it once",
-            seq=1,
-            timestamp_ms=time.time_ns() // 1_000_000,
+            records=[Text(original.stream, original.seq, os.urandom(16), now, "say it once")],
+            sent_ms=now,
             random=os.urandom,
         )
         raw.publish(topic, resealed)

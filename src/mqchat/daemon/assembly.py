@@ -32,6 +32,7 @@ from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.rooms import RoomRegistry
+from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.service import ChatService
 from mqchat.daemon.state import load_identity
 from mqchat.daemon.store import Checkpointer, Store
@@ -99,7 +100,10 @@ def assemble_core(
     """Wire the core parts to each other (tests and benchmarks use them as chatd does)."""
     rooms = RoomRegistry()
     rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
-    outbox = OutboxWindow(store, events, work, clock_ms, rooms.names)
+    sealer = BatchSealer(
+        rooms=rooms, identity=identity, name=settings.name, clock_ms=clock_ms, random=os.urandom
+    )
+    outbox = OutboxWindow(store, events, work, clock_ms, rooms.names, sealer)
     kdf = KeyDerivation()
     presence = PresenceKeeper(
         store=store,

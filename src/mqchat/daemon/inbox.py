@@ -29,7 +29,7 @@ from mqchat.protocol.epochs import EpochKeys
 from mqchat.protocol.ipc import notice_event
 from mqchat.protocol.kdf import RoomKeys
 from mqchat.protocol.limits import MAX_TIMESTAMP_MS
-from mqchat.protocol.receiving import Arrival, Verdict, judge
+from mqchat.protocol.receiving import Arrival, Verdict, judge, stream_key
 from mqchat.protocol.records import Heads, RepairRequest, Text
 from mqchat.protocol.signing import SigningIdentity, fingerprint, format_fingerprint
 
@@ -39,9 +39,12 @@ T = TypeVar("T")
 V2 = b"\x02"
 RECEIVE_BATCH = 512
 """Payloads stored per transaction; more wait for the next loop pass."""
-RECEIVE_BATCH_BYTES = 1024 * 1024
+RECEIVE_BATCH_BYTES = 256 * 1024
 """And at most about this many bytes of them: a batch holds its texts (and their
-events) in memory until its commit."""
+events) in memory until its commit. A version 2 payload carries up to 256
+texts, so this, not the count, bounds a transaction to a few thousand messages:
+far below a room's retention, so that a tail told it missed events finds them
+in the store."""
 FINGERPRINTS_CACHED = 4096
 """Senders' fingerprints kept; past this the cache starts again empty."""
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -130,7 +133,7 @@ class Inbox:
         and seqs, and each message is a part of the batch (one that breaks is
         dropped alone). If writing the batch fails for a reason that is not the
         store's, go again writing each message as it is handled, to keep the rest."""
-        opened = [o for inc in queued if (o := self._isolated(self._open_one, inc)) is not None]
+        opened = [o for inc in queued for o in self._isolated(self._open_one, inc) or ()]
         try:
             with self._work.batch():
                 self._accept_all(opened, write_now=False)
@@ -146,9 +149,9 @@ class Inbox:
         self.memory.prefetch(
             [o.arrival.message_id for o in opened],
             [
-                (o.arrival.sender_key, o.arrival.seq)
+                (key, o.arrival.seq)
                 for o in opened
-                if o.arrival.sender_key is not None and o.arrival.seq is not None
+                if (key := o.arrival.numbered_by) is not None and o.arrival.seq is not None
             ],
         )
         for o in opened:
@@ -188,8 +191,8 @@ class Inbox:
         log.warning("could not store received payloads (%s); trying again in %g s", exc, delay)
         asyncio.get_running_loop().call_later(delay, self._receive_queued)
 
-    def _open_one(self, inc: Incoming) -> Opened | None:
-        """The payload's message, ready to be judged; None if it is dropped."""
+    def _open_one(self, inc: Incoming) -> list[Opened]:
+        """The payload's messages, ready to be judged; none if it is dropped."""
         room = self.rooms.on_topic(inc.topic)
         if room is None:
             self.drops.drop("unknown_topic")
@@ -198,21 +201,24 @@ class Inbox:
                 # broker was down, a lost database): stop it coming.
                 self._unsubscribed.add(inc.topic)
                 self.link.unsubscribe(inc.topic)
-            return None
+            return []
         if room.legacy_key is not None:
-            return self._open_legacy(room, room.legacy_key, inc.payload)
-        if inc.topic in room.expired:
+            one = self._open_legacy(room, room.legacy_key, inc.payload)
+        elif inc.topic in room.expired:
             # An epoch past its grace period (docs/protocol.md §17.4): its keys are gone.
             self.drops.drop("old_epoch")
-            return None
-        epoch_keys = room.epoch_keys_for(inc.topic)
-        if epoch_keys is not None and inc.payload[:1] == V2:
-            self._open_v2(room, epoch_keys, inc.payload)
-            return None
-        if room.keys is not None and room.opens_v1:
-            return self._open(room, room.keys, inc.payload)
-        self.drops.drop("undecryptable", "not a payload of this room's current epochs")
-        return None
+            return []
+        else:
+            epoch_keys = room.epoch_keys_for(inc.topic)
+            if epoch_keys is not None and inc.payload[:1] == V2:
+                return self._open_v2(room, epoch_keys, inc.payload)
+            # Version 1 payloads of a passphrase room, until its first rekey's grace
+            # period ends (docs/protocol.md §17.4).
+            opens_v1 = room.keys is not None and room.opens_v1
+            one = self._open(room, room.keys, inc.payload) if room.keys and opens_v1 else None
+            if not opens_v1:
+                self.drops.drop("undecryptable", "not a version 2 payload of this room's epochs")
+        return [] if one is None else [one]
 
     def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
         """Run a decoder; count and drop what it refuses."""
@@ -235,19 +241,28 @@ class Inbox:
         )  # fmt: skip
         return Opened(room, arrival, m.text, legacy=False)
 
-    def _open_v2(self, room: Room, keys: EpochKeys, payload: bytes) -> None:
-        """A version 2 batch: for now presence and member keys (docs/protocol.md §20).
-
-        They are not messages: handled here, at once, and nothing is stored as one.
-        """
+    def _open_v2(self, room: Room, keys: EpochKeys, payload: bytes) -> list[Opened]:
+        """A version 2 batch (docs/protocol.md §19, §20): its texts, to be judged one
+        by one like any message; the rest (presence, member keys) is handled at once."""
         batch = self._opened(payload, lambda: open_batch(payload, keys))
         if batch is None:
-            return
+            return []
+        texts: list[Opened] = []
         for record in batch.records:
-            if isinstance(record, Text | Heads | RepairRequest):
-                # Messages in version 2 come with the work that adopts it for them.
+            if isinstance(record, Text):
+                arrival = Arrival(
+                    room.name, room.joined_ms, batch.sender_name, batch.sender_key,
+                    record.message_id, record.seq, record.timestamp_ms,
+                    stream_key(batch.sender_key, room.name, record.stream),
+                )  # fmt: skip
+                texts.append(Opened(room, arrival, record.text, legacy=False))
+            elif isinstance(record, Heads | RepairRequest):
+                # Repairs come with the work that adopts them; rekeys go to on_batch.
                 self.drops.drop("unsupported_record", type(record).__name__)
+        if batch.skipped:
+            self.drops.drop("unknown_record", f"{batch.skipped} of an unknown kind")
         self.on_batch(room, batch, self.clock_ms())
+        return texts
 
     def _open_legacy(
         self, room: Room, key: legacy_codec.LegacyKey, payload: bytes
@@ -286,7 +301,7 @@ class Inbox:
         )
         self._apply_pinning(arrival, verdict, now)
         self.store.messages.insert(message)
-        self.store.memory.remember(arrival.message_id, now, key, arrival.seq)
+        self.store.memory.remember(arrival.message_id, now, arrival.numbered_by, arrival.seq)
         room.last_seq = message.seq
         if self._work.wants_events:
             self._work.publish(room.name, to_event(message))

@@ -4,8 +4,11 @@ The outbox in the store is the queue. The broker link (paho) holds only a
 bounded window of it, refilled on every PUBACK and never larger than the
 broker's Receive Maximum, so a long outage costs no memory, paho never runs out
 of packet ids and the broker's queue is never overrun. Entries go in outbox
-order. A PUBACK removes its entry; a refusal (an ACL, a quota) keeps it for the
-next connection, counts it and tells the room's tails.
+order. Version 2 records waiting in a row for one room are sealed into one
+batch as they are handed over (mqchat.daemon.sealing): the window counts
+payloads, so the more that waits, the larger the batches. A PUBACK removes the
+entries of its payload; a refusal (an ACL, a quota) keeps them for the next
+connection, counts them and tells the room's tails.
 """
 
 from __future__ import annotations
@@ -17,16 +20,19 @@ from typing import Any
 
 from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.events import EventPublisher, iso_ts
-from mqchat.daemon.store import Store
+from mqchat.daemon.sealing import BatchSealer
+from mqchat.daemon.store import OutboxEntry, Store
 from mqchat.daemon.unit_of_work import UnitOfWork
+from mqchat.protocol.batch import MAX_RECORDS
 from mqchat.protocol.ipc import notice_event
 
 log = logging.getLogger(__name__)
 
 WINDOW = 100
-"""Outbox entries the broker link holds at once (fewer if the broker's Receive
-Maximum says so); PUBACKs make room for more."""
-PAGE = 256
+"""Payloads the broker link holds at once (fewer if the broker's Receive Maximum
+says so); PUBACKs make room for more."""
+PAGE = 512
+"""Outbox entries read at a time: two batches' worth of records at most."""
 FORGET_AFTER = 256
 """Entries PUBACK'd that are removed from the outbox in one transaction."""
 
@@ -39,15 +45,17 @@ class OutboxWindow:
         work: UnitOfWork,
         clock_ms: Callable[[], int],
         room_names: Callable[[], set[str]],
+        sealer: BatchSealer,
     ) -> None:
         self._store = store
+        self._sealer = sealer
         self._events = events
         self._work = work
         self._clock_ms = clock_ms
         self._room_names = room_names
         self.link: BrokerLink | None = None
         self.connected = False
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self._inflight: dict[int, list[int]] = {}  # paho mid -> the outbox ids it carries
         self._handed: set[int] = set()  # outbox ids paho holds
         self._published: list[int] = []  # outbox ids whose PUBACK came, not yet removed
         self._refill_scheduled = False
@@ -91,47 +99,73 @@ class OutboxWindow:
         if self.link is None or not self.connected:
             return  # paho holds nothing while offline
         window = min(WINDOW, self.link.receive_maximum)
-        while len(self._handed) < window:
-            # Only as many as there is room for: on a PUBACK that is one entry,
-            # not a page of payloads read to hand over one of them.
-            page = self._store.outbox.after(self._cursor, min(PAGE, window - len(self._handed)))
+        while len(self._inflight) < window:
+            page = self._store.outbox.after(self._cursor, PAGE)
             if not page:
                 return
-            for entry in page:
-                if entry.id in self._handed:
-                    self._cursor = entry.id
-                    continue
-                if len(self._handed) >= window:
+            at = 0
+            while at < len(page):
+                if len(self._inflight) >= window:
                     return
-                mid = self.link.publish(entry.topic, entry.payload, entry.qos)
-                if mid is None:
+                if page[at].id in self._handed:
+                    self._cursor = page[at].id
+                    at += 1
+                    continue
+                taken = self._hand_over(page, at)
+                if taken == 0:
                     return  # not taken now (QoS 0 while offline): the next connection
-                self._cursor = entry.id
-                self._inflight[mid] = entry.id
-                self._handed.add(entry.id)
+                at += taken
+
+    def _hand_over(self, page: list[OutboxEntry], at: int) -> int:
+        """Publish ``page[at]`` (with the records after it, sealed in one batch);
+        return how many entries went, 0 if the link took none."""
+        entry = page[at]
+        if entry.kind == 0:
+            group, topic, payload = [entry], entry.topic, entry.payload
+        else:
+            group = _records_in_a_row(page, at, self._handed)
+            sealed = self._sealer.seal(group)
+            if sealed is None:
+                # The room is gone (left in this batch): nothing can send them.
+                self._cursor = group[-1].id
+                self._store.outbox.remove([e.id for e in group])
+                return len(group)
+            group, topic, payload = group[: sealed.count], sealed.topic, sealed.payload
+        if self.link is None:  # pragma: no cover - checked by fill
+            return 0
+        mid = self.link.publish(topic, payload, entry.qos)
+        if mid is None:
+            return 0
+        ids = [e.id for e in group]
+        self._cursor = ids[-1]
+        self._inflight[mid] = ids
+        self._handed.update(ids)
+        return len(ids)
 
     def on_published(self, mid: int, refusal: str | None) -> None:
-        entry_id = self._inflight.pop(mid, None)
-        if entry_id is None:
+        entry_ids = self._inflight.pop(mid, None)
+        if entry_ids is None:
             return
-        self._handed.discard(entry_id)
+        self._handed.difference_update(entry_ids)
         if refusal is not None:
-            self._refused(entry_id, refusal)
+            self._refused(entry_ids, refusal)
             return
-        self._refusals.pop(entry_id, None)
+        for entry_id in entry_ids:
+            self._refusals.pop(entry_id, None)
         if not self._refill_scheduled:
             # Once per loop pass for all the PUBACKs that came in it.
             self._refill_scheduled = True
             asyncio.get_running_loop().call_soon(self._refill)
-        self._published.append(entry_id)
+        self._published.extend(entry_ids)
 
-    def _refused(self, entry_id: int, reason: str) -> None:
-        """The broker took the message but would not publish it (an ACL, a quota)."""
-        first = entry_id not in self._refusals
-        self._refusals[entry_id] = reason
+    def _refused(self, entry_ids: list[int], reason: str) -> None:
+        """The broker took the payload but would not publish it (an ACL, a quota)."""
+        first = any(i not in self._refusals for i in entry_ids)
+        for entry_id in entry_ids:
+            self._refusals[entry_id] = reason
         self.last_refusal = (reason, self._clock_ms())
         log.warning("the broker refused to publish a message (%s); kept for a retry", reason)
-        room = self._store.outbox.room_of(entry_id)
+        room = self._store.outbox.room_of(entry_ids[0])
         if first and room is not None and room in self._room_names():
             self._events.publish(
                 room,
@@ -162,3 +196,14 @@ class OutboxWindow:
         if self._published:
             done, self._published = self._published, []
             self._store.outbox.remove(done)
+
+
+def _records_in_a_row(page: list[OutboxEntry], at: int, handed: set[int]) -> list[OutboxEntry]:
+    """``page[at]`` and the version 2 records of the same room right after it."""
+    first = page[at]
+    group = [first]
+    for entry in page[at + 1 : at + MAX_RECORDS]:
+        if entry.kind == 0 or entry.room != first.room or entry.id in handed:
+            break
+        group.append(entry)
+    return group

@@ -49,6 +49,10 @@ class Room:
     """Old epochs and losing candidates still opened (mqchat.daemon.epoch_keeper)."""
     expired: set[str] = field(default_factory=set, repr=False)
     """Topics of epochs past their grace period: what comes there is "old epoch"."""
+    stream: int = 0
+    """Our current stream in this room (docs/protocol.md §15); 0 until the first send."""
+    sent_seq: int = 0
+    """The last seq we sent in ``stream``."""
 
     def with_epoch(self, prefix: str) -> Room:
         """Set the v2 epoch-0 keys and topic of a passphrase room (docs/protocol.md §11)."""

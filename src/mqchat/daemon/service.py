@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from mqchat import __version__
 from mqchat.config import Settings
@@ -29,7 +29,7 @@ from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.rooms import Room, RoomRegistry
-from mqchat.daemon.state import SeqReservation
+from mqchat.daemon.state import StreamReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import MessageTooLong, NothingToTrust, UsageError
@@ -39,13 +39,21 @@ from mqchat.protocol.fingerprints import MIN_FINGERPRINT_DIGITS, fingerprint_dig
 from mqchat.protocol.ipc import Request, notice_event
 from mqchat.protocol.kdf import DEFAULT_KDF
 from mqchat.protocol.limits import check_text, normalize_name, normalize_room
-from mqchat.protocol.records import PresenceState
+from mqchat.protocol.receiving import stream_key
+from mqchat.protocol.records import MAX_INT, MESSAGE_ID_BYTES, PresenceState, Text, record_body
 from mqchat.protocol.signing import SigningIdentity
 from mqchat.protocol.signing import fingerprint as key_fingerprint
 
 log = logging.getLogger(__name__)
 
-SEND_SEQ_KEY = "send_seq"
+
+class Outgoing(NamedTuple):
+    """One text as queued: its id, its outbox entry, and its (seq key, seq) if any."""
+
+    message_id: bytes
+    entry: OutboxEntry
+    seq: int | None
+    seq_key: bytes | None
 
 
 class ChatService:
@@ -82,22 +90,17 @@ class ChatService:
         self.handlers: dict[str, Callable[..., Any]] = {}
         """Methods served by other parts (the epoch keeper's create, invite, rekey...)."""
         self.on_leave: list[Callable[[Room], None]] = []
-        self._seqs = SeqReservation(settings.state_dir)
-        # Past every number reserved before, whatever the database remembers.
-        self._seq_floor = self._seqs.reserved
-        self._send_seq = self._stored_send_seq()
+        self._streams = StreamReservation(settings.state_dir, clock_ms)
         # Computed once: every message we send carries them.
         self._own_key = identity.public_key
         self._own_fp = identity.fingerprint
         work.on_rollback(self._reload_counters)
 
-    def _stored_send_seq(self) -> int:
-        return max(int(self.store.meta.get(SEND_SEQ_KEY) or 0), self._seq_floor)
-
     def _reload_counters(self) -> None:
-        self._send_seq = self._stored_send_seq()
         for room in self.rooms:
             room.last_seq = self.store.messages.last_seq(room.name)
+            if room.stream:
+                room.sent_seq = self.store.sent.last_seq(room.name, room.stream)
 
     def call(self, req: Request) -> Any | Awaitable[Any]:
         handler: Callable[..., Any] = self.handlers.get(req.method) or getattr(
@@ -246,23 +249,25 @@ class ChatService:
         first_seq = r.last_seq + 1
         messages = [
             StoredMessage(
-                r.name, first_seq + i, id_bytes.hex(), now, self.name, fp, True, True,
-                r.legacy, one,
+                r.name, first_seq + i, one_sealed.message_id.hex(), now, self.name,
+                "" if r.legacy else self._own_fp, True, True, r.legacy, one,
             )
-            for i, (one, (id_bytes, _, _, fp)) in enumerate(zip(wanted, sealed, strict=True))
+            for i, (one, one_sealed) in enumerate(zip(wanted, sealed, strict=True))
         ]  # fmt: skip
         events = [to_event(m) for m in messages] if self.work.wants_events else []
-        for message, (id_bytes, payload, seq, _) in zip(messages, sealed, strict=True):
+        for message, one_sealed in zip(messages, sealed, strict=True):
             self.store.messages.insert(message)
-            self.store.outbox.add(OutboxEntry(0, r.name, r.topic, r.qos, payload))
-            # Our own (key, seq) too: a replay of our message after its id left
+            self.store.outbox.add(one_sealed.entry)
+            if one_sealed.seq is not None:
+                self.store.sent.add(r.name, r.stream, one_sealed.seq, one_sealed.entry.payload)
+            # Our own (stream, seq) too: a replay of our message after its id left
             # the seen-id memory is still refused.
-            own_key = self._own_key if seq is not None else None
-            self.store.memory.remember(id_bytes, now, own_key, seq)
-        last_seq = sealed[-1][2]
-        if last_seq is not None:  # legacy messages have none
-            self._send_seq = last_seq
-            self.store.meta.set(SEND_SEQ_KEY, str(last_seq))
+            self.store.memory.remember(
+                one_sealed.message_id, now, one_sealed.seq_key, one_sealed.seq
+            )
+        last_sent = sealed[-1].seq
+        if last_sent is not None:  # legacy messages have none
+            r.sent_seq = last_sent
         r.last_seq = messages[-1].seq
         for event in events:
             self.work.publish(r.name, event)
@@ -279,37 +284,32 @@ class ChatService:
             "queued": queued,
         }
 
-    def _seal_all(
-        self, r: Room, texts: list[str], now: int
-    ) -> list[tuple[bytes, bytes, int | None, str]]:
-        """(message id, payload, seq or None, fingerprint) of each text, in order."""
-        sealed: list[tuple[bytes, bytes, int | None, str]] = []
+    def _seal_all(self, r: Room, texts: list[str], now: int) -> list[Outgoing]:
+        """What to queue for each text, in order: a version 2 text record, sealed
+        into a batch when the link is free (docs/protocol.md §21); in a legacy room
+        the original program's token."""
         if r.legacy_key is not None:
+            outgoing = []
             for one in texts:
                 payload = legacy_codec.seal_legacy(
                     r.legacy_key, self.name, one, timestamp_s=now // 1000, iv=self.random(16)
                 )
-                sealed.append((legacy_id(payload), payload, None, ""))
-            return sealed
-        keys = r.keys
-        if keys is None:  # pragma: no cover - a Room always has one of the two
-            raise ValueError("room without key")
-        seq = self._send_seq
-        self._seqs.cover(seq + len(texts))
-        for one in texts:
-            seq += 1
-            id_bytes, payload = envelope.seal(
-                keys,
-                self.identity,
-                name=self.name,
-                text=one,
-                seq=seq,
-                timestamp_ms=now,
-                random=self.random,
-                cipher=r.cipher,
-            )
-            sealed.append((id_bytes, payload, seq, self._own_fp))
-        return sealed
+                entry = OutboxEntry(0, r.name, r.topic, r.qos, payload)
+                outgoing.append(Outgoing(legacy_id(payload), entry, None, None))
+            return outgoing
+        if r.v2_topic is None:  # pragma: no cover - every other room has version 2 keys
+            raise ValueError("room without version 2 keys")
+        if r.stream == 0 or r.sent_seq + len(texts) > MAX_INT:
+            # A new stream at every start and join (docs/protocol.md §15).
+            r.stream, r.sent_seq = self._streams.take(), 0
+        seq_key = stream_key(self._own_key, r.name, r.stream)
+        outgoing = []
+        for seq, one in enumerate(texts, start=r.sent_seq + 1):
+            record = Text(r.stream, seq, self.random(MESSAGE_ID_BYTES), now, one)
+            kind, body = record_body(record)
+            entry = OutboxEntry(0, r.name, r.v2_topic, r.qos, body, kind)
+            outgoing.append(Outgoing(record.message_id, entry, seq, seq_key))
+        return outgoing
 
     # ------------------------------------------------------------------ trust
     def rpc_trust(self, room: str, name: str, fingerprint: str | None) -> dict[str, Any]:

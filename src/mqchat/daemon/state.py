@@ -8,12 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mqchat.errors import MqchatError
+from mqchat.protocol.records import MAX_INT
 from mqchat.protocol.signing import SigningIdentity
 
 IDENTITY_FILE = "identity.key"
-SEQ_FILE = "identity.seq"
-SEQ_BLOCK = 1024
-"""Send sequence numbers reserved at a time in SEQ_FILE."""
+STREAMS_FILE = "streams"
+STREAM_BLOCK = 64
+"""Stream numbers reserved at a time in STREAMS_FILE (docs/protocol.md §15)."""
 
 
 def load_identity(state_dir: Path, random: Callable[[int], bytes]) -> SigningIdentity:
@@ -50,51 +51,60 @@ def _load_or_create(path: Path, random: Callable[[int], bytes]) -> SigningIdenti
     return identity
 
 
-class SeqReservation:
-    """Keeps the send sequence number moving forward while identity.key stays.
+class StreamReservation:
+    """Stream numbers (docs/protocol.md §15) that never go backwards while identity.key stays.
 
-    The number lives in the database, but a database can be deleted or restored
-    from a backup while the identity stays; peers would then drop the reused
-    numbers as replays. So numbers are reserved in blocks in SEQ_FILE beside the
-    key, written and fsynced before any number of a block is used, and a daemon
-    starts after the last reserved number whatever its database says.
+    The database can be deleted or restored from a backup while the identity
+    stays; a receiver would then drop reused numbers as replays. So stream
+    numbers are reserved in blocks of STREAM_BLOCK in STREAMS_FILE beside the
+    key, written and fsynced before any number of a block is used, and floored on
+    the clock so that even a restored state directory starts fresh streams.
     """
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / SEQ_FILE
+    def __init__(self, state_dir: Path, clock_ms: Callable[[], int]) -> None:
+        self.path = state_dir / STREAMS_FILE
+        self._clock_ms = clock_ms
         try:
             text = self.path.read_text().strip()
         except FileNotFoundError:
             text = "0"
         except OSError as exc:
             raise MqchatError(f"cannot read {self.path}: {exc.strerror}") from None
-        if not text.isascii() or not text.isdigit():
+        if not text.isascii() or not text.isdigit() or len(text) > 16:
             raise MqchatError(f"{self.path} is damaged: it must hold one number") from None
         self.reserved = int(text)
+        self._next = self.reserved + 1  # nothing of the reserved blocks is used again
 
-    def cover(self, seq: int) -> None:
-        """Make sure ``seq`` is reserved before it is used."""
-        if seq <= self.reserved:
-            return
-        upto = seq + SEQ_BLOCK - 1
-        try:
-            self._write(upto)
-        except OSError as exc:
-            raise MqchatError(
-                f"cannot reserve send sequence numbers in {self.path}: {exc.strerror}"
-            ) from None
-        self.reserved = upto
+    def take(self) -> int:
+        """A stream number never handed out before by this identity."""
+        if self._next > self.reserved:
+            first = max(self.reserved + 1, self._clock_ms())
+            upto = first + STREAM_BLOCK - 1
+            if upto > MAX_INT:
+                raise MqchatError(f"{self.path} has run out of stream numbers")
+            try:
+                _write_number(self.path, upto)
+            except OSError as exc:
+                raise MqchatError(
+                    f"cannot reserve stream numbers in {self.path}: {exc.strerror}"
+                ) from None
+            self.reserved, self._next = upto, first
+        stream = self._next
+        self._next += 1
+        return stream
 
-    def _write(self, upto: int) -> None:
-        tmp = self.path.with_name(f".{SEQ_FILE}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{upto}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+
+def _write_number(path: Path, number: int) -> None:
+    """Replace ``path`` with ``number``: a temporary file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{number}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -16,6 +16,7 @@ changes which messages are shown.
 
 from __future__ import annotations
 
+import hashlib
 from typing import NamedTuple, Protocol
 
 REPLAY_WINDOW = 4096
@@ -24,6 +25,18 @@ REPLAY_WINDOW = 4096
 JOIN_SKEW_MS = 10 * 60 * 1000
 """A message may claim a time this much before its receiver joined the room
 (clocks disagree); anything older is traffic captured before, replayed."""
+
+
+def stream_key(sender_key: bytes, room: str, stream: int) -> bytes:
+    """What a version 2 message's seq is judged under: its sender's stream in its room.
+
+    Version 1 numbers a sender's messages once across rooms, so its seq is judged
+    under the sender key itself; version 2 numbers them per (room, stream)
+    (docs/protocol.md §15). A local name for that, never sent.
+    """
+    return hashlib.sha256(
+        b"mqchat stream\x00" + sender_key + room.encode() + b"\x00" + stream.to_bytes(8, "big")
+    ).digest()
 
 
 class Pin(NamedTuple):
@@ -59,6 +72,12 @@ class Arrival(NamedTuple):
     message_id: bytes
     seq: int | None
     timestamp_ms: int
+    seq_key: bytes | None = None
+    """What ``seq`` counts under (``stream_key``); the sender key when None (version 1)."""
+
+    @property
+    def numbered_by(self) -> bytes | None:
+        return self.sender_key if self.seq_key is None else self.seq_key
 
 
 class Verdict(NamedTuple):
@@ -89,11 +108,12 @@ def judge(arrival: Arrival, memory: Memory, *, own_key: bytes) -> Verdict:
     """The verdict on one message. The checks run in the order of docs/protocol.md §6."""
     if memory.seen_id(arrival.message_id):
         return DUPLICATE
-    key, seq = arrival.sender_key, arrival.seq
-    if key is not None and seq is not None and _replayed(memory, key, seq):
+    numbered_by, seq = arrival.numbered_by, arrival.seq
+    if numbered_by is not None and seq is not None and _replayed(memory, numbered_by, seq):
         return REPLAY
     if arrival.timestamp_ms < arrival.joined_ms - JOIN_SKEW_MS:
         return BEFORE_JOIN
+    key = arrival.sender_key
     if key is None:
         return Verdict(None)  # legacy: shown, never verified
     if key == own_key:

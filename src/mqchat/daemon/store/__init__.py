@@ -1,7 +1,8 @@
 """The store: SQLite in the state dir, WAL mode (docs/store.md).
 
 ``Store`` opens the one connection and holds a small object per concern:
-``meta``, ``rooms``, ``messages``, ``outbox`` and ``memory`` (what a receiver
+``meta``, ``rooms``, ``messages``, ``outbox``, ``sent`` (our own v2 records, for
+repair) and ``memory`` (what a receiver
 remembers: seen ids, sequence numbers, pins). Each method that changes state
 commits before it returns unless it runs inside ``batch()``, whose writes are
 staged and written together just before its commit (mqchat.daemon.store.staging);
@@ -20,6 +21,7 @@ from mqchat.daemon.store.epochs import RoomEpochs
 from mqchat.daemon.store.memory import ReceiverMemory
 from mqchat.daemon.store.messages import Messages
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord, StoredMessage
+from mqchat.daemon.store.sent import SentRecords
 from mqchat.daemon.store.staging import Mark, Staging
 from mqchat.daemon.store.tables import Member, Members, Meta, Outbox, Rooms
 
@@ -44,6 +46,7 @@ class Store:
         self.rooms = Rooms(self._db, self._staging)
         self.messages = Messages(self._db, retention, self._staging)
         self.outbox = Outbox(self._db, self._staging)
+        self.sent = SentRecords(self._db, retention, self._staging)
         self.memory = ReceiverMemory(self._db, self._staging)
         self.members = Members(self._db)
         self.epochs = RoomEpochs(self._db)

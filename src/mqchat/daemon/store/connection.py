@@ -18,7 +18,7 @@ from mqchat.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHECKPOINT_INTERVAL_S = 1.0
 
 _SCHEMA = """
@@ -52,8 +52,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     room TEXT NOT NULL,
     topic TEXT NOT NULL,
     qos INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    kind INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS sent (
+    room TEXT NOT NULL,
+    stream INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (room, stream, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_ids (id BLOB PRIMARY KEY, at_ms INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_seqs (
     sender_key BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (sender_key, seq)
@@ -122,18 +130,35 @@ def _configure(db: sqlite3.Connection, path: Path) -> None:
     # The Checkpointer thread does it instead.
     db.execute("PRAGMA wal_autocheckpoint=0")
     db.executescript(_SCHEMA)
+    _migrate(db)
     db.execute(
-        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+        "INSERT INTO meta(key, value) VALUES ('schema', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
     )
     # Reading every table once now turns a damaged file into a clear error at
     # start-up rather than a failure in the middle of serving.
-    for table in ("meta", "rooms", "outbox", "pins"):
+    for table in ("meta", "rooms", "outbox", "pins", "sent"):
         db.execute(f"SELECT * FROM {table}").fetchall()
     db.execute("SELECT MAX(seq) FROM messages").fetchone()
     for suffix in ("-wal", "-shm"):
         side = Path(f"{path}{suffix}")
         if side.exists():
             os.chmod(side, 0o600)
+
+
+_ADDED_COLUMNS = (
+    # (table, column, definition): columns later schema versions added to a table
+    ("outbox", "kind", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store of an earlier schema version up to this one: add what it lacks."""
+    for table, column, definition in _ADDED_COLUMNS:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 @contextmanager

@@ -38,8 +38,13 @@ class StoredMessage:
 
 @dataclass(frozen=True)
 class OutboxEntry:
+    """A payload to publish as it is (``kind`` 0: version 1 and legacy), or a version 2
+    record to seal into a batch when the link is free (``kind`` its record kind,
+    ``payload`` its body): docs/protocol.md §21."""
+
     id: int
     room: str
     topic: str
     qos: int
     payload: bytes
+    kind: int = 0

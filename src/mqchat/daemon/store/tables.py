@@ -79,21 +79,24 @@ class Rooms:
         with transaction(self._db) as db:
             db.execute("DELETE FROM rooms WHERE name = ?", (name,))
             db.execute("DELETE FROM outbox WHERE room = ?", (name,))
+            db.execute("DELETE FROM sent WHERE room = ?", (name,))
 
 
 class Outbox(StagedRows):
-    """Payloads sent but not yet acknowledged by the broker (PUBACK), oldest first."""
+    """What is sent but not yet acknowledged by the broker (PUBACK), oldest first:
+    payloads, and version 2 records that are sealed into batches as they go."""
 
     def add(self, entry: OutboxEntry) -> None:
         """Queue a payload; it gets its id (its place in the queue) when written."""
-        self._staged.append((entry.room, entry.topic, entry.qos, entry.payload))
+        self._staged.append((entry.room, entry.topic, entry.qos, entry.payload, entry.kind))
         self._staging.settle()
 
     def after(self, entry_id: int, limit: int) -> list[OutboxEntry]:
         """Up to ``limit`` entries with an id above ``entry_id``, oldest first."""
         self._staging.flush()
         rows = self._db.execute(
-            "SELECT id, room, topic, qos, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, room, topic, qos, payload, kind FROM outbox WHERE id > ? "
+            "ORDER BY id LIMIT ?",
             (entry_id, limit),
         ).fetchall()
         return [OutboxEntry(*r) for r in rows]
@@ -115,7 +118,8 @@ class Outbox(StagedRows):
     def write(self, db: sqlite3.Connection) -> None:
         if self._staged:
             db.executemany(
-                "INSERT INTO outbox (room, topic, qos, payload) VALUES (?, ?, ?, ?)", self._staged
+                "INSERT INTO outbox (room, topic, qos, payload, kind) VALUES (?, ?, ?, ?, ?)",
+                self._staged,
             )
 
 

@@ -1,0 +1,75 @@
+"""Sealing what waits in the outbox into version 2 batches (docs/protocol.md §12.4, §21).
+
+The outbox keeps a version 2 message as its text record, not as a payload: it
+is sealed only when the broker link has room for it, together with whatever
+else of the same room is waiting then, in one batch signed once and encrypted
+once. No timer: a message sent on an idle daemon leaves at once, alone. A
+batch is sealed with the room's epoch at that moment, so what waited through a
+rekey goes out in the new epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from mqchat.daemon.rooms import RoomRegistry
+from mqchat.daemon.store import OutboxEntry
+from mqchat.errors import ProtocolError
+from mqchat.protocol.batch import records_that_fit, seal_batch
+from mqchat.protocol.records import Record, decode_record
+from mqchat.protocol.signing import SigningIdentity
+
+
+class Sealed:
+    """One batch: its topic, its payload and how many of the entries it carries."""
+
+    __slots__ = ("count", "payload", "topic")
+
+    def __init__(self, topic: str, payload: bytes, count: int) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.count = count
+
+
+class BatchSealer:
+    def __init__(
+        self,
+        *,
+        rooms: RoomRegistry,
+        identity: SigningIdentity,
+        name: str,
+        clock_ms: Callable[[], int],
+        random: Callable[[int], bytes],
+    ) -> None:
+        self._rooms = rooms
+        self._identity = identity
+        self._name = name
+        self._clock_ms = clock_ms
+        self._random = random
+
+    def seal(self, entries: Sequence[OutboxEntry]) -> Sealed | None:
+        """Seal the leading entries (records of one room) that fit one batch.
+
+        None when the room is no longer joined, or has no version 2 keys: the
+        entries cannot be sent and the caller removes them.
+        """
+        room = self._rooms.get(entries[0].room)
+        if room is None or room.epoch is None or room.v2_topic is None:
+            return None
+        records: list[Record] = []
+        for entry in entries:
+            record = decode_record(entry.kind, entry.payload)
+            if record is None:  # pragma: no cover - the outbox holds only kinds we wrote
+                raise ProtocolError(f"outbox entry {entry.id} holds an unknown record kind")
+            records.append(record)
+        count = records_that_fit(records, name=self._name)
+        payload = seal_batch(
+            room.epoch,
+            self._identity,
+            name=self._name,
+            records=records[:count],
+            sent_ms=self._clock_ms(),
+            random=self._random,
+            cipher=room.cipher,
+        )
+        return Sealed(room.v2_topic, payload, count)
