@@ -140,6 +140,7 @@ def assemble_core(
         clock_ms=clock_ms,
         on_fatal=die,
         on_batch=keeper.on_batch,  # which passes them on to presence
+        hears=keeper.hears,
     )
     service = ChatService(
         settings,

@@ -241,21 +241,28 @@ class EpochKeeper:
             self._on_rekey(room, batch, rekey, now_ms)
 
     def admits(self, room: Room, batch: Batch) -> bool:
-        """Whether ``batch``'s records are heard at all (texts included): any batch of the
-        current epoch; in an old epoch or a losing candidate, only the winning rekey's
-        author and recipients' (docs/protocol.md §17.4), so a removed member cannot go
-        on talking in the old epoch during the grace period."""
+        """Whether ``batch``'s records are heard at all: any batch of the current epoch;
+        in an old epoch or a losing candidate, only the winning rekey's author's and
+        recipients' (docs/protocol.md §17.4), so a removed member cannot go on talking
+        in the old epoch during the grace period."""
         if room.epoch is None or batch.room_tag == room.epoch.tag:
             return True
-        current = self._current(room)
-        if current.base_tag is None or batch.sender_key in (current.rekeyer, self._own_key):
+        if self.hears(room, batch.sender_key):
             return True
-        recipients = _recipients(current.recipients)
         announced = next((r for r in batch.records if isinstance(r, MemberKey)), None)
-        if announced is not None and announced.x25519_key in recipients:
+        recipients = _recipients(self._current(room).recipients)
+        return announced is not None and announced.x25519_key in recipients
+
+    def hears(self, room: Room, sender_key: bytes) -> bool:
+        """Whether a text of an old epoch from ``sender_key`` is heard: only from the
+        winning rekey's author and recipients (the inbox asks, for old epochs only)."""
+        current = self._current(room) if room.epoch is not None else None
+        if current is None or current.base_tag is None:
             return True
-        member = self._store.members.get(room.name, batch.sender_key)
-        return member is not None and member.x25519_key in recipients
+        if sender_key in (current.rekeyer, self._own_key):
+            return True
+        member = self._store.members.get(room.name, sender_key)
+        return member is not None and member.x25519_key in _recipients(current.recipients)
 
     def _pin_inviter(self, room: Room, batch: Batch) -> None:
         """A room joined by invite pins the inviter's key under its name at its first batch."""

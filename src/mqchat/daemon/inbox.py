@@ -79,6 +79,7 @@ class Inbox:
         clock_ms: Callable[[], int],
         on_fatal: Callable[[str], None],
         on_batch: Callable[[Room, Batch, int], None],
+        hears: Callable[[Room, bytes], bool] = lambda room, sender: True,
     ) -> None:
         self.store = store
         self.memory = store.memory
@@ -90,6 +91,8 @@ class Inbox:
         self.clock_ms = clock_ms
         self._on_fatal = on_fatal
         self.on_batch = on_batch
+        self.hears = hears
+        """In an old epoch, whose texts are still heard (mqchat.daemon.epoch_keeper)."""
         self.link: BrokerLink | None = None
         self._own_key = identity.public_key
         self._fingerprints: dict[bytes, str] = {}
@@ -211,7 +214,15 @@ class Inbox:
         else:
             epoch_keys = room.epoch_keys_for(inc.topic)
             if epoch_keys is not None and inc.payload[:1] == V2:
-                return self._open_v2(room, epoch_keys, inc.payload)
+                texts = self._open_v2(room, epoch_keys, inc.payload)
+                if epoch_keys is room.epoch:
+                    return texts
+                # An old epoch in its grace period: not from a member the last rekey
+                # left out (docs/protocol.md §17.4).
+                heard = [o for o in texts if self.hears(room, o.arrival.sender_key or b"")]
+                for _ in range(len(texts) - len(heard)):
+                    self.drops.drop("removed_sender", "a text of an old epoch")
+                return heard
             # Version 1 payloads of a passphrase room, until its first rekey's grace
             # period ends (docs/protocol.md §17.4).
             opens_v1 = room.keys is not None and room.opens_v1
