@@ -464,3 +464,61 @@ def test_two_rekeys_that_cross_on_the_wire_converge_on_epoch_1(
     assert {members(d, room)["epoch"] for d in (alice, bob, carol)} == {1}
     # The loser's candidate stays open for the grace period, beside epoch 0.
     assert len(members(alice, room)["grace"]) + len(members(bob, room)["grace"]) == 3
+
+
+def say(d: Daemon, room: str, text: str) -> None:
+    d.ok("send", room, text)
+
+
+def texts(d: Daemon, room: str) -> list[str]:
+    """What ``d`` stored and shows of ``room``, oldest first."""
+    out = d.ok("tail", room, "-n", "1000", "--no-follow", "--json")
+    return [json.loads(line)["text"] for line in out.splitlines() if line]
+
+
+def shows(d: Daemon, room: str, *wanted: str) -> bool:
+    return set(wanted) <= set(texts(d, room))
+
+
+def test_three_chat_in_a_created_room_and_keep_chatting_after_a_rekey(
+    make_member: Callable[..., Daemon], room: str
+) -> None:
+    alice, bob, carol = room_of_three(make_member, room)
+    bob_tail = bob.tail(room, "--since", "0")
+    say(alice, room, "hello, epoch 0")
+    got = bob_tail.messages(1)[0]
+    assert got["text"] == "hello, epoch 0" and got["sender"] == "alice"
+    assert got["verified"] is True  # bob pinned alice from the invite
+    wait_until(lambda: shows(carol, room, "hello, epoch 0"), "carol to get it")
+    alice.ok("rekey", room)
+    new = tag(alice, room)
+    for d in (bob, carol):
+        wait_until(lambda d=d: tag(d, room) == new, f"{d.name} to switch")
+    said = [f"{d.name} on epoch 1" for d in (bob, carol, alice)]
+    for d, text in zip((bob, carol, alice), said, strict=True):
+        say(d, room, text)
+    for d in (alice, bob, carol):
+        wait_until(lambda d=d: shows(d, room, *said), f"{d.name} to get all of epoch 1")
+
+
+def test_after_remove_alice_and_bob_chat_and_carol_receives_nothing(
+    make_member: Callable[..., Daemon], room: str
+) -> None:
+    alice, bob, carol = room_of_three(make_member, room)
+    say(alice, room, "before")
+    wait_until(lambda: shows(carol, room, "before"), "carol to get what came before")
+    alice.ok("rekey", room, "--remove", "carol")
+    wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to switch")
+    carol.tails[0].wait_for(lambda e: e["type"] == "notice" and e["kind"] == "left_out")
+    say(alice, room, "carol cannot read this")
+    say(bob, room, "nor this")
+    wait_until(lambda: shows(bob, room, "carol cannot read this"), "bob to get alice's")
+    wait_until(lambda: shows(alice, room, "nor this"), "alice to get bob's")
+    # What carol still says in the old epoch is not heard (alice and bob keep it open
+    # for the grace period, but only for the members of the new one).
+    say(carol, room, "still here?")
+    say(alice, room, "after carol's")
+    wait_until(lambda: shows(bob, room, "after carol's"), "bob to get alice's last")
+    assert "still here?" not in texts(bob, room) + texts(alice, room)
+    # carol's daemon stored and showed nothing said after her removal.
+    assert texts(carol, room) == ["before", "still here?"]
