@@ -260,6 +260,42 @@ def test_a_stopped_tail_costs_chatd_little_and_then_misses_nothing(
     tail.assert_silent()
 
 
+def test_a_tail_that_fell_behind_past_retention_says_how_many_it_cannot_show(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    """A burst larger than a room's retention to a stopped tail: what the store no
+    longer holds cannot be shown, and the tail says so, with the exact count."""
+    alice = make_daemon("alice", start=False)
+    config = alice.home / "config" / "mqchat" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[store]\nretention = 100\n")
+    alice.start()
+    bob = make_daemon("bob")
+    alice.join(room)
+    bob.join(room)
+    bob.ok("send", room, "before")
+    tail = alice.tail(room, "--since", "0")
+    assert tail.messages(1)[0]["text"] == "before"
+    os.kill(tail.proc.pid, signal.SIGSTOP)
+    try:
+        bob.ok("send", room, input=flood_lines("f", FLOOD))
+        wait_until(lambda: last_seq(alice, room) == FLOOD + 1, "alice to store the flood", 120)
+        assert dropped(alice, "events_slow_reader") > 0
+    finally:
+        os.kill(tail.proc.pid, signal.SIGCONT)
+    shown: list[int] = []
+    skipped = 0
+    while not shown or shown[-1] < FLOOD + 1:
+        event = tail.next_json(60)
+        if event["type"] == "message":
+            shown.append(event["seq"])
+        elif event.get("kind") == "skipped":
+            skipped += event["count"]
+    assert shown == sorted(set(shown)) and shown[-1] == FLOOD + 1
+    assert skipped > 0 and skipped + len(shown) == FLOOD  # every number once: shown or counted
+    assert len(shown) >= 100  # at least what the store keeps
+
+
 def test_tail_since_0_over_a_big_room_is_paged(make_daemon: MakeDaemon, room: str) -> None:
     from mqchat.client.ipc_client import Client
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from mqchat.client.ipc_client import Client
 from mqchat.errors import DaemonRefused
-from mqchat.protocol.ipc import NOT_JOINED
+from mqchat.protocol.ipc import NOT_JOINED, notice_event
 
 Event = dict[str, Any]
 
@@ -56,6 +56,17 @@ def _in_time_order(per_room: Iterable[Iterator[Event]]) -> Iterator[Event]:
     # are interleaved by timestamp. A sender's clock (a legacy token has whole
     # seconds) must not reorder a room.
     return heapq.merge(*per_room, key=lambda e: (e.get("ts", ""), e["room"]))
+
+
+def _retention_notice(room: str, count: int) -> Event:
+    """Messages this reader fell so far behind on that the store no longer holds them."""
+    return notice_event(
+        room,
+        "skipped",
+        f"{count} messages of {room} were removed by the store's retention before "
+        f"they could be shown here (raise [store] retention to keep more)",
+        count=count,
+    )
 
 
 class RoomFeed:
@@ -115,8 +126,13 @@ class RoomFeed:
                 for message in page["messages"]:
                     seq = message["seq"]
                     if seq > self.last.get(room, after) and (before is None or seq < before):
+                        gone = seq - self.last.get(room, after) - 1
+                        if gone > 0:
+                            yield _retention_notice(room, gone)
                         self.last[room] = seq
                         yield message
+            if before is not None and before - 1 > self.last.get(room, after):
+                yield _retention_notice(room, before - 1 - self.last.get(room, after))
         except DaemonRefused as exc:
             if exc.code != NOT_JOINED:
                 raise
