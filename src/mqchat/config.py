@@ -23,6 +23,9 @@ DEFAULT_PROTOCOL = "auto"
 DEFAULT_PRESENCE_INTERVAL = 60
 DEFAULT_REPAIR_GIVE_UP = 24 * 60 * 60
 """A missing message is asked for this long (seconds), then shown as lost."""
+DEFAULT_GRACE_PERIOD = 24 * 3600
+"""docs/protocol.md §17.4: how long an old epoch still opens after a rekey."""
+MAX_GRACE_PERIOD = 30 * 24 * 3600
 PROTOCOLS = ("auto", "5", "3.1.1")
 MAX_BROKER_URLS = 16
 DEFAULT_TOPIC_PREFIX = "mqchat/v1"
@@ -113,6 +116,8 @@ class Settings:
     """Seconds between "still here" announcements; offline after three missed."""
     repair_give_up: int = DEFAULT_REPAIR_GIVE_UP
     """Seconds a missing message is asked for before it is shown as lost (protocol.md §20)."""
+    grace_period: int = DEFAULT_GRACE_PERIOD
+    """Seconds an old epoch still opens after a rekey (docs/protocol.md §17.4)."""
     protocol: str = DEFAULT_PROTOCOL
     """"auto" (MQTT 5, else 3.1.1), "5" or "3.1.1"."""
     config_file: Path | None = None
@@ -142,6 +147,7 @@ class Settings:
             "store": {"retention": self.retention},
             "presence": {"interval": self.presence_interval},
             "repair": {"give_up_after": self.repair_give_up},
+            "keys": {"grace_period": self.grace_period},
             "runtime_dir": str(self.runtime_dir),
             "state_dir": str(self.state_dir),
             "config_file": str(self.config_file) if self.config_file else None,
@@ -206,6 +212,7 @@ _SCHEMA: dict[str, Any] = {
     "store": {"retention": int},
     "presence": {"interval": int},
     "repair": {"give_up_after": int},
+    "keys": {"grace_period": int},
 }
 
 
@@ -288,6 +295,11 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
     retention, where_retention = pick("store.retention", default=DEFAULT_RETENTION)
     interval, where_interval = pick("presence.interval", default=DEFAULT_PRESENCE_INTERVAL)
     give_up, where_give_up = pick("repair.give_up_after", default=DEFAULT_REPAIR_GIVE_UP)
+    grace, where_grace = pick(
+        "keys.grace_period", None, "MQCHAT_GRACE_PERIOD", default=DEFAULT_GRACE_PERIOD
+    )
+    if isinstance(grace, str):  # from the environment
+        grace = int(grace) if grace.isascii() and grace.isdigit() and len(grace) < 12 else grace
     return Settings(
         name=name,
         brokers=brokers,
@@ -303,6 +315,7 @@ def load_settings(flags: Mapping[str, str | None], env: Mapping[str, str] = os.e
         retention=check_int(where_retention, retention, 1, MAX_RETENTION, "messages per room"),
         presence_interval=check_int(where_interval, interval, 1, 86400, "seconds"),
         repair_give_up=check_int(where_give_up, give_up, 1, 30 * 86400, "seconds"),
+        grace_period=check_int(where_grace, grace, 1, MAX_GRACE_PERIOD, "seconds"),
         config_file=cfg_path if data or _exists(cfg_path) else None,
         sources=pick.sources,
     )

@@ -71,6 +71,8 @@ def refused(env: dict[str, str], *, flags: dict[str, str | None] = NO_FLAGS) -> 
         ('[broker]\npassword_file = "/a\\u0000b"', "the path holds a NUL character"),
         ('[broker]\nca_file = "/nonexistent/ca.pem"', "broker.ca_file: cannot use"),
         ('[broker]\nca_file = "/"', "is not a regular file"),
+        ("[keys]\ngrace_period = 0", "keys.grace_period must be between 1 and 2592000"),
+        ("[keys]\ngrace_period = '1h'", "keys.grace_period must be an integer"),
     ],
 )
 def test_bad_config_file_is_one_line_naming_the_file(
@@ -129,6 +131,17 @@ def test_defaults_are_valid(env: dict[str, str]) -> None:
     settings = load_settings(NO_FLAGS, env)
     assert settings.topic_prefix == DEFAULT_TOPIC_PREFIX
     assert settings.config_file is None
+    assert settings.grace_period == 24 * 3600  # docs/protocol.md §17.4
+
+
+def test_the_grace_period_comes_from_the_environment_or_the_file(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    env["MQCHAT_GRACE_PERIOD"] = "5"
+    assert load_settings(NO_FLAGS, env).grace_period == 5
+    del env["MQCHAT_GRACE_PERIOD"]
+    env["MQCHAT_CONFIG"] = str(config_file(tmp_path, "[keys]\ngrace_period = 7\n"))
+    assert load_settings(NO_FLAGS, env).grace_period == 7
 
 
 @pytest.mark.parametrize(
@@ -151,6 +164,9 @@ def test_defaults_are_valid(env: dict[str, str]) -> None:
         ("MQCHAT_CONFIG", "/nonexistent/config.toml", "does not exist"),
         ("MQCHAT_CONFIG", "/", "is a directory, not a file"),
         ("MQCHAT_CONFIG", "/dev/zero", "is larger than 1048576 bytes"),
+        ("MQCHAT_GRACE_PERIOD", "1h", "MQCHAT_GRACE_PERIOD must be between 1 and 2592000"),
+        ("MQCHAT_GRACE_PERIOD", "0", "MQCHAT_GRACE_PERIOD must be between 1 and 2592000"),
+        ("MQCHAT_GRACE_PERIOD", "\u0665", "MQCHAT_GRACE_PERIOD must be between"),
     ],
 )
 def test_bad_environment_is_one_line_naming_the_variable(

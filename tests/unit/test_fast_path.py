@@ -63,6 +63,8 @@ def test_fast_path_imports_nothing_heavy(statement: str) -> None:
         ["join", "room"],
         ["join", "room", "--cipher", "aes-256-gcm", "--weak"],
         ["join", "room", "--legacy", "--passphrase-file=/tmp/p"],
+        ["join", "--invite"],
+        ["join", "--invite-file", "/tmp/invite"],
     ],
 )
 def test_fast_commands_take_the_fast_path(argv: list[str]) -> None:
@@ -84,7 +86,6 @@ def test_fast_commands_take_the_fast_path(argv: list[str]) -> None:
         ["tail", "room", "--since", "x"],
         ["tail", "room", "--since", "\u0665"],
         ["tail", "room", "--bogus"],
-        ["join"],
         ["join", "a", "b"],
         ["join", "room", "--cipher", "rot13"],
         ["join", "room", "--passphrase", "secret"],

@@ -270,11 +270,50 @@ TEMPLATE_HELP = (
 
 COMMANDS: tuple[Command, ...] = (
     Command(
+        "create",
+        "Create ROOM with a random 256-bit key (no passphrase); then `chatctl invite ROOM`.",
+        "key_commands:create",
+        (
+            Argument("room", "Room name."),
+            Option(
+                "cipher",
+                ("--cipher",),
+                f"Cipher for what you send (default: {DEFAULT_CIPHER}).",
+                CIPHER,
+            ),
+        ),
+    ),
+    Command(
+        "invite",
+        "Print an invite to ROOM on stdout: one mqchat: line that is a SECRET (it holds "
+        "the room's key). Pass it on privately; the invitee runs `chatctl join --invite`.",
+        "key_commands:invite",
+        (ROOM,),
+    ),
+    Command(
         "join",
-        "Join ROOM with a passphrase: hidden prompt on a terminal, else one line of stdin.",
+        "Join ROOM with a passphrase, or with --invite the room an invite names. The "
+        "passphrase or invite comes from a hidden prompt on a terminal, else one line of "
+        "stdin, else the 0600 file given; never from the command line.",
         "commands:join",
         (
-            Argument("room", "Room name; everyone in it uses the same name."),
+            Argument(
+                "room",
+                "Room name; everyone in it uses the same name. Not with --invite.",
+                required=False,
+            ),
+            Option(
+                "invite",
+                ("--invite",),
+                "Join by invite (from `chatctl invite`), not by passphrase.",
+            ),
+            Option(
+                "invite_file",
+                ("--invite-file",),
+                "Read the invite from this 0600 file (implies --invite).",
+                PATH,
+                metavar="FILE",
+            ),
             Option(
                 "passphrase_file",
                 ("--passphrase-file",),
@@ -363,6 +402,25 @@ COMMANDS: tuple[Command, ...] = (
         "List who is in ROOM: name, fingerprint, verified or not, online or last seen.",
         "other_commands:who",
         (ROOM, JSON_OBJECT),
+    ),
+    Command(
+        "members",
+        "List who the next `chatctl rekey ROOM` is sealed to, with fingerprints; a member "
+        "whose member key was never seen cannot be sent it.",
+        "key_commands:members",
+        (ROOM, JSON_OBJECT),
+    ),
+    Command(
+        "rekey",
+        "Give ROOM a new random key, sealed to each member separately; with --remove "
+        "NAME..., leave NAMEs out: they can neither read nor find what is sent after.",
+        "key_commands:rekey",
+        (
+            ROOM,
+            Option("remove", ("--remove",), "Leave out the NAMEs that follow."),
+            Argument("names", "Members to remove (with --remove).", required=False, many=True),
+            JSON_OBJECT,
+        ),
     ),
     Command(
         "identity",

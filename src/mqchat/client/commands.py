@@ -223,16 +223,39 @@ def _prompt(prompt: str) -> str:
 
 def join(
     opts: Options,
-    room: str,
+    room: str | None,
     passphrase_file: Path | None,
     cipher: str | None,
     *,
     legacy: bool,
     weak: bool,
+    invite: bool = False,
+    invite_file: Path | None = None,
 ) -> None:
-    """Join ROOM with a passphrase: hidden prompt on a terminal, else one line of stdin."""
+    """Join ROOM with a passphrase, or (--invite) the room an invite names."""
     from mqchat.protocol.limits import normalize_room
 
+    if invite or invite_file is not None:
+        from mqchat.client.key_commands import join_invite
+
+        if room is not None:
+            raise UsageError(
+                "join --invite takes no ROOM: the invite names the room, and it is read "
+                "from a prompt, stdin or --invite-file, never from the command line"
+            )
+        if passphrase_file is not None or cipher is not None or legacy or weak:
+            raise UsageError(
+                "--invite does not go with --passphrase-file, --cipher, --legacy or --weak"
+            )
+        join_invite(opts, invite_file)
+        return
+    if room is None:
+        raise UsageError("missing argument ROOM (or --invite, to join by invite)")
+    if room.startswith("mqchat:"):
+        raise UsageError(
+            "that looks like an invite, and an invite must never be on the command line "
+            "(other users can read it there): run `chatctl join --invite` and paste it"
+        )
     name = normalize_room(room)
     passphrase = read_passphrase(passphrase_file, confirm=True)
     with opts.client() as c:

@@ -24,6 +24,7 @@ import zmq
 from mqchat.config import Settings
 from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.drops import DropCounter
+from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.inbox import Inbox
 from mqchat.daemon.ipc_server import IpcServer
@@ -62,6 +63,7 @@ class Parts:
     service: ChatService
     server: IpcServer
     link: BrokerLink
+    keeper: EpochKeeper
     repair: Repair
 
     def close(self) -> None:
@@ -84,6 +86,7 @@ class Core:
     presence: PresenceKeeper
     inbox: Inbox
     service: ChatService
+    keeper: EpochKeeper
     repair: Repair
 
 
@@ -115,6 +118,21 @@ def assemble_core(
         clock_ms=clock_ms,
         random=os.urandom,
     )
+    keeper = EpochKeeper(
+        store=store,
+        rooms=rooms,
+        events=events,
+        work=work,
+        drops=drops,
+        presence=presence,
+        identity=identity,
+        name=settings.name,
+        topic_prefix=settings.topic_prefix,
+        grace_s=settings.grace_period,
+        clock_ms=clock_ms,
+        random=os.urandom,
+    )
+    keeper.load()
     inbox = Inbox(
         store=store,
         identity=identity,
@@ -124,7 +142,8 @@ def assemble_core(
         work=work,
         clock_ms=clock_ms,
         on_fatal=die,
-        on_batch=presence.on_batch,
+        on_batch=keeper.on_batch,  # which passes them on to presence
+        hears=keeper.hears,
     )
     repair = Repair(
         store=store,
@@ -151,8 +170,17 @@ def assemble_core(
         drops=drops,
         clock_ms=clock_ms,
     )
+    service.handlers.update(
+        create=keeper.create,
+        invite=keeper.invite,
+        join_invite=keeper.join_invite,
+        rekey=keeper.rekey,
+        members=keeper.members,
+    )
+    service.on_leave.append(keeper.forget)
     service.repair = repair
-    return Core(rooms, outbox, kdf, presence, inbox, service, repair)
+    service.on_leave.append(repair.forget)
+    return Core(rooms, outbox, kdf, presence, inbox, service, keeper, repair)
 
 
 def assemble(
@@ -198,14 +226,27 @@ def assemble(
     )
     # Subscriptions first, then the outbox a previous run left (on CONNACK), so a
     # send made just after a restart cannot overtake older messages.
-    service.link = inbox.link = outbox.link = presence.link = link
+    service.link = inbox.link = outbox.link = presence.link = core.keeper.link = link
     for room in rooms:
         for topic in room.topics:
             link.subscribe(topic, room.qos)
+    for topic in core.keeper.subscriptions_to_drop():
+        link.unsubscribe(topic)  # ended epochs a persistent session may still hold
     return Parts(
-        store, checkpointer, ctx, events, outbox, kdf, presence, inbox, service, server, link,
+        store,
+        checkpointer,
+        ctx,
+        events,
+        outbox,
+        kdf,
+        presence,
+        inbox,
+        service,
+        server,
+        link,
+        core.keeper,
         core.repair,
-    )  # fmt: skip
+    )
 
 
 def broker_state(

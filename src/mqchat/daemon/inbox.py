@@ -32,7 +32,7 @@ from mqchat.protocol.ipc import notice_event
 from mqchat.protocol.kdf import RoomKeys
 from mqchat.protocol.limits import MAX_TIMESTAMP_MS
 from mqchat.protocol.receiving import Arrival, Verdict, judge, stream_key
-from mqchat.protocol.records import Heads, Rekey, RepairRequest, Text
+from mqchat.protocol.records import Heads, RepairRequest, Text
 from mqchat.protocol.signing import SigningIdentity, fingerprint, format_fingerprint
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class Inbox:
         clock_ms: Callable[[], int],
         on_fatal: Callable[[str], None],
         on_batch: Callable[[Room, Batch, int], None],
+        hears: Callable[[Room, bytes], bool] = lambda room, sender: True,
     ) -> None:
         self.store = store
         self.memory = store.memory
@@ -97,6 +98,8 @@ class Inbox:
         self.clock_ms = clock_ms
         self._on_fatal = on_fatal
         self.on_batch = on_batch
+        self.hears = hears
+        """In an old epoch, whose texts are still heard (mqchat.daemon.epoch_keeper)."""
         self.link: BrokerLink | None = None
         self.repair: Repair | None = None
         self._own_key = identity.public_key
@@ -215,13 +218,28 @@ class Inbox:
             return []
         if room.legacy_key is not None:
             one = self._open_legacy(room, room.legacy_key, inc.payload)
+        elif inc.topic in room.expired:
+            # An epoch past its grace period (docs/protocol.md §17.4): its keys are gone.
+            self.drops.drop("old_epoch")
+            return []
         else:
             epoch_keys = room.epoch_keys_for(inc.topic)
             if epoch_keys is not None and inc.payload[:1] == V2:
-                return self._open_v2(room, epoch_keys, inc.payload)
-            one = None if room.keys is None else self._open(room, room.keys, inc.payload)
-            if room.keys is None:
-                self.drops.drop("undecryptable", "not a version 2 payload")
+                texts = self._open_v2(room, epoch_keys, inc.payload)
+                if epoch_keys is room.epoch:
+                    return texts
+                # An old epoch in its grace period: not from a member the last rekey
+                # left out (docs/protocol.md §17.4).
+                heard = [o for o in texts if self.hears(room, o.arrival.sender_key or b"")]
+                for _ in range(len(texts) - len(heard)):
+                    self.drops.drop("removed_sender", "a text of an old epoch")
+                return heard
+            # Version 1 payloads of a passphrase room, until its first rekey's grace
+            # period ends (docs/protocol.md §17.4).
+            opens_v1 = room.keys is not None and room.opens_v1
+            one = self._open(room, room.keys, inc.payload) if room.keys and opens_v1 else None
+            if not opens_v1:
+                self.drops.drop("undecryptable", "not a version 2 payload of this room's epochs")
         return [] if one is None else [one]
 
     def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
@@ -270,9 +288,7 @@ class Inbox:
                     room.name, room.joined_ms, batch.sender_name, batch.sender_key, b"", None, 0
                 )
                 texts.append(Opened(room, arrival, "", legacy=False, control=record))
-            elif isinstance(record, Rekey):
-                # Rekeys come with the work that adopts them.
-                self.drops.drop("unsupported_record", type(record).__name__)
+            # Rekeys go to on_batch (the epoch keeper).
         if batch.skipped:
             self.drops.drop("unknown_record", f"{batch.skipped} of an unknown kind")
         self.on_batch(room, batch, self.clock_ms())

@@ -144,6 +144,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         asyncio.create_task(_upkeep(parts.service), name="upkeep"),
         asyncio.create_task(parts.presence.run(), name="presence"),
         asyncio.create_task(parts.repair.run(), name="repair"),
+        asyncio.create_task(parts.keeper.run(), name="epochs"),
     ]
     for task in tasks:
         # A task that ends by itself is a bug: log it and stop non-zero, so the

@@ -1,9 +1,10 @@
-"""A joined room as the daemon holds it: name, mode, keys, topic, last seq."""
+"""A joined room as the daemon holds it: name, mode, keys, epochs, topics, last seq."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from mqchat.daemon.store import RoomRecord
 from mqchat.errors import NotJoined
@@ -18,6 +19,15 @@ LEGACY_WARNING = (
 )
 
 
+class GraceEpoch(NamedTuple):
+    """An epoch the room still opens after it moved on: the previous one, or a losing
+    candidate (docs/protocol.md §17.3-17.4), until ``until_ms``."""
+
+    keys: EpochKeys
+    topic: str
+    until_ms: int
+
+
 @dataclass
 class Room:
     name: str
@@ -30,9 +40,15 @@ class Room:
     last_seq: int = 0
     joined_ms: int = 0
     epoch: EpochKeys | None = field(default=None, repr=False)
-    """Wire format version 2's keys (epoch 0, from the v1 keys): presence travels
-    in v2 batches on its own topic; None for legacy rooms."""
+    """Wire format version 2's keys of the current epoch (at first epoch 0: from the
+    v1 keys of a passphrase room, random in a created room, the invite's when joined
+    by one); what is sent goes with them, on ``v2_topic``. None for legacy rooms.
+    mqchat.daemon.epoch_keeper moves both to the next epoch at a rekey."""
     v2_topic: str | None = None
+    grace: list[GraceEpoch] = field(default_factory=list, repr=False)
+    """Old epochs and losing candidates still opened (mqchat.daemon.epoch_keeper)."""
+    expired: set[str] = field(default_factory=set, repr=False)
+    """Topics of epochs past their grace period: what comes there is "old epoch"."""
     stream: int = 0
     """Our current stream in this room (docs/protocol.md §15); 0 until the first send."""
     sent_seq: int = 0
@@ -46,8 +62,29 @@ class Room:
         return self
 
     def epoch_keys_for(self, topic: str) -> EpochKeys | None:
-        """The keys of the epoch whose topic ``topic`` is, if the room still opens it."""
-        return self.epoch if topic == self.v2_topic else None
+        """The keys of the epoch whose topic ``topic`` is, if the room still opens it:
+        the current epoch, or one in its grace period."""
+        if topic == self.v2_topic:
+            return self.epoch
+        for old in self.grace:
+            if old.topic == topic:
+                return old.keys
+        return None
+
+    @property
+    def random_key(self) -> bool:
+        """Made by `chatctl create` or joined by invite: epochs only, no v1 keys."""
+        return self.keys is None and self.legacy_key is None
+
+    @property
+    def opens_v1(self) -> bool:
+        """A passphrase room opens version 1 payloads until its first rekey's grace
+        period ends (docs/protocol.md §17.4): while epoch 0 is current or in grace."""
+        if self.keys is None:
+            return False
+        if self.epoch is None or self.epoch.epoch == 0:
+            return True
+        return any(old.keys.epoch == 0 for old in self.grace)
 
     @property
     def legacy(self) -> bool:
@@ -55,8 +92,14 @@ class Room:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        """Every topic the room is received on: v1's, and v2's when it has one."""
-        return (self.topic,) if self.v2_topic is None else (self.topic, self.v2_topic)
+        """Every topic the room is received on: v1's (legacy rooms, and passphrase rooms
+        until their first rekey's grace period ends), the current epoch's, and those of
+        epochs in their grace period."""
+        found = [self.topic] if self.legacy_key is not None or self.opens_v1 else []
+        if self.v2_topic is not None and self.v2_topic not in found:
+            found.append(self.v2_topic)
+        found += [old.topic for old in self.grace if old.topic not in found]
+        return tuple(found)
 
     @property
     def qos(self) -> int:
@@ -96,20 +139,43 @@ class Room:
             joined_ms=joined_ms,
         )
 
+    @classmethod
+    def random_key_room(
+        cls, name: str, cipher: str, keys: EpochKeys, topic: str, *, joined_ms: int
+    ) -> Room:
+        """A room with a random secret (`chatctl create`, or joined by invite)."""
+        return cls(
+            name,
+            cipher,
+            False,
+            KdfParams(0, 0, 0),
+            None,
+            None,
+            topic,
+            joined_ms=joined_ms,
+            epoch=keys,
+            v2_topic=topic,
+        )
+
     def same_key(self, other: Room) -> bool:
         if self.keys is not None and other.keys is not None:
             return self.keys.message_key == other.keys.message_key
         if self.legacy_key is not None and other.legacy_key is not None:
             return self.legacy_key.fernet_key == other.legacy_key.fernet_key
+        if self.random_key and other.random_key and other.epoch is not None:
+            tags = {old.keys.tag for old in self.grace}
+            return self.epoch is not None and other.epoch.tag in tags | {self.epoch.tag}
         return False
 
     def to_record(self) -> RoomRecord:
+        """The rooms table's row. A random-key room stores an empty key_a: its secrets
+        are in room_epochs (mqchat.daemon.store.epochs)."""
         if self.keys is not None:
             key_a, key_b = self.keys.message_key, self.keys.topic_key
         elif self.legacy_key is not None:
             key_a, key_b = self.legacy_key.fernet_key, None
-        else:  # pragma: no cover - a Room always has one of the two
-            raise ValueError("room without key")
+        else:
+            key_a, key_b = b"", None
         return RoomRecord(
             self.name,
             self.cipher,
@@ -137,7 +203,7 @@ class Room:
                 last_seq,
                 rec.joined_ms,
             )
-        keys = RoomKeys(rec.key_a, rec.key_b or b"")
+        keys = RoomKeys(rec.key_a, rec.key_b or b"") if rec.key_a else None
         return cls(
             rec.name, rec.cipher, rec.weak, kdf, keys, None, rec.topic, last_seq, rec.joined_ms
         )
@@ -160,13 +226,20 @@ class RoomRegistry:
 
     def add(self, room: Room) -> None:
         self._by_name[room.name] = room
-        for topic in room.topics:
+        for topic in (*room.topics, *room.expired):
             self._by_topic[topic] = room
 
     def remove(self, room: Room) -> None:
         del self._by_name[room.name]
-        for topic in room.topics:
+        for topic in (*room.topics, *room.expired):
             self._by_topic.pop(topic, None)
+
+    def retopic(self, room: Room, before: tuple[str, ...]) -> None:
+        """``room``'s topics changed (a new epoch, a grace period ended): map them again."""
+        for topic in before:
+            if self._by_topic.get(topic) is room:
+                del self._by_topic[topic]
+        self.add(room)
 
     def get(self, name: str) -> Room | None:
         # A joined room's name is normalised already, and normalising is the same

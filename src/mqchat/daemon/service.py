@@ -89,6 +89,9 @@ class ChatService:
         self.clock_ms = clock_ms
         self.link: BrokerLink | None = None
         self.repair: Repair | None = None
+        self.handlers: dict[str, Callable[..., Any]] = {}
+        """Methods served by other parts (the epoch keeper's create, invite, rekey...)."""
+        self.on_leave: list[Callable[[Room], None]] = []
         self._streams = StreamReservation(settings.state_dir, clock_ms)
         # Computed once: every message we send carries them.
         self._own_key = identity.public_key
@@ -102,7 +105,9 @@ class ChatService:
                 room.sent_seq = self.store.sent.last_seq(room.name, room.stream)
 
     def call(self, req: Request) -> Any | Awaitable[Any]:
-        handler: Callable[..., Any] = getattr(self, f"rpc_{req.method}")
+        handler: Callable[..., Any] = self.handlers.get(req.method) or getattr(
+            self, f"rpc_{req.method}"
+        )
         return handler(**req.params)
 
     # ------------------------------------------------------------------ reading
@@ -213,8 +218,8 @@ class ChatService:
         self.presence.announce(r, PresenceState.LEAVING)
         self.store.rooms.delete(r.name)
         self.presence.forget(r)
-        if self.repair is not None:
-            self.repair.forget(r)
+        for forget in self.on_leave:
+            forget(r)
         self.rooms.remove(r)
         if self.link is not None:
             for topic in r.topics:

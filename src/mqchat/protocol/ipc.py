@@ -18,6 +18,8 @@ MAX_HISTORY: Final = 100_000
 MAX_SEND_TEXTS: Final = 256
 """Texts one ``send`` request may carry. chatd handles a request in one go, so this
 bounds how long one request keeps it from its other clients and the broker."""
+MAX_REKEY_REMOVALS: Final = 512
+"""Names one ``rekey`` may leave out (a rekey reaches at most 512 members)."""
 
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -44,6 +46,11 @@ METHODS: Final[dict[str, _ParamSpec]] = {
         "weak": (bool, False, False),
     },
     "leave": {"room": (str, True, None)},
+    "create": {"room": (str, True, None), "cipher": (str, False, None)},
+    "invite": {"room": (str, True, None)},
+    "join_invite": {"invite": (str, True, None)},
+    "rekey": {"room": (str, True, None), "remove": (list, False, None)},
+    "members": {"room": (str, True, None)},
     "who": {"room": (str, True, None)},
     "send": {
         "room": (str, True, None),
@@ -79,7 +86,12 @@ def _check_value(method: str, name: str, value: Any, kind: type) -> None:
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
         raise IpcError(INVALID_PARAMS, f"param {name!r} must be of type {kind.__name__}")
-    if kind is list:  # the only list param: send's texts
+    if kind is list and method == "rekey":  # names to leave out
+        if len(value) > MAX_REKEY_REMOVALS:
+            raise IpcError(INVALID_PARAMS, f"param {name!r} holds at most {MAX_REKEY_REMOVALS}")
+        for item in value:
+            _check_value(method, name, item, str)
+    elif kind is list:  # send's texts
         if not 1 <= len(value) <= MAX_SEND_TEXTS:
             raise IpcError(INVALID_PARAMS, f"param {name!r} must hold 1 to {MAX_SEND_TEXTS} texts")
         for item in value:

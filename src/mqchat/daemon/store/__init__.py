@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mqchat.daemon.store.connection import Checkpointer, is_failure, open_database
+from mqchat.daemon.store.epochs import RoomEpochs
 from mqchat.daemon.store.gaps import GapStreams, HeldTexts, StreamRow
 from mqchat.daemon.store.memory import ReceiverMemory
 from mqchat.daemon.store.messages import Messages
@@ -53,6 +54,7 @@ class Store:
         self.members = Members(self._db)
         self.gaps = GapStreams(self._db, self._staging)
         self.held = HeldTexts(self._db, self._staging)
+        self.epochs = RoomEpochs(self._db)
 
     @contextmanager
     def batch(self) -> Iterator[None]:

@@ -187,3 +187,9 @@ class Members:
 
     def forget_room(self, room: str) -> None:
         self._db.execute("DELETE FROM members WHERE room = ?", (room,))
+
+    def forget(self, room: str, sender_key: bytes) -> None:
+        """One member no longer in the room (a rekey left it out)."""
+        self._db.execute(
+            "DELETE FROM members WHERE room = ? AND sender_key = ?", (room, sender_key)
+        )
