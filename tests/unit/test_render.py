@@ -135,3 +135,22 @@ def test_check_template_accepts(template: str) -> None:
 def test_check_template_refuses(template: str, says: str) -> None:
     with pytest.raises(UsageError, match=re.escape(says)):
         check_template(template)
+
+
+@pytest.mark.parametrize(
+    ("verified", "line"),
+    [(True, "-- alice is online"), (None, "-- alice is online"), (False, "-- alice? is online")],
+)
+def test_presence_marks_only_a_name_pinned_to_another_key(verified: bool | None, line: str) -> None:
+    """A member heard before any message of theirs has nothing pinned yet (None): that is
+    no warning; only a key other than the pinned one is (False)."""
+    presence = {
+        "type": "presence",
+        "room": "r",
+        "name": "alice",
+        "fingerprint": "a" * 64,
+        "verified": verified,
+        "online": True,
+        "reason": "joined",
+    }
+    assert plain().presence(presence) == line

@@ -222,7 +222,7 @@ class Renderer:
         if self.as_json:
             return safe_json(event)
         name = escape(str(event.get("name", "?")))
-        mark = "" if event.get("verified") else "?"
+        mark = "?" if event.get("verified") is False else ""  # None: nothing pinned yet
         what = {
             "leaving": "left",
             "timeout": "went offline (not heard from)",

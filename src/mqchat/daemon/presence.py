@@ -166,9 +166,12 @@ class PresenceKeeper:
         )
 
     # ------------------------------------------------------------------ asking
-    def _verified(self, member: Member) -> bool:
+    def _verified(self, member: Member) -> bool | None:
+        """True: the member's key is the one pinned for its name; False: another key
+        is; None: nothing is pinned for the name yet (no message of theirs received,
+        no key trusted), which is not a warning."""
         pin = self._store.memory.pin(member.room, member.name)
-        return pin is not None and pin.key == member.sender_key
+        return None if pin is None else pin.key == member.sender_key
 
     def _view(self, member: Member) -> dict[str, Any]:
         return {

@@ -55,7 +55,7 @@ def notice_line(event: Event) -> Text:
     """``-- text``: notices from chatd, and the interface's own."""
     if event.get("type") == "presence":
         said = PRESENCE_SAID.get(str(event.get("reason")), "is online")
-        mark = "" if event.get("verified") else "?"
+        mark = "?" if event.get("verified") is False else ""  # None: nothing pinned yet
         text = f"{escape(str(event.get('name', '')))}{mark} {said}"
         return Text(f"-- {text}", style="dim")
     style = NOTICE_STYLES.get(str(event.get("kind")), "dim")
@@ -114,7 +114,7 @@ def members_text(room: RoomView | None, presence: bool | None, today: dt.date) -
         for member in sorted_members(room.members):
             line = member_line(member, today)
             style = "" if member.get("online") else "dim"
-            if not member.get("verified"):
+            if member.get("verified") is False:
                 style = UNVERIFIED_STYLE
             text.append(("● " if member.get("online") else "○ ") + line + "\n", style=style)
     return text

@@ -35,7 +35,7 @@ def member_key(member: Member) -> tuple[str, str]:
 
 def member_line(member: Member, today: dt.date | None = None) -> str:
     """``alice  online``, ``bob?  last seen 12:04:01``: escaped, ``?`` for an unverified key."""
-    mark = "" if member.get("verified") else "?"
+    mark = "?" if member.get("verified") is False else ""  # None: nothing pinned yet
     name = escape(str(member.get("name", "")))
     if member.get("online"):
         state = "online"
