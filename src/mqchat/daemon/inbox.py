@@ -236,10 +236,10 @@ class Inbox:
                 return heard
             # Version 1 payloads of a passphrase room, until its first rekey's grace
             # period ends (docs/protocol.md §17.4).
-            opens_v1 = room.keys is not None and room.opens_v1
-            one = self._open(room, room.keys, inc.payload) if room.keys and opens_v1 else None
-            if not opens_v1:
+            if room.keys is None or not room.opens_v1:
                 self.drops.drop("undecryptable", "not a version 2 payload of this room's epochs")
+                return []
+            one = self._open(room, room.keys, inc.payload)
         return [] if one is None else [one]
 
     def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
