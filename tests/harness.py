@@ -439,6 +439,13 @@ class Daemon:
     def join(self, room: str, passphrase: str = PASSPHRASE, *extra: str) -> str:
         return self.ok("join", room, *extra, input=passphrase + "\n")
 
+    def write_config(self, text: str) -> Daemon:
+        """Write chatd's config file (``$XDG_CONFIG_HOME/mqchat/config.toml``), before start."""
+        config = self.home / "config" / "mqchat"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "config.toml").write_text(text)
+        return self
+
     def tail(self, *args: str) -> Tail:
         t = Tail([command("chatctl"), "tail", "--json", *args], self.env)
         self.tails.append(t)

@@ -175,9 +175,7 @@ def test_a_broker_that_closes_before_connack_gets_a_hint(make_daemon: MakeDaemon
     alice = make_daemon(
         "alice", extra_env={"MQCHAT_BROKER": f"mqtt://127.0.0.1:{port}"}, start=False
     )
-    config = alice.home / "config" / "mqchat"
-    config.mkdir(parents=True)
-    (config / "config.toml").write_text('[broker]\nprotocol = "5"\n')
+    alice.write_config('[broker]\nprotocol = "5"\n')
     try:
         alice.start(wait_connected=False)
         reason = wait_until(

@@ -303,10 +303,7 @@ def test_replayed_message_is_dropped_also_after_a_restart(
 
 
 def test_retention_keeps_the_last_n_messages_per_room(make_daemon: MakeDaemon, room: str) -> None:
-    alice = make_daemon("alice", start=False)
-    config = alice.home / "config" / "mqchat" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text("[store]\nretention = 5\n")
+    alice = make_daemon("alice", start=False).write_config("[store]\nretention = 5\n")
     alice.start()
     alice.join(room)
     alice.ok("send", room, input="".join(f"r{i}\n" for i in range(1, 13)))

@@ -265,10 +265,7 @@ def test_a_tail_that_fell_behind_past_retention_says_how_many_it_cannot_show(
 ) -> None:
     """A burst larger than a room's retention to a stopped tail: what the store no
     longer holds cannot be shown, and the tail says so, with the exact count."""
-    alice = make_daemon("alice", start=False)
-    config = alice.home / "config" / "mqchat" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text("[store]\nretention = 100\n")
+    alice = make_daemon("alice", start=False).write_config("[store]\nretention = 100\n")
     alice.start()
     bob = make_daemon("bob")
     alice.join(room)

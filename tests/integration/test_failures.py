@@ -142,10 +142,7 @@ def test_a_long_outage_is_sent_in_order_with_bounded_memory(
     bob = make_daemon("bob", on=broker, start=False)
     # bob stores all of them: his tail may fall behind a burst that arrives in
     # batches of 256, and fills in from his store (retention would cut it at 10,000).
-    config = bob.home / "config" / "mqchat" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text(f"[store]\nretention = {OUTAGE_SENDS}\n")
-    bob.start()
+    bob.write_config(f"[store]\nretention = {OUTAGE_SENDS}\n").start()
     alice.join(room)
     bob.join(room)
     tail = bob.tail(room, "--since", "0")

@@ -39,10 +39,7 @@ def offline(d: Daemon, room: str, name: str) -> bool:
 def make_present(make_daemon: MakeDaemon) -> Callable[[str], Daemon]:
     def make(name: str) -> Daemon:
         d = make_daemon(name, start=False)
-        config = d.home / "config" / "mqchat"
-        config.mkdir(parents=True)
-        (config / "config.toml").write_text(f"[presence]\ninterval = {INTERVAL_S}\n")
-        return d.start()
+        return d.write_config(f"[presence]\ninterval = {INTERVAL_S}\n").start()
 
     return make
 

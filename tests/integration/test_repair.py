@@ -44,13 +44,6 @@ def repair_status(d: Daemon) -> dict[str, Any]:
     return status
 
 
-def with_config(d: Daemon, text: str) -> Daemon:
-    config = d.home / "config" / "mqchat"
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "config.toml").write_text(text)
-    return d
-
-
 def test_a_broker_restart_mid_stream_loses_nothing(
     make_broker: MakeBroker, make_daemon: MakeDaemon, room: str
 ) -> None:
@@ -133,7 +126,7 @@ def test_what_the_sender_purged_is_shown_as_lost(
     """alice keeps her last 5 records only: bob gets back what she still holds, and a
     lost notice and counter for the rest; everything else in order."""
     broker = make_broker(persistence=True, extra=("max_queued_messages 5",))
-    alice = with_config(make_daemon("alice", on=broker, start=False), "[store]\nretention = 5\n")
+    alice = make_daemon("alice", on=broker, start=False).write_config("[store]\nretention = 5\n")
     alice.start()
     bob = make_daemon("bob", on=broker)
     alice.join(room)
@@ -175,7 +168,7 @@ def test_a_sender_offline_past_the_limit_leaves_a_lost_notice_and_the_rest_in_or
 ) -> None:
     """carol's second message never comes and she does not answer: bob holds back her
     third, asks, and after `[repair] give_up_after` shows the loss, then the third."""
-    bob = with_config(make_daemon("bob", start=False), "[repair]\ngive_up_after = 2\n")
+    bob = make_daemon("bob", start=False).write_config("[repair]\ngive_up_after = 2\n")
     bob.start()
     bob.join(room)
     tail = bob.tail(room, "--since", "0")
