@@ -270,12 +270,17 @@ class Inbox:
         if batch is None:
             return []
         texts: list[Opened] = []
+        seq_keys: dict[int, bytes] = {}  # a batch's texts are mostly of one stream: hash once
         for record in batch.records:
             if isinstance(record, Text):
+                seq_key = seq_keys.get(record.stream)
+                if seq_key is None:
+                    seq_key = seq_keys[record.stream] = stream_key(
+                        batch.sender_key, room.name, record.stream
+                    )
                 arrival = Arrival(
                     room.name, room.joined_ms, batch.sender_name, batch.sender_key,
-                    record.message_id, record.seq, record.timestamp_ms,
-                    stream_key(batch.sender_key, room.name, record.stream),
+                    record.message_id, record.seq, record.timestamp_ms, seq_key,
                 )  # fmt: skip
                 texts.append(
                     Opened(
