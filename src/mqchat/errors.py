@@ -102,6 +102,10 @@ class AlreadyRunning(MqchatError):
     """Another chatd already serves this runtime directory."""
 
 
+class NotAMember(MqchatError):
+    """You are no longer a member of this room."""
+
+
 class NotJoined(MqchatError):
     """You have not joined this room: run `chatctl join ROOM` first."""
 

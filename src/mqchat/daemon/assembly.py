@@ -29,15 +29,18 @@ from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.inbox import Inbox
 from mqchat.daemon.ipc_server import IpcServer
 from mqchat.daemon.key_derivation import KeyDerivation
+from mqchat.daemon.membership import Membership
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.repair import Repair
+from mqchat.daemon.room_admin import RoomAdmin
 from mqchat.daemon.rooms import RoomRegistry
 from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.service import ChatService
 from mqchat.daemon.state import load_identity
 from mqchat.daemon.store import Checkpointer, Store
 from mqchat.daemon.unit_of_work import UnitOfWork
+from mqchat.errors import MqchatError
 from mqchat.protocol.ipc import notice_event
 from mqchat.protocol.records import PresenceState
 from mqchat.protocol.signing import SigningIdentity
@@ -88,6 +91,7 @@ class Core:
     service: ChatService
     keeper: EpochKeeper
     repair: Repair
+    membership: Membership
 
 
 def assemble_core(
@@ -118,21 +122,35 @@ def assemble_core(
         clock_ms=clock_ms,
         random=os.urandom,
     )
-    keeper = EpochKeeper(
+    keeper = EpochKeeper(store=store, rooms=rooms, grace_s=settings.grace_period, clock_ms=clock_ms)
+    keeper.load()
+    membership = Membership(
         store=store,
         rooms=rooms,
-        events=events,
-        work=work,
-        drops=drops,
+        keeper=keeper,
         presence=presence,
+        events=events,
+        drops=drops,
         identity=identity,
         name=settings.name,
-        topic_prefix=settings.topic_prefix,
-        grace_s=settings.grace_period,
         clock_ms=clock_ms,
         random=os.urandom,
     )
-    keeper.load()
+    membership.load()
+    admin = RoomAdmin(
+        store=store,
+        rooms=rooms,
+        keeper=keeper,
+        membership=membership,
+        presence=presence,
+        events=events,
+        identity=identity,
+        name=settings.name,
+        topic_prefix=settings.topic_prefix,
+        clock_ms=clock_ms,
+        random=os.urandom,
+    )
+    membership.rekey_again = functools.partial(_rekey_again, work, admin)
     inbox = Inbox(
         store=store,
         identity=identity,
@@ -142,8 +160,8 @@ def assemble_core(
         work=work,
         clock_ms=clock_ms,
         on_fatal=die,
-        on_batch=keeper.on_batch,  # which passes them on to presence
-        hears=keeper.hears,
+        on_batch=membership.on_batch,  # which passes them on to presence
+        hears=membership.hears,
     )
     repair = Repair(
         store=store,
@@ -156,7 +174,10 @@ def assemble_core(
     )
     inbox.repair = repair
     repair.show = inbox.show
-    presence.extra_records = repair.presence_heads
+    presence.extra_records = lambda room: [
+        *repair.presence_heads(room),
+        *membership.presence_records(room),
+    ]
     service = ChatService(
         settings,
         store,
@@ -171,16 +192,27 @@ def assemble_core(
         clock_ms=clock_ms,
     )
     service.handlers.update(
-        create=keeper.create,
-        invite=keeper.invite,
-        join_invite=keeper.join_invite,
-        rekey=keeper.rekey,
-        members=keeper.members,
+        create=admin.create,
+        invite=admin.invite,
+        join_invite=admin.join_invite,
+        rekey=admin.rekey,
+        members=admin.members,
     )
-    service.on_leave.append(keeper.forget)
+    service.refusal = membership.out_reason
+    service.on_leave.append(admin.forget)
     service.repair = repair
     service.on_leave.append(repair.forget)
-    return Core(rooms, outbox, kdf, presence, inbox, service, keeper, repair)
+    return Core(rooms, outbox, kdf, presence, inbox, service, keeper, repair, membership)
+
+
+def _rekey_again(work: UnitOfWork, admin: RoomAdmin, room: str, removed: list[str]) -> None:
+    """Our rekey lost to another (§27.2): make it again on the winner, or the removal
+    is undone."""
+    try:
+        with work.batch():
+            admin.rekey(room, removed, again=True)
+    except MqchatError as exc:
+        log.warning("could not make a lost rekey again: %s", exc.message)
 
 
 def assemble(
@@ -227,6 +259,7 @@ def assemble(
     # Subscriptions first, then the outbox a previous run left (on CONNACK), so a
     # send made just after a restart cannot overtake older messages.
     service.link = inbox.link = outbox.link = presence.link = core.keeper.link = link
+    core.membership.link = link
     for room in rooms:
         for topic in room.topics:
             link.subscribe(topic, room.qos)

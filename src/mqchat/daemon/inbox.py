@@ -85,7 +85,7 @@ class Inbox:
         work: UnitOfWork,
         clock_ms: Callable[[], int],
         on_fatal: Callable[[str], None],
-        on_batch: Callable[[Room, Batch, int], None],
+        on_batch: Callable[[Room, Batch, bytes, int], None],
         hears: Callable[[Room, bytes], bool] = lambda room, sender: True,
     ) -> None:
         self.store = store
@@ -99,7 +99,7 @@ class Inbox:
         self._on_fatal = on_fatal
         self.on_batch = on_batch
         self.hears = hears
-        """In an old epoch, whose texts are still heard (mqchat.daemon.epoch_keeper)."""
+        """Whose texts are heard at all: a room's members (mqchat.daemon.membership)."""
         self.link: BrokerLink | None = None
         self.repair: Repair | None = None
         self._own_key = identity.public_key
@@ -225,22 +225,22 @@ class Inbox:
         else:
             epoch_keys = room.epoch_keys_for(inc.topic)
             if epoch_keys is not None and inc.payload[:1] == V2:
-                texts = self._open_v2(room, epoch_keys, inc.payload)
-                if epoch_keys is room.epoch:
-                    return texts
-                # An old epoch in its grace period: not from a member the last rekey
-                # left out (docs/protocol.md §17.4).
-                heard = [o for o in texts if self.hears(room, o.arrival.sender_key or b"")]
-                for _ in range(len(texts) - len(heard)):
-                    self.drops.drop("removed_sender", "a text of an old epoch")
-                return heard
+                return self._heard(self._open_v2(room, epoch_keys, inc.payload))
             # Version 1 payloads of a passphrase room, until its first rekey's grace
             # period ends (docs/protocol.md §17.4).
             if room.keys is None or not room.opens_v1:
                 self.drops.drop("undecryptable", "not a version 2 payload of this room's epochs")
                 return []
             one = self._open(room, room.keys, inc.payload)
+            return self._heard([] if one is None else [one])
         return [] if one is None else [one]
+
+    def _heard(self, opened: list[Opened]) -> list[Opened]:
+        """Only the room's members are heard, in every epoch and version (§27.4)."""
+        heard = [o for o in opened if self.hears(o.room, o.arrival.sender_key or b"")]
+        for _ in range(len(opened) - len(heard)):
+            self.drops.drop("not_member", "a text or control record from no member of the room")
+        return heard
 
     def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
         """Run a decoder; count and drop what it refuses."""
@@ -296,7 +296,7 @@ class Inbox:
             # Rekeys go to on_batch (the epoch keeper).
         if batch.skipped:
             self.drops.drop("unknown_record", f"{batch.skipped} of an unknown kind")
-        self.on_batch(room, batch, self.clock_ms())
+        self.on_batch(room, batch, payload, self.clock_ms())
         return texts
 
     def _open_legacy(

@@ -33,15 +33,15 @@ from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.state import StreamReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
 from mqchat.daemon.unit_of_work import UnitOfWork
-from mqchat.errors import MessageTooLong, NothingToTrust, UsageError
+from mqchat.errors import MessageTooLong, NotAMember, NothingToTrust, UsageError
 from mqchat.protocol import envelope
 from mqchat.protocol import legacy as legacy_codec
 from mqchat.protocol.fingerprints import MIN_FINGERPRINT_DIGITS, fingerprint_digits
 from mqchat.protocol.ipc import Request, notice_event
 from mqchat.protocol.kdf import DEFAULT_KDF
-from mqchat.protocol.limits import check_text, normalize_name, normalize_room
+from mqchat.protocol.limits import MAX_INT, check_text, normalize_name, normalize_room
 from mqchat.protocol.receiving import stream_key
-from mqchat.protocol.records import MAX_INT, MESSAGE_ID_BYTES, PresenceState, Text, record_body
+from mqchat.protocol.records import MESSAGE_ID_BYTES, PresenceState, Text, record_body
 from mqchat.protocol.signing import SigningIdentity
 from mqchat.protocol.signing import fingerprint as key_fingerprint
 
@@ -92,6 +92,8 @@ class ChatService:
         self.handlers: dict[str, Callable[..., Any]] = {}
         """Methods served by other parts (the epoch keeper's create, invite, rekey...)."""
         self.on_leave: list[Callable[[Room], None]] = []
+        self.refusal: Callable[[Room], str | None] = lambda room: None
+        """Why a room no longer takes our messages (removed, left out), or None."""
         self._streams = StreamReservation(settings.state_dir, clock_ms)
         # Computed once: every message we send carries them.
         self._own_key = identity.public_key
@@ -238,6 +240,9 @@ class ChatService:
         that fails leaves nothing behind.
         """
         r = self.rooms.require(room)
+        why = self.refusal(r)
+        if why is not None:
+            raise NotAMember(f"{why}; run `chatctl leave {r.name}` to forget it")
         many = texts is not None
         wanted = texts if texts is not None else [text or ""]
         for i, one in enumerate(wanted):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mqchat.errors import MqchatError
-from mqchat.protocol.records import MAX_INT
+from mqchat.protocol.limits import MAX_INT
 from mqchat.protocol.signing import SigningIdentity
 
 IDENTITY_FILE = "identity.key"

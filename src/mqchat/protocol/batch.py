@@ -25,9 +25,8 @@ from mqchat.protocol.envelope import CIPHER_IDS, CIPHER_NAMES, check_cipher
 from mqchat.protocol.epochs import DEFAULT_CIPHER, EpochKeys
 from mqchat.protocol.fingerprints import fingerprint
 from mqchat.protocol.kdf import TAG_CHARS
-from mqchat.protocol.limits import MAX_NAME_BYTES, MAX_PAYLOAD_BYTES
+from mqchat.protocol.limits import MAX_INT, MAX_NAME_BYTES, MAX_PAYLOAD_BYTES
 from mqchat.protocol.records import (
-    MAX_INT,
     RECORD_HEAD_BYTES,
     SINGLETON_KINDS,
     Kind,
@@ -151,6 +150,8 @@ def _check_batch(records: Sequence[Record], epoch: int) -> None:
             singletons.add(type(record))
         if isinstance(record, Rekey) and record.new_epoch != epoch + 1:
             raise ProtocolError("a rekey must name the epoch after the batch's own")
+    if Kind.COMMIT in {record_kind(r) for r in records} and Rekey not in singletons:
+        raise ProtocolError("a commit travels with its rekey")
 
 
 def encode_plaintext(

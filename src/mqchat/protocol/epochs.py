@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: TID253
 from mqchat.errors import ProtocolError
 from mqchat.protocol.envelope import CIPHER_IDS
 from mqchat.protocol.kdf import RoomKeys, room_tag, topic_for
-from mqchat.protocol.records import MAX_INT, Rekey, record_body
+from mqchat.protocol.limits import MAX_INT
+from mqchat.protocol.records import Rekey, record_body
 
 Random = Callable[[int], bytes]
 T = TypeVar("T")

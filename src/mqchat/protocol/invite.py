@@ -21,12 +21,14 @@ from mqchat.errors import ProtocolError, UsageError
 from mqchat.protocol.envelope import CIPHER_IDS
 from mqchat.protocol.epochs import SECRET_BYTES, epoch_key
 from mqchat.protocol.fingerprints import fingerprint
-from mqchat.protocol.limits import normalize_room
-from mqchat.protocol.records import KEY_BYTES, MAX_INT
+from mqchat.protocol.limits import KEY_BYTES, MAX_INT, normalize_room
 
 SCHEME: Final = "mqchat:invite?"
-FORMAT_VERSION: Final = "1"
-FIELDS: Final = ("v", "room", "epoch", "cipher", "prefix", "inviter", "secret", "check")
+FORMAT_VERSION: Final = "2"
+FIELDS_V1: Final = ("v", "room", "epoch", "cipher", "prefix", "inviter", "secret", "check")
+FIELDS: Final = (*FIELDS_V1[:-1], "state", "ticket", "admission", "check")
+"""Format 2 (docs/protocol.md §26) adds the admission; format 1 invites still parse."""
+SIGNATURE_BYTES: Final = 64
 CHECK_BYTES: Final = 16
 MAX_PREFIX_BYTES: Final = 200
 
@@ -51,10 +53,22 @@ class Invite:
     cipher: str
     topic_prefix: str
     inviter_key: bytes
+    admission: Admission | None = None
+    """Format 2: what makes the joiner a member (None: a room without a membership state)."""
 
     @property
     def inviter_fingerprint(self) -> str:
         return fingerprint(self.inviter_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The state the invite admits into, the one-time ticket (an Ed25519 seed) and the
+    inviter's signature over the ticket's public key (docs/protocol.md §26)."""
+
+    state_hash: bytes
+    ticket_seed: bytes = field(repr=False)
+    signature: bytes
 
 
 def _pct_encode(text: str) -> str:
@@ -131,16 +145,21 @@ def _check_fields(invite: Invite) -> None:
 def encode_invite(invite: Invite) -> str:
     """The invite as one line: ``mqchat:invite?v=1&room=...&check=...``."""
     _check_fields(invite)
-    values = (
-        FORMAT_VERSION,
+    values = [
+        "1" if invite.admission is None else FORMAT_VERSION,
         _pct_encode(invite.room),
         str(invite.epoch),
         invite.cipher,
         _pct_encode(invite.topic_prefix),
         _b64(invite.inviter_key),
         _b64(invite.secret),
-    )
-    signed_part = SCHEME + "&".join(f"{k}={v}" for k, v in zip(FIELDS, values, strict=False))
+    ]
+    fields: tuple[str, ...] = FIELDS_V1
+    if invite.admission is not None:
+        fields = FIELDS
+        adm = invite.admission
+        values += [_b64(adm.state_hash), _b64(adm.ticket_seed), _b64(adm.signature)]
+    signed_part = SCHEME + "&".join(f"{k}={v}" for k, v in zip(fields, values, strict=False))
     return f"{signed_part}&check={_b64(_check_value(invite.secret, invite.epoch, signed_part))}"
 
 
@@ -149,23 +168,24 @@ def _split(line: str) -> tuple[dict[str, str], str]:
         raise InvalidInvite("this is not an mqchat invite: it must start with mqchat:invite?")
     pairs = line[len(SCHEME) :].split("&")
     names = [pair.partition("=")[0] for pair in pairs]
-    if len(pairs) > 1 and pairs[0].startswith("v=") and pairs[0] != f"v={FORMAT_VERSION}":
+    fields = FIELDS_V1 if pairs[0] == "v=1" else FIELDS
+    if len(pairs) > 1 and pairs[0].startswith("v=") and pairs[0] not in ("v=1", "v=2"):
         raise InvalidInvite(
-            f"invite format {pairs[0][2:]!r} is not supported (this mqchat reads format "
-            f"{FORMAT_VERSION}): upgrade mqchat or ask for a new invite"
+            f"invite format {pairs[0][2:]!r} is not supported (this mqchat reads formats "
+            f"1 and {FORMAT_VERSION}): upgrade mqchat or ask for a new invite"
         )
-    expected = FIELDS[: len(names)]
+    expected = fields[: len(names)]
     complete = all("=" in pair for pair in pairs[:-1])
-    if len(names) > len(FIELDS) or names[:-1] != list(expected[:-1]) or not complete:
+    if len(names) > len(fields) or names[:-1] != list(expected[:-1]) or not complete:
         raise InvalidInvite(
-            "invite is damaged: its fields must be " + ", ".join(FIELDS) + ", in that order"
+            "invite is damaged: its fields must be " + ", ".join(fields) + ", in that order"
         )
     last_is_cut = "=" not in pairs[-1] and expected[-1].startswith(names[-1])
     if names[-1] != expected[-1] and not last_is_cut:
         raise InvalidInvite(
-            "invite is damaged: its fields must be " + ", ".join(FIELDS) + ", in that order"
+            "invite is damaged: its fields must be " + ", ".join(fields) + ", in that order"
         )
-    if len(names) < len(FIELDS) or last_is_cut:
+    if len(names) < len(fields) or last_is_cut:
         raise InvalidInvite("invite is truncated: it ends before its check field")
     signed_part = line[: line.rindex("&check=")]
     return {
@@ -193,6 +213,13 @@ def parse_invite(text: str) -> Invite:
         cipher=values["cipher"],
         topic_prefix=_pct_decode(values["prefix"], "topic prefix"),
         inviter_key=_unb64(values["inviter"], KEY_BYTES, "inviter key"),
+        admission=None
+        if "state" not in values
+        else Admission(
+            _unb64(values["state"], KEY_BYTES, "state"),
+            _unb64(values["ticket"], KEY_BYTES, "ticket"),
+            _unb64(values["admission"], SIGNATURE_BYTES, "admission"),
+        ),
     )
     _check_fields(invite)
     return invite

@@ -29,7 +29,8 @@ from mqchat.errors import ProtocolError
 from mqchat.protocol.epochs import SECRET_BYTES, check_epoch
 from mqchat.protocol.fingerprints import fingerprint
 from mqchat.protocol.kdf import TAG_CHARS
-from mqchat.protocol.records import KEY_BYTES, MAX_REKEY_RECIPIENTS, KeyBox, Rekey
+from mqchat.protocol.limits import KEY_BYTES
+from mqchat.protocol.records import MAX_REKEY_RECIPIENTS, KeyBox, Rekey
 from mqchat.protocol.signing import SigningIdentity
 
 Random = Callable[[int], bytes]
@@ -55,6 +56,20 @@ def _exchange(private: X25519PrivateKey, public: bytes) -> bytes:
         return private.exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError as exc:
         raise ProtocolError("X25519 public key is not usable") from exc
+
+
+_PROBE: Final = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+
+
+def usable_member_key(public: bytes) -> bool:
+    """Whether a key box can be sealed to ``public``: 32 bytes, not of low order (an
+    exchange with it would give the all-zero secret). Checked when a member key is
+    received, so a bad one never enters a room's state (issue 21, attack 2)."""
+    try:
+        _exchange(_PROBE, public)
+    except ProtocolError:
+        return False
+    return True
 
 
 class MemberKeyPair:

@@ -6,6 +6,11 @@ import unicodedata
 
 from mqchat.errors import InvalidRoomName, MessageTooLong, UsageError
 
+MAX_INT = 2**53 - 1
+"""The largest value of any version 2 integer field: exact in SQLite, JSON and JavaScript."""
+KEY_BYTES = 32
+"""An Ed25519 or X25519 public key."""
+
 MAX_TEXT_BYTES = 16 * 1024
 """A message's text may be up to 16 KiB of UTF-8."""
 

@@ -16,12 +16,18 @@ from enum import IntEnum
 from typing import Final
 
 from mqchat.errors import ProtocolError
-from mqchat.protocol.limits import MAX_TEXT_BYTES
+from mqchat.protocol.limits import KEY_BYTES, MAX_INT, MAX_TEXT_BYTES
+from mqchat.protocol.membership import (
+    Commit,
+    Join,
+    Roster,
+    commit_body,
+    decode_commit,
+    decode_join,
+    decode_roster_record,
+    join_body,
+)
 
-MAX_INT: Final = 2**53 - 1
-"""The largest value of any integer field: exact in SQLite, JSON and JavaScript."""
-
-KEY_BYTES: Final = 32
 MESSAGE_ID_BYTES: Final = 16
 RECORD_HEAD_BYTES: Final = 3
 MAX_RECORD_BODY: Final = 0xFFFF
@@ -40,6 +46,9 @@ class Kind(IntEnum):
     MEMBER_KEY = 5
     REKEY = 6
     PRESENCE = 7
+    COMMIT = 8
+    JOIN = 9
+    ROSTER = 10
 
 
 class PresenceState(IntEnum):
@@ -48,7 +57,9 @@ class PresenceState(IntEnum):
     LEAVING = 3
 
 
-SINGLETON_KINDS: Final = frozenset({Kind.MEMBER_KEY, Kind.REKEY, Kind.PRESENCE})
+SINGLETON_KINDS: Final = frozenset(
+    {Kind.MEMBER_KEY, Kind.REKEY, Kind.PRESENCE, Kind.COMMIT, Kind.JOIN, Kind.ROSTER}
+)
 """Kinds that may appear at most once in a batch."""
 
 
@@ -117,7 +128,7 @@ class Presence:
     interval_s: int = DEFAULT_PRESENCE_INTERVAL_S
 
 
-Record = Text | Heads | RepairRequest | MemberKey | Rekey | Presence
+Record = Text | Heads | RepairRequest | MemberKey | Rekey | Presence | Commit | Join | Roster
 
 _TEXT_HEAD = struct.Struct(f">QQ{MESSAGE_ID_BYTES}sQ")
 _HEADS = struct.Struct(">QQQB")
@@ -205,6 +216,9 @@ _KIND_OF_TYPE: Final[dict[type, Kind]] = {
     MemberKey: Kind.MEMBER_KEY,
     Rekey: Kind.REKEY,
     Presence: Kind.PRESENCE,
+    Commit: Kind.COMMIT,
+    Join: Kind.JOIN,
+    Roster: Kind.ROSTER,
 }
 
 
@@ -226,7 +240,13 @@ def record_body(record: Record) -> tuple[Kind, bytes]:
         return Kind.MEMBER_KEY, _check_key(record.x25519_key, "member key")
     if isinstance(record, Rekey):
         return Kind.REKEY, _rekey_body(record)
-    return Kind.PRESENCE, _presence_body(record)
+    if isinstance(record, Presence):
+        return Kind.PRESENCE, _presence_body(record)
+    if isinstance(record, Commit):
+        return Kind.COMMIT, commit_body(record)
+    if isinstance(record, Join):
+        return Kind.JOIN, join_body(record)
+    return Kind.ROSTER, record.state.encode()
 
 
 def encode_record(record: Record) -> bytes:
@@ -335,4 +355,10 @@ def decode_record(kind: int, body: bytes) -> Record | None:
         return _decode_rekey(body)
     if kind == Kind.PRESENCE:
         return _decode_presence(body)
+    if kind == Kind.COMMIT:
+        return decode_commit(body)
+    if kind == Kind.JOIN:
+        return decode_join(body)
+    if kind == Kind.ROSTER:
+        return decode_roster_record(body)
     return None

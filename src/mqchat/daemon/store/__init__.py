@@ -23,6 +23,7 @@ from mqchat.daemon.store.gaps import GapStreams, HeldTexts, StreamRow
 from mqchat.daemon.store.memory import ReceiverMemory
 from mqchat.daemon.store.messages import Messages
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord, StoredMessage
+from mqchat.daemon.store.room_log import RoomLogRows
 from mqchat.daemon.store.sent import SentRecords
 from mqchat.daemon.store.staging import Mark, Staging
 from mqchat.daemon.store.tables import Member, Members, Meta, Outbox, Rooms
@@ -55,6 +56,7 @@ class Store:
         self.gaps = GapStreams(self._db, self._staging)
         self.held = HeldTexts(self._db, self._staging)
         self.epochs = RoomEpochs(self._db)
+        self.room_log = RoomLogRows(self._db)
 
     @contextmanager
     def batch(self) -> Iterator[None]:

@@ -1,0 +1,403 @@
+"""The room methods of chatd: create, invite, join by invite, rekey, members.
+
+Each turns a request into membership records (mqchat.protocol.membership) and
+hands them to the same path a received one takes (mqchat.daemon.membership):
+a rekey we make is offered to our own log, judged by the same rules, and
+followed by opening our own key box, so sending and receiving cannot disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mqchat.daemon.epoch_keeper import EpochKeeper, prefix_of
+from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.membership import Membership, pack_commit
+from mqchat.daemon.presence import PresenceKeeper
+from mqchat.daemon.rooms import Room, RoomRegistry
+from mqchat.daemon.store import Store
+from mqchat.daemon.store.epochs import CURRENT, EpochRow
+from mqchat.daemon.store.room_log import COMMIT, LogRow
+from mqchat.errors import MqchatError, UsageError
+from mqchat.protocol import envelope
+from mqchat.protocol.batch import seal_batch
+from mqchat.protocol.epochs import DEFAULT_CIPHER, EpochKeys, new_epoch_secret
+from mqchat.protocol.fingerprints import fingerprint
+from mqchat.protocol.invite import Admission, Invite, encode_invite, parse_invite
+from mqchat.protocol.ipc import notice_event
+from mqchat.protocol.keybox import build_rekey, usable_member_key
+from mqchat.protocol.limits import normalize_name, normalize_room
+from mqchat.protocol.membership import (
+    Commit,
+    Join,
+    Op,
+    OpKind,
+    Refused,
+    admission_message,
+    apply_ops,
+    commit_id,
+    join_message,
+)
+from mqchat.protocol.records import PresenceState, record_body
+from mqchat.protocol.room_log import Offered
+from mqchat.protocol.roster import NO_STATE, Member, Role, RoomState, commitment
+from mqchat.protocol.signing import SigningIdentity
+
+log = logging.getLogger(__name__)
+
+
+class RekeyRefused(MqchatError):
+    """The rekey was not made."""
+
+
+class RoomAdmin:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        rooms: RoomRegistry,
+        keeper: EpochKeeper,
+        membership: Membership,
+        presence: PresenceKeeper,
+        events: EventPublisher,
+        identity: SigningIdentity,
+        name: str,
+        topic_prefix: str,
+        clock_ms: Callable[[], int],
+        random: Callable[[int], bytes],
+    ) -> None:
+        self._store = store
+        self._rooms = rooms
+        self._keeper = keeper
+        self._membership = membership
+        self._presence = presence
+        self._events = events
+        self._identity = identity
+        self._own_key = identity.public_key
+        self._name = name
+        self._prefix = topic_prefix
+        self._clock_ms = clock_ms
+        self._random = random
+
+    # ------------------------------------------------------------------ joining
+    def _check_not_joined(self, name: str) -> None:
+        if self._rooms.get(name) is not None:
+            raise UsageError(
+                f"you have already joined {name!r}; run `chatctl leave {name}` first, or pick "
+                "another name"
+            )
+
+    def _enter(self, room: Room, row: EpochRow) -> None:
+        room.last_seq = self._store.messages.last_seq(room.name)
+        self._store.rooms.save(room.to_record())
+        self._rooms.add(room)
+        self._keeper.enter(room, row)
+        self._store.memory.set_pin(room.name, self._name, self._own_key)
+        if self._keeper.link is not None:
+            for topic in room.topics:
+                self._keeper.link.subscribe(topic, room.qos)
+
+    def create(self, room: str, cipher: str | None) -> dict[str, Any]:
+        """A room whose secret is 256 random bits; its creator is its first admin."""
+        name = normalize_room(room)
+        chosen = envelope.check_cipher(cipher or DEFAULT_CIPHER)
+        self._check_not_joined(name)
+        secret = new_epoch_secret(self._random)
+        keys = EpochKeys(secret, 0)
+        topic = keys.topic(self._prefix)
+        new = Room.random_key_room(name, chosen, keys, topic, joined_ms=self._clock_ms())
+        self._enter(new, EpochRow(name, keys.tag, 0, CURRENT, secret, topic))
+        me = Member(
+            self._own_key, self._membership.member_key.public_key, Role.ADMIN, self._name, 0
+        )
+        self._membership.anchor(new, RoomState(0, NO_STATE, commitment(secret, 0), (me,)), keys.tag)
+        self._presence.announce(new, PresenceState.ONLINE)
+        self._notice(new, "joined", f"created {new.name}: you are its admin")
+        log.info("created a room (%s)", chosen)
+        return {**self._info(new), "created": True}
+
+    def invite(self, room: str) -> dict[str, Any]:
+        r = self._rooms.require(room)
+        if r.legacy:
+            raise UsageError("a legacy room has no invites: its passphrase is its key")
+        current = self._keeper.current(r)
+        if current.secret is None:  # pragma: no cover - the current epoch has its secret
+            raise ValueError("current epoch without a secret")
+        admission = None
+        head = self._membership.head(r)
+        if head is not None:
+            if not head.is_admin(self._own_key):
+                admins = ", ".join(m.name for m in head.members if m.role == Role.ADMIN)
+                raise RekeyRefused(f"only an admin of {r.name} can invite: ask {admins}")
+            seed = self._random(32)
+            ticket = SigningIdentity.from_private_bytes(seed)
+            signature = self._identity.sign(
+                admission_message(head.hash, ticket.public_key, Role.MEMBER)
+            )
+            admission = Admission(head.hash, seed, signature)
+        line = encode_invite(
+            Invite(
+                room=r.name,
+                epoch=current.epoch,
+                secret=current.secret,
+                cipher=r.cipher,
+                topic_prefix=prefix_of(current.topic),
+                inviter_key=self._own_key,
+                admission=admission,
+            )
+        )
+        return {"room": r.name, "epoch": current.epoch, "invite": line}
+
+    def join_invite(self, invite: str) -> dict[str, Any]:
+        """Join the room an invite names, at its epoch (docs/protocol.md §18, §26)."""
+        parsed = parse_invite(invite)
+        keys = EpochKeys(parsed.secret, parsed.epoch)
+        old = self._rooms.get(parsed.room)
+        if old is not None:
+            known = {old.epoch.tag if old.epoch else None, *(g.keys.tag for g in old.grace)}
+            if keys.tag in known and self._membership.out_reason(old) is None:
+                return {**self._info(old), "joined": False}
+            if self._membership.out_reason(old) is None:
+                raise UsageError(
+                    f"you have already joined {parsed.room!r} with another key; run "
+                    f"`chatctl leave {parsed.room}` first"
+                )
+            raise UsageError(
+                f"{self._membership.out_reason(old)}; run `chatctl leave {parsed.room}` "
+                "before joining it again"
+            )
+        topic = keys.topic(parsed.topic_prefix)
+        new = Room.random_key_room(
+            parsed.room, parsed.cipher, keys, topic, joined_ms=self._clock_ms()
+        )
+        row = EpochRow(new.name, keys.tag, parsed.epoch, CURRENT, parsed.secret, topic)
+        self._enter(new, row)
+        if parsed.admission is not None:
+            adm = parsed.admission
+            ticket = SigningIdentity.from_private_bytes(adm.ticket_seed)
+            x25519 = self._membership.member_key.public_key
+            join = Join(
+                adm.state_hash,
+                parsed.inviter_key,
+                ticket.public_key,
+                Role.MEMBER,
+                adm.signature,
+                x25519,
+                ticket.sign(join_message(adm.state_hash, self._own_key, x25519, self._name)),
+            )
+            self._membership.expect(new, adm.state_hash, join)
+        self._presence.announce(new, PresenceState.ONLINE)
+        self._notice(new, "joined", f"joined {new.name}")
+        log.info("joined a room by invite (%s)", parsed.cipher)
+        return {
+            **self._info(new),
+            "joined": True,
+            "inviter_fingerprint": parsed.inviter_fingerprint,
+        }
+
+    # ------------------------------------------------------------------ rekeys
+    def rekey(
+        self, room: str, remove: list[str] | None = None, *, again: bool = False
+    ) -> dict[str, Any]:
+        """Start the next epoch with a fresh secret, sealed to exactly the members the
+        new state keeps (docs/protocol.md §27)."""
+        r = self._rooms.require(room)
+        if r.legacy or r.epoch is None or r.v2_topic is None:
+            raise UsageError("a legacy room cannot be rekeyed: its passphrase is its key")
+        link = self._keeper.link
+        if link is None or not link.connected:
+            raise RekeyRefused(
+                "chatd is not connected to the broker, and a rekey must reach the room now: "
+                "try again once `chatctl status` says connected"
+            )
+        out = self._membership.out_reason(r)
+        if out is not None:
+            raise RekeyRefused(out)
+        removed = sorted({normalize_name(n) for n in remove or ()})
+        if self._name in removed:
+            raise UsageError(f"you cannot remove yourself; run `chatctl leave {r.name}`")
+        book = self._membership.book(r)
+        head = book.head()
+        ops, unreachable = self._ops(r, head, removed, again=again)
+        secret = new_epoch_secret(self._random)
+        new_epoch = r.epoch.epoch + 1
+        members = apply_ops(head, ops, new_epoch, usable_member_key)
+        commit = Commit(head.hash if head else NO_STATE, commitment(secret, new_epoch), ops)
+        record = build_rekey(
+            secret,
+            [m.x25519_key for m in members],
+            tag=r.epoch.tag,
+            new_epoch=new_epoch,
+            rekeyer_key=self._own_key,
+            random=self._random,
+        )
+        payload = seal_batch(
+            r.epoch,
+            self._identity,
+            name=self._name,
+            records=[commit, record],
+            sent_ms=self._clock_ms(),
+            random=self._random,
+            cipher=r.cipher,
+        )
+        cid = commit_id(
+            author=self._own_key,
+            epoch=r.epoch.epoch,
+            tag=r.epoch.tag,
+            commit=commit,
+            rekey_body=record_body(record)[1],
+        )
+        try:
+            book.offer(Offered(cid, self._own_key, commit, new_epoch, record.recipients))
+        except Refused as exc:
+            raise RekeyRefused(f"the room's rules refuse this rekey: {exc}") from exc
+        packed = pack_commit(self._own_key, new_epoch, r.epoch.tag, commit, record)
+        self._membership.keep(r, LogRow(r.name, cid, COMMIT, packed, payload, r.v2_topic))
+        if head is None:
+            self._membership.tag_state(r, r.epoch.tag, NO_STATE)
+        link.publish(r.v2_topic, payload, 1)
+        gone = {op.sign_key for op in ops if op.kind == OpKind.REMOVE}
+        self._membership.own_commits[r.name] = (cid, tuple(gone))
+        self._membership.follow(r, self._clock_ms())
+        log.info("rekeyed a room: epoch %d, %d members", new_epoch, len(members))
+        return {
+            "room": r.name,
+            "epoch": new_epoch,
+            "sent_to": [
+                {
+                    "name": m.name,
+                    "fingerprint": fingerprint(m.sign_key),
+                    "you": m.name == self._name,
+                }
+                for m in members
+            ],
+            "removed": removed,
+            "unreachable": unreachable,
+        }
+
+    def _ops(
+        self, room: Room, head: RoomState | None, removed: list[str], *, again: bool
+    ) -> tuple[tuple[Op, ...], list[str]]:
+        """What the commit changes: removals, and the newcomers admitted meanwhile; in a
+        room with no state yet, everyone whose member key was heard (§27.5)."""
+        if head is None:
+            heard = {m.name: m for m in self._store.members.in_room(room.name)}
+            unknown = [n for n in removed if n not in heard]
+            if unknown and not again:
+                raise UsageError(
+                    f"no member named {', '.join(repr(n) for n in unknown)} in {room.name!r}; "
+                    f"`chatctl members {room.name}` lists them"
+                )
+            ops = [Op(OpKind.ADD, self._own_key, self._membership.member_key.public_key,
+                      Role.ADMIN, self._name)]  # fmt: skip
+            taken = {self._name}
+            unreachable = []
+            for m in heard.values():
+                if m.name in removed or m.name in taken or m.sender_key == self._own_key:
+                    continue
+                if m.x25519_key is None or not usable_member_key(m.x25519_key):
+                    unreachable.append(m.name)
+                    continue
+                taken.add(m.name)
+                ops.append(Op(OpKind.ADD, m.sender_key, m.x25519_key, Role.MEMBER, m.name))
+            return tuple(sorted(ops, key=lambda op: op.sign_key)), sorted(unreachable)
+        if not head.is_admin(self._own_key):
+            admins = ", ".join(m.name for m in head.members if m.role == Role.ADMIN)
+            raise RekeyRefused(f"only an admin of {room.name} can rekey it: ask {admins}")
+        pending = self._membership.book(room).pending(head.hash)
+        known = {m.name for m in (*head.members, *pending)}
+        unknown = [n for n in removed if n not in known]
+        if unknown and not again:
+            raise UsageError(
+                f"no member named {', '.join(repr(n) for n in unknown)} in {room.name!r}; "
+                f"`chatctl members {room.name}` lists them"
+            )
+        by_name = {m.name: m for m in (*pending, *head.members)}
+        ops = [Op(OpKind.REMOVE, by_name[n].sign_key) for n in removed if n in by_name]
+        names = {m.name for m in head.members}
+        for joiner in pending:
+            # A newcomer named in --remove is not added: its admission is refused.
+            if joiner.name not in names and joiner.name not in removed:
+                names.add(joiner.name)
+                ops.append(Op(OpKind.ADD, joiner.sign_key, joiner.x25519_key, joiner.role,
+                              joiner.name))  # fmt: skip
+        return tuple(sorted(ops, key=lambda op: op.sign_key)), []
+
+    # ------------------------------------------------------------------ listing
+    def members(self, room: str) -> dict[str, Any]:
+        """Who is in the room, with roles and since when; newcomers not yet in a commit."""
+        r = self._rooms.require(room)
+        if r.legacy or r.epoch is None:
+            raise UsageError("a legacy room has no members' keys")
+        head = self._membership.head(r)
+        online = {m.sender_key: m.online for m in self._store.members.in_room(r.name)}
+        if head is None:
+            rows = [self._me()] + [
+                {
+                    "name": m.name,
+                    "fingerprint": fingerprint(m.sender_key),
+                    "member_key": fingerprint(m.x25519_key) if m.x25519_key else None,
+                    "online": m.online,
+                    "role": None,
+                }
+                for m in self._store.members.in_room(r.name)
+            ]
+        else:
+            pending = self._membership.book(r).pending(head.hash)
+            rows = [
+                {
+                    "name": m.name,
+                    "fingerprint": fingerprint(m.sign_key),
+                    "member_key": fingerprint(m.x25519_key),
+                    "online": True
+                    if m.sign_key == self._own_key
+                    else online.get(m.sign_key, False),
+                    "role": m.role.name.lower() if m in head.members else "pending",
+                    "since_epoch": m.since,
+                    **({"you": True} if m.sign_key == self._own_key else {}),
+                }
+                for m in (*head.members, *pending)
+            ]
+        return {
+            "room": r.name,
+            "epoch": r.epoch.epoch,
+            "tag": r.epoch.tag,
+            "state": head.hash.hex() if head else None,
+            "out": self._membership.out_reason(r),
+            "grace": [
+                {"epoch": g.keys.epoch, "tag": g.keys.tag, "until": iso_ts(g.until_ms)}
+                for g in r.grace
+            ],
+            "grace_period_s": self._keeper.grace_ms // 1000,
+            "members": rows,
+        }
+
+    def _me(self) -> dict[str, Any]:
+        return {
+            "name": self._name,
+            "fingerprint": self._identity.fingerprint,
+            "member_key": fingerprint(self._membership.member_key.public_key),
+            "online": True,
+            "you": True,
+            "role": None,
+        }
+
+    def forget(self, room: Room) -> None:
+        self._keeper.forget(room)
+        self._membership.forget(room)
+
+    def _notice(self, room: Room, kind: str, text: str, **extra: Any) -> None:
+        self._events.publish(room.name, notice_event(room.name, kind, text, **extra))
+
+    def _info(self, room: Room) -> dict[str, Any]:
+        return {
+            "name": room.name,
+            "cipher": room.cipher,
+            "legacy": False,
+            "weak": False,
+            "last_seq": room.last_seq,
+            "warning": None,
+            "epoch": room.epoch.epoch if room.epoch else 0,
+        }

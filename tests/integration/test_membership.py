@@ -1,0 +1,195 @@
+"""Room membership against an insider (issue 21): three real daemons, a real mosquitto.
+
+A member holds the room key and its own signing key and can publish anything the
+format allows; an ex-member holds old keys; the broker drops and replays. Each
+test is one class of attack from docs/security.md's table, or a member left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from harness import Daemon, wait_until
+from integration.test_keys import drops, invite, join_by_invite, members, tag, texts
+from mqchat.protocol.batch import seal_batch
+from mqchat.protocol.epochs import EpochKeys, new_epoch_secret
+from mqchat.protocol.invite import parse_invite
+from mqchat.protocol.keybox import MemberKeyPair, build_rekey
+from mqchat.protocol.membership import Commit, Op, OpKind
+from mqchat.protocol.roster import Role, commitment
+from mqchat.protocol.signing import SigningIdentity
+from rawmqtt import RawClient
+
+MakeMember = Callable[..., Daemon]
+
+
+@pytest.fixture
+def make_member(make_daemon: Callable[..., Daemon]) -> MakeMember:
+    def make(name: str, grace: int = 3600, **kw: Any) -> Daemon:
+        return make_daemon(name, extra_env={"MQCHAT_GRACE_PERIOD": str(grace)}, **kw)
+
+    return make
+
+
+def _secrets(d: Daemon, room: str) -> dict[int, tuple[bytes, str]]:
+    db = sqlite3.connect(d.state_dir / "mqchat.db")
+    try:
+        rows = db.execute(
+            "SELECT epoch, secret, topic FROM room_epochs WHERE room = ? AND secret IS NOT NULL",
+            (room,),
+        ).fetchall()
+    finally:
+        db.close()
+    return {e: (bytes(s), t) for e, s, t in rows}
+
+
+def _identity(d: Daemon) -> SigningIdentity:
+    return SigningIdentity.from_private_bytes((d.state_dir / "identity.key").read_bytes())
+
+
+def _state_hash(d: Daemon, room: str) -> bytes:
+    return bytes.fromhex(members(d, room)["state"])
+
+
+def three_members(make_member: MakeMember, room: str) -> list[Daemon]:
+    """alice creates and invites bob and carol; her first rekey makes them members."""
+    alice, bob, carol = (make_member(n) for n in ("alice", "bob", "carol"))
+    alice.ok("create", room)
+    line = invite(alice, room)
+    join_by_invite(bob, line)
+    join_by_invite(carol, line)
+    carol.tail(room, "--since", "0")
+
+    def pending_seen() -> bool:
+        roles = {m["name"]: m["role"] for m in members(alice, room)["members"]}
+        return roles.get("bob") == "pending" and roles.get("carol") == "pending"
+
+    wait_until(pending_seen, "alice to see bob's and carol's joins")
+    alice.ok("rekey", room)
+    for d in (bob, carol):
+        wait_until(lambda d=d: tag(d, room) == tag(alice, room), f"{d.name} to be added")
+    roles = {m["name"]: m["role"] for m in members(carol, room)["members"]}
+    assert roles == {"alice": "admin", "bob": "member", "carol": "member"}
+    return [alice, bob, carol]
+
+
+def test_a_removed_member_cannot_take_the_room_back(
+    make_member: MakeMember, room: str, broker: Any
+) -> None:
+    """carol, removed, still holds epoch 1 and its state: her own commit of that state,
+    sealed to bob and herself and leaving alice out, is refused (she is no admin), and
+    would lose anyway (it comes from the member alice's commit removed)."""
+    alice, bob, carol = three_members(make_member, room)
+    old = _secrets(carol, room)
+    epoch = members(carol, room)["epoch"]
+    state = _state_hash(carol, room)
+    alice.ok("rekey", room, "--remove", "carol")
+    wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow alice")
+    secret, topic = old[epoch]
+    keys = EpochKeys(secret, epoch)
+    me = _identity(carol)
+    bob_x = MemberKeyPair.from_identity(_identity(bob)).public_key
+    carol_x = MemberKeyPair.from_identity(me).public_key
+    for _ in range(3):  # other ids, same class: none is followed
+        new = new_epoch_secret(os.urandom)
+        alice_key = _identity(alice).public_key
+        commit = Commit(state, commitment(new, epoch + 1), (Op(OpKind.REMOVE, alice_key),))
+        rekey = build_rekey(new, [bob_x, carol_x], tag=keys.tag, new_epoch=epoch + 1,
+                            rekeyer_key=me.public_key, random=os.urandom)  # fmt: skip
+        payload = seal_batch(keys, me, name="carol", records=[commit, rekey],
+                             sent_ms=int(time.time() * 1000), random=os.urandom)  # fmt: skip
+        with RawClient(broker) as raw:
+            raw.publish(topic, payload)
+    wait_until(lambda: drops(bob).get("not_admin", 0) >= 1, "bob to refuse carol's commit")
+    assert tag(bob, room) == tag(alice, room)
+    bob.ok("send", room, "still with alice")
+    wait_until(lambda: "still with alice" in texts(alice, room), "alice to hear bob")
+    assert "carol" not in {m["name"] for m in members(bob, room)["members"]}
+
+
+def test_a_throwaway_identity_with_the_key_is_nobody(
+    make_member: MakeMember, room: str, broker: Any
+) -> None:
+    """mallory holds an invite's secret but has no admission: a join under a member's
+    name with a bad ticket, and a low-order member key, change nothing, and what she
+    says is not shown."""
+    alice, bob = make_member("alice"), make_member("bob")
+    alice.ok("create", room)
+    line = invite(alice, room)
+    join_by_invite(bob, line)
+    wait_until(lambda: "bob" in {m["name"] for m in members(alice, room)["members"]}, "bob's join")
+    parsed = parse_invite(line)
+    keys = EpochKeys(parsed.secret, parsed.epoch)
+    topic = keys.topic(parsed.topic_prefix)
+    from mqchat.protocol.membership import Join
+
+    mallory = SigningIdentity.generate(os.urandom)
+    assert parsed.admission is not None
+    ticket = SigningIdentity.generate(os.urandom)  # not the invite's ticket
+    join = Join(parsed.admission.state_hash, parsed.inviter_key, ticket.public_key, Role.MEMBER,
+                parsed.admission.signature, bytes(32), bytes(64))  # fmt: skip
+    payload = seal_batch(keys, mallory, name="bob", records=[join],
+                         sent_ms=int(time.time() * 1000), random=os.urandom)  # fmt: skip
+    with RawClient(broker) as raw:
+        raw.publish(topic, payload)
+    wait_until(lambda: drops(alice).get("bad_join", 0) >= 1, "alice to refuse the join")
+    roster = members(alice, room)["members"]
+    assert [m["name"] for m in roster].count("bob") == 1
+    alice.ok("rekey", room)  # mallory cannot block it: she is in no state
+    wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow")
+
+
+def test_an_invite_from_before_a_rekey_says_the_room_moved_on(
+    make_member: MakeMember, room: str
+) -> None:
+    alice, bob, dave = make_member("alice"), make_member("bob"), make_member("dave")
+    alice.ok("create", room)
+    old_line = invite(alice, room)
+    join_by_invite(bob, old_line)
+    wait_until(lambda: "bob" in {m["name"] for m in members(alice, room)["members"]}, "bob")
+    alice.ok("rekey", room)
+    wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow")
+    join_by_invite(dave, old_line)
+    moved = wait_until(lambda: members(dave, room)["out"], "dave to learn the room moved on")
+    assert "moved on" in moved and "ask alice for a new one" in moved
+    refused = dave.ctl("send", room, "hello?")
+    assert refused.returncode == 1 and "moved on" in refused.stderr
+
+
+def test_a_member_whose_session_lost_the_rekey_catches_up(
+    make_daemon: Callable[..., Daemon], make_broker: Callable[..., Any], room: str
+) -> None:
+    """carol is away while alice rekeys, and the broker restarts without persistence:
+    the commit queued for carol is gone. When carol is back and speaks on the old
+    epoch, a member sends her the commit again, and she reads the new epoch."""
+    private = make_broker()
+    alice, bob, carol = (
+        make_daemon(n, on=private, extra_env={"MQCHAT_GRACE_PERIOD": "3600"})
+        for n in ("alice", "bob", "carol")
+    )
+    alice.ok("create", room)
+    line = invite(alice, room)
+    join_by_invite(bob, line)
+    join_by_invite(carol, line)
+    wait_until(
+        lambda: {"bob", "carol"} <= {m["name"] for m in members(alice, room)["members"]}, "joins"
+    )
+    alice.ok("rekey", room)
+    wait_until(lambda: tag(carol, room) == tag(alice, room), "carol to be added")
+    carol.stop()
+    alice.ok("rekey", room)
+    wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow")
+    private.stop()
+    private.start()  # no persistence: carol's queued commit is lost
+    for d in (alice, bob):
+        d.wait_connected()
+    carol.start()
+    wait_until(lambda: tag(carol, room) == tag(alice, room), "carol to catch up", 30)
+    carol.ok("send", room, "back on the new epoch")
+    wait_until(lambda: "back on the new epoch" in texts(alice, room), "alice to hear carol")
