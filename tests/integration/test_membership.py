@@ -155,9 +155,10 @@ def test_an_invite_from_before_a_rekey_says_the_room_moved_on(
     wait_until(lambda: "bob" in {m["name"] for m in members(alice, room)["members"]}, "bob")
     alice.ok("rekey", room)
     wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow")
-    join_by_invite(dave, old_line)
-    moved = wait_until(lambda: members(dave, room)["out"], "dave to learn the room moved on")
-    assert "moved on" in moved and "ask alice for a new one" in moved
+    joined = dave.ctl("join", "--invite", input=old_line + "\n")
+    assert joined.returncode == 1
+    assert "moved on since your invite" in joined.stderr
+    assert "ask alice for a new one" in joined.stderr
     refused = dave.ctl("send", room, "hello?")
     assert refused.returncode == 1 and "moved on" in refused.stderr
 
@@ -193,3 +194,69 @@ def test_a_member_whose_session_lost_the_rekey_catches_up(
     wait_until(lambda: tag(carol, room) == tag(alice, room), "carol to catch up", 30)
     carol.ok("send", room, "back on the new epoch")
     wait_until(lambda: "back on the new epoch" in texts(alice, room), "alice to hear carol")
+
+
+def test_a_flood_of_commits_from_a_member_leaves_status_answering(
+    make_member: MakeMember, room: str, broker: Any
+) -> None:
+    """bob, a member, publishes 2,000 commits of the current state: each is refused at
+    the cost of one check (he is no admin); alice's `status` answers throughout."""
+    alice, bob = make_member("alice"), make_member("bob")
+    alice.ok("create", room)
+    join_by_invite(bob, invite(alice, room))
+    wait_until(lambda: members(bob, room)["state"], "bob to hold the state")
+    epoch = members(bob, room)["epoch"]
+    secret, topic = _secrets(bob, room)[epoch]
+    keys = EpochKeys(secret, epoch)
+    me = _identity(bob)
+    state = _state_hash(bob, room)
+    x = MemberKeyPair.from_identity(me).public_key
+    payloads = []
+    for _ in range(2000):
+        new = new_epoch_secret(os.urandom)
+        commit = Commit(state, commitment(new, epoch + 1), ())
+        rekey = build_rekey(new, [x], tag=keys.tag, new_epoch=epoch + 1,
+                            rekeyer_key=me.public_key, random=os.urandom)  # fmt: skip
+        payloads.append(seal_batch(keys, me, name="bob", records=[commit, rekey],
+                                   sent_ms=int(time.time() * 1000), random=os.urandom))  # fmt: skip
+    before = members(alice, room)["tag"]
+    with RawClient(broker) as raw:
+        for i, payload in enumerate(payloads):
+            raw.publish(topic, payload)
+            if i % 500 == 0:
+                assert alice.status()["name"] == "alice"  # answers during the flood
+    wait_until(lambda: drops(alice).get("not_admin", 0) >= 2000, "alice to refuse them all", 60)
+    assert members(alice, room)["tag"] == before
+    assert len(members(alice, room)["grace"]) == 0
+
+
+def test_a_room_from_before_the_membership_model_keeps_working(
+    make_member: MakeMember, room: str
+) -> None:
+    """A store with epochs but no membership log (a room made before issue 21): the room
+    has no state, everyone holding its key is heard; its next rekey makes its author
+    the admin (a genesis commit), and the others follow."""
+    alice, bob = make_member("alice"), make_member("bob")
+    alice.ok("create", room)
+    join_by_invite(bob, invite(alice, room))
+    wait_until(lambda: members(bob, room)["state"], "bob to hold the state")
+    for d in (alice, bob):
+        d.stop()
+        db = sqlite3.connect(d.state_dir / "mqchat.db")
+        with db:
+            db.execute("DELETE FROM room_log")
+        db.close()
+        d.start()
+    assert members(alice, room)["state"] is None
+    bob.ok("send", room, "from before")
+    wait_until(lambda: "from before" in texts(alice, room), "alice to hear bob")
+    wait_until(
+        lambda: any(
+            m["name"] == "bob" and m["member_key"] for m in members(alice, room)["members"]
+        ),
+        "alice to hear bob's member key",
+    )
+    alice.ok("rekey", room)
+    wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow the first commit")
+    roles = {m["name"]: m["role"] for m in members(bob, room)["members"]}
+    assert roles == {"alice": "admin", "bob": "member"}

@@ -80,6 +80,38 @@ def join_invite(opts: Options, invite_file: Path | None) -> None:
     out(f"{verb} {parsed.room} ({result.get('cipher')}, epoch {parsed.epoch}, by invite)")
     if result.get("joined"):
         out(f"inviter's key: {format_fingerprint(parsed.inviter_fingerprint)}")
+    if result.get("joined") and parsed.admission is not None:
+        _wait_for_admission(opts, parsed.room)
+
+
+ADMISSION_WAIT_S = 5.0
+"""How long `join --invite` waits for a member to answer with the room's state."""
+
+
+def _wait_for_admission(opts: Options, room: str) -> None:
+    """A member answers a join with the room's state (docs/protocol.md §26), or with
+    the commit that shows the invite is stale: say which, exit 1 for the latter."""
+    import time
+
+    from mqchat.errors import NotAMember
+
+    deadline = time.monotonic() + min(ADMISSION_WAIT_S, opts.timeout)
+    with opts.client() as c:
+        while True:
+            state: dict[str, Any] = c.call("members", {"room": room})
+            if state.get("out"):
+                raise NotAMember(f"{state['out']}; run `chatctl leave {room}` to forget it")
+            if state.get("state"):
+                admins = [m["name"] for m in state["members"] if m.get("role") == "admin"]
+                out(f"admitted: you can send now; {room}'s admins: {', '.join(admins)}")
+                return
+            if time.monotonic() > deadline:
+                err(
+                    f"no member of {room} has answered yet: you can read and send, and will "
+                    "see who is in the room once one is online"
+                )
+                return
+            time.sleep(0.1)  # a poll of chatd with a deadline, for a user at a prompt
 
 
 def rekey(opts: Options, room: str, *, remove: bool, names: list[str], as_json: bool) -> None:
@@ -115,8 +147,19 @@ def members(opts: Options, room: str, *, as_json: bool) -> None:
     if as_json:
         out(safe_json(result))
         return
-    out(f"{escape(result['room'])}: epoch {result['epoch']}; the next rekey is sealed to:")
+    if result.get("out"):
+        err(escape(result["out"]))
+    if result.get("state") is None:
+        out(f"{escape(result['room'])}: epoch {result['epoch']}; no admin yet (every holder of "
+            "the key is equal until the first rekey); the next rekey is sealed to:")  # fmt: skip
+    else:
+        out(f"{escape(result['room'])}: epoch {result['epoch']}; members:")
     for m in result["members"]:
         you = "  (you)" if m.get("you") else ""
         key = "" if m["member_key"] else "\tNO MEMBER KEY: cannot be sent the next key"
-        out(f"  {escape(m['name'])}\t{m['fingerprint'][:16]}{key}{you}")
+        role = m.get("role")
+        since = m.get("since_epoch")
+        what = (
+            "" if role is None else f"\t{role}" + ("" if since is None else f" since epoch {since}")
+        )
+        out(f"  {escape(m['name'])}\t{m['fingerprint'][:16]}{what}{key}{you}")

@@ -25,7 +25,8 @@ from mqchat.protocol.membership import (
 from mqchat.protocol.roster import NO_STATE, Member, RoomState
 
 MAX_COMMITS_PER_AUTHOR: Final = 2
-"""Commits one author may make of one state; more are refused (a flood is bounded)."""
+"""Commits of one state kept per author: the two lowest ids (a flood is bounded, and
+every member keeps the same two)."""
 MAX_STATES: Final = 512
 """States a room's log holds (the anchor, and where each valid commit leads)."""
 MAX_ORPHANS: Final = 64
@@ -97,8 +98,13 @@ class RoomLog:
                 self._keep_orphan(offered)
                 return None
         siblings = self._children.get(commit.prev, {})
-        if sum(c.author == offered.author for c in siblings.values()) >= MAX_COMMITS_PER_AUTHOR:
-            raise Refused("too_many", "more commits of one state by one author than allowed")
+        own = sorted(c.id for c in siblings.values() if c.author == offered.author)
+        if len(own) >= MAX_COMMITS_PER_AUTHOR:
+            # Keep the lowest ids of one author's commits of a state: which are kept is a
+            # function of the set, so every member keeps the same ones, in any order.
+            if offered.id > own[-1]:
+                raise Refused("too_many", "more commits of one state by one author than allowed")
+            del siblings[own[-1]]
         if len(self._states) >= MAX_STATES:
             raise Refused("too_many", f"a room's log holds at most {MAX_STATES} states")
         new = apply_commit(
