@@ -260,3 +260,44 @@ def test_a_room_from_before_the_membership_model_keeps_working(
     wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow the first commit")
     roles = {m["name"]: m["role"] for m in members(bob, room)["members"]}
     assert roles == {"alice": "admin", "bob": "member"}
+
+
+def test_two_admins_commit_at_once_and_the_removal_wins(
+    make_daemon: Callable[..., Daemon], make_broker: Callable[..., Any], room: str
+) -> None:
+    """alice makes bob an admin. With the broker paused, alice removes bob while bob
+    rekeys: each has moved to its own epoch before it sees the other's commit. When
+    the broker resumes, all three end where alice's removal leads: bob is out, told so,
+    and alice and carol keep talking."""
+    import signal
+
+    private = make_broker()
+    alice, bob, carol = (
+        make_daemon(n, on=private, extra_env={"MQCHAT_GRACE_PERIOD": "3600"})
+        for n in ("alice", "bob", "carol")
+    )
+    alice.ok("create", room)
+    line = invite(alice, room)
+    join_by_invite(bob, line)
+    join_by_invite(carol, line)
+    wait_until(
+        lambda: {"bob", "carol"} <= {m["name"] for m in members(alice, room)["members"]}, "joins"
+    )
+    alice.ok("rekey", room)
+    out = alice.ok("role", room, "bob", "admin")
+    assert "bob is now an admin" in out
+    wait_until(lambda: tag(bob, room) == tag(alice, room) == tag(carol, room), "all on epoch 2")
+    assert private.proc is not None
+    private.proc.send_signal(signal.SIGSTOP)
+    try:
+        alice.ok("rekey", room, "--remove", "bob")
+        bob.ok("rekey", room)
+        assert tag(alice, room) != tag(bob, room)
+    finally:
+        private.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: tag(carol, room) == tag(alice, room), "carol to follow alice's removal")
+    wait_until(lambda: members(bob, room)["out"], "bob to learn he was removed")
+    assert "alice removed you" in members(bob, room)["out"]
+    assert "bob" not in {m["name"] for m in members(carol, room)["members"]}
+    alice.ok("send", room, "after the race")
+    wait_until(lambda: "after the race" in texts(carol, room), "carol to hear alice")

@@ -405,20 +405,33 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "members",
-        "List who the next `chatctl rekey ROOM` is sealed to, with fingerprints; a member "
-        "whose member key was never seen cannot be sent it.",
+        "List ROOM's members with their roles, since which epoch, and fingerprints; "
+        "newcomers not yet in a rekey show as pending.",
         "key_commands:members",
         (ROOM, JSON_OBJECT),
     ),
     Command(
         "rekey",
-        "Give ROOM a new random key, sealed to each member separately; with --remove "
-        "NAME..., leave NAMEs out: they can neither read nor find what is sent after.",
+        "Give ROOM a new random key, sealed to each member separately (an admin's act; it "
+        "also adds the newcomers admitted by invite); with --remove NAME..., leave NAMEs "
+        "out: they can neither read nor find what is sent after.",
         "key_commands:rekey",
         (
             ROOM,
             Option("remove", ("--remove",), "Leave out the NAMEs that follow."),
             Argument("names", "Members to remove (with --remove).", required=False, many=True),
+            JSON_OBJECT,
+        ),
+    ),
+    Command(
+        "role",
+        "Make NAME an admin of ROOM (who may invite, rekey and remove) or a member again; "
+        "an admin's act, made as a rekey.",
+        "key_commands:role",
+        (
+            Argument("room", "The room."),
+            Argument("name", "The member whose role changes."),
+            Argument("role", "admin or member."),
             JSON_OBJECT,
         ),
     ),

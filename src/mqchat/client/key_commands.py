@@ -139,6 +139,22 @@ def rekey(opts: Options, room: str, *, remove: bool, names: list[str], as_json: 
         )
 
 
+def role(opts: Options, room: str, name: str, role: str, *, as_json: bool) -> None:
+    from mqchat.client.render import escape, safe_json
+
+    if role not in ("admin", "member"):
+        raise UsageError(f"{role!r} is not a role: admin or member")
+    key = "admins" if role == "admin" else "members"
+    with opts.client() as c:
+        result: dict[str, Any] = c.call("rekey", {"room": _room(room), key: [name]})
+    if as_json:
+        out(safe_json(result))
+        return
+    out(f"{escape(name)} is now {'an admin' if role == 'admin' else 'a member'} of "
+        f"{escape(result['room'])} (epoch {result['epoch']}); admins: "
+        f"{', '.join(escape(n) for n in result['admins'])}")  # fmt: skip
+
+
 def members(opts: Options, room: str, *, as_json: bool) -> None:
     from mqchat.client.render import escape, safe_json
 

@@ -199,10 +199,16 @@ class RoomAdmin:
 
     # ------------------------------------------------------------------ rekeys
     def rekey(
-        self, room: str, remove: list[str] | None = None, *, again: bool = False
+        self,
+        room: str,
+        remove: list[str] | None = None,
+        admins: list[str] | None = None,
+        members: list[str] | None = None,
+        *,
+        again: bool = False,
     ) -> dict[str, Any]:
         """Start the next epoch with a fresh secret, sealed to exactly the members the
-        new state keeps (docs/protocol.md §27)."""
+        new state keeps (docs/protocol.md §27); ``admins`` and ``members`` change roles."""
         r = self._rooms.require(room)
         if r.legacy or r.epoch is None or r.v2_topic is None:
             raise UsageError("a legacy room cannot be rekeyed: its passphrase is its key")
@@ -221,13 +227,14 @@ class RoomAdmin:
         book = self._membership.book(r)
         head = book.head()
         ops, unreachable = self._ops(r, head, removed, again=again)
+        ops = self._roles(r, head, ops, admins or [], members or [])
         secret = new_epoch_secret(self._random)
         new_epoch = r.epoch.epoch + 1
-        members = apply_ops(head, ops, new_epoch, usable_member_key)
+        kept = apply_ops(head, ops, new_epoch, usable_member_key)
         commit = Commit(head.hash if head else NO_STATE, commitment(secret, new_epoch), ops)
         record = build_rekey(
             secret,
-            [m.x25519_key for m in members],
+            [m.x25519_key for m in kept],
             tag=r.epoch.tag,
             new_epoch=new_epoch,
             rekeyer_key=self._own_key,
@@ -261,7 +268,7 @@ class RoomAdmin:
         gone = {op.sign_key for op in ops if op.kind == OpKind.REMOVE}
         self._membership.own_commits[r.name] = (cid, tuple(gone))
         self._membership.follow(r, self._clock_ms())
-        log.info("rekeyed a room: epoch %d, %d members", new_epoch, len(members))
+        log.info("rekeyed a room: epoch %d, %d members", new_epoch, len(kept))
         return {
             "room": r.name,
             "epoch": new_epoch,
@@ -271,9 +278,10 @@ class RoomAdmin:
                     "fingerprint": fingerprint(m.sign_key),
                     "you": m.name == self._name,
                 }
-                for m in members
+                for m in kept
             ],
             "removed": removed,
+            "admins": sorted(m.name for m in kept if m.role == Role.ADMIN),
             "unreachable": unreachable,
         }
 
@@ -324,6 +332,35 @@ class RoomAdmin:
                 ops.append(Op(OpKind.ADD, joiner.sign_key, joiner.x25519_key, joiner.role,
                               joiner.name))  # fmt: skip
         return tuple(sorted(ops, key=lambda op: op.sign_key)), []
+
+    def _roles(
+        self,
+        room: Room,
+        head: RoomState | None,
+        ops: tuple[Op, ...],
+        admins: list[str],
+        members: list[str],
+    ) -> tuple[Op, ...]:
+        """Role changes: a member made admin, or an admin made member (§25.2)."""
+        if not admins and not members:
+            return ops
+        if head is None:
+            raise UsageError(
+                f"{room.name} has no admins yet: its first `chatctl rekey` makes you its admin"
+            )
+        wanted = {normalize_name(n): Role.ADMIN for n in admins}
+        wanted.update({normalize_name(n): Role.MEMBER for n in members})
+        changed = list(ops)
+        for name, role in wanted.items():
+            m = head.by_name(name)
+            if m is None:
+                raise UsageError(
+                    f"no member named {name!r} in {room.name!r}; `chatctl members {room.name}` "
+                    "lists them"
+                )
+            if m.role != role and all(op.sign_key != m.sign_key for op in ops):
+                changed.append(Op(OpKind.ROLE, m.sign_key, role=role))
+        return tuple(sorted(changed, key=lambda op: op.sign_key))
 
     # ------------------------------------------------------------------ listing
     def members(self, room: str) -> dict[str, Any]:

@@ -49,7 +49,12 @@ METHODS: Final[dict[str, _ParamSpec]] = {
     "create": {"room": (str, True, None), "cipher": (str, False, None)},
     "invite": {"room": (str, True, None)},
     "join_invite": {"invite": (str, True, None)},
-    "rekey": {"room": (str, True, None), "remove": (list, False, None)},
+    "rekey": {
+        "room": (str, True, None),
+        "remove": (list, False, None),
+        "admins": (list, False, None),
+        "members": (list, False, None),
+    },
     "members": {"room": (str, True, None)},
     "who": {"room": (str, True, None)},
     "send": {
@@ -86,7 +91,7 @@ def _check_value(method: str, name: str, value: Any, kind: type) -> None:
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
         raise IpcError(INVALID_PARAMS, f"param {name!r} must be of type {kind.__name__}")
-    if kind is list and method == "rekey":  # names to leave out
+    if kind is list and method == "rekey":  # names to leave out, or whose role changes
         if len(value) > MAX_REKEY_REMOVALS:
             raise IpcError(INVALID_PARAMS, f"param {name!r} holds at most {MAX_REKEY_REMOVALS}")
         for item in value:
