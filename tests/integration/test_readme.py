@@ -54,6 +54,8 @@ EXPECTED_STATUS = [
     (r"^chatctl trust lobby alice\s*(#|$)", 1),
     # README: "a name not in `members`: exit 1" (the test's team has no carol).
     (r"^chatctl rekey team --remove carol\b", 1),
+    # The test's team has no dave either.
+    (r"^chatctl role team dave\b", 1),
 ]
 CHAT_INPUT = "hello from the README test\n"
 

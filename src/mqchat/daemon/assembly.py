@@ -137,6 +137,7 @@ def assemble_core(
         random=os.urandom,
     )
     membership.load()
+    keeper.on_expire = membership.on_expire
     admin = RoomAdmin(
         store=store,
         rooms=rooms,

@@ -25,6 +25,7 @@ from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
+from mqchat.daemon.store.epochs import CURRENT, GRACE, EpochRow
 from mqchat.daemon.store.room_log import ANCHOR, COMMIT, EXPECT, JOIN, OUT, OWN_JOIN, LogRow
 from mqchat.errors import ProtocolError
 from mqchat.protocol.batch import Batch, seal_batch
@@ -114,6 +115,8 @@ class Membership:
         self._own_join: dict[str, Join] = {}
         self._answered: dict[tuple[str, str], float] = {}
         self._rosters_seen: dict[tuple[str, bytes], float] = {}
+        self._heard: dict[str, tuple[int, frozenset[bytes]]] = {}
+        """Per room: the log's version, and the signing keys heard at it (a cache)."""
         self.own_commits: dict[str, tuple[bytes, tuple[bytes, ...]]] = {}
         """Per room: our last commit, and whom it removed (made again should it lose)."""
         self.rekey_again: Callable[[str, list[str]], None] = lambda room, names: None
@@ -207,8 +210,33 @@ class Membership:
         delay = JOIN_AGAIN_S * 2**attempt
         asyncio.get_running_loop().call_later(delay, self._join_again, room_name, attempt + 1)
 
+    def on_expire(self, room: Room, closed: list[EpochRow]) -> None:
+        """Epochs closed: the log settles on the oldest state still open, and forgets
+        the commits before it (its bounds hold however long a room lives)."""
+        book = self._logs.get(room.name)
+        if book is None or not book.anchored:
+            return
+        tags = self._tags.get(room.name, {})
+        open_tags = {
+            r.tag for r in self._keeper.rows_of(room).values() if r.state in (CURRENT, GRACE)
+        }
+        open_states = {tags[t] for t in open_tags if t in tags}
+        oldest = next((c for c in book.path() if c.state.hash in open_states), None)
+        if oldest is None or not book.settle(oldest.state.hash):
+            return
+        anchor = book.anchor
+        if anchor is None:  # pragma: no cover - settle sets it
+            return
+        self.keep(room, LogRow(room.name, b"anchor", ANCHOR, anchor.encode()))
+        kept = book.commit_ids()
+        rows = self._rows.get(room.name, {})
+        for cid in [i for i, r in rows.items() if r.kind == COMMIT and i not in kept]:
+            del rows[cid]
+            self._store.room_log.delete_id(room.name, cid)
+        del closed
+
     def forget(self, room: Room) -> None:
-        for table in (self._logs, self._tags, self._rows, self._out, self._own_join):
+        for table in (self._logs, self._tags, self._rows, self._out, self._own_join, self._heard):
             table.pop(room.name, None)
         self.own_commits.pop(room.name, None)
         self._store.room_log.forget_room(room.name)
@@ -222,12 +250,16 @@ class Membership:
         book = self._logs.get(room.name)
         if book is None or not book.anchored:
             return True
-        head = book.head()
-        if head is None:
-            return True
-        if head.member(sender_key) is not None:
-            return True
-        return any(m.sign_key == sender_key for m in book.pending(head.hash))
+        cached = self._heard.get(room.name)
+        if cached is None or cached[0] != book.version:
+            head = book.head()
+            keys = (
+                frozenset()
+                if head is None
+                else head.sign_keys | {m.sign_key for m in book.pending(head.hash)}
+            )
+            cached = self._heard[room.name] = (book.version, keys)
+        return sender_key in cached[1]
 
     def presence_records(self, room: Room) -> list[Record]:
         """Our join, with every presence batch until a commit adds us."""
@@ -259,8 +291,19 @@ class Membership:
                 self._on_roster(room, record.state, now_ms)
         if rekey is not None and not any(isinstance(r, Commit) for r in batch.records):
             self._drops.drop("rekey_without_commit", "a rekey from a daemon before issue 21")
-        if not current and batch.sender_key != self.own_key:
+        if not current and batch.sender_key != self.own_key and self._may_ask(room, batch):
             self._answer_later(room, batch.room_tag)
+
+    def _may_ask(self, room: Room, batch: Batch) -> bool:
+        """Who is sent the way on from an old epoch: a member of that epoch's state, a
+        newcomer admitted into it, anyone in an epoch that had no state (§28)."""
+        state_hash = self._tags.get(room.name, {}).get(batch.room_tag)
+        if state_hash is None or state_hash == NO_STATE:
+            return True
+        state = self.book(room).state(state_hash)
+        if state is None or state.member(batch.sender_key) is not None:
+            return True
+        return any(isinstance(r, Join) and r.state_hash == state_hash for r in batch.records)
 
     def _on_commit(
         self,

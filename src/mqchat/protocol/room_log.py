@@ -61,6 +61,9 @@ class RoomLog:
         self._children: dict[bytes, dict[bytes, Candidate]] = {}
         self._orphans: dict[bytes, Offered] = {}
         self._pending: dict[bytes, dict[bytes, Member]] = {}
+        self.version = 0
+        """Grows with every change: a reader may cache what it derives from the head."""
+        self._head: tuple[int, list[Candidate]] | None = None
         if anchor is not None:
             self._states[anchor.hash] = anchor
 
@@ -105,6 +108,7 @@ class RoomLog:
             if offered.id > own[-1]:
                 raise Refused("too_many", "more commits of one state by one author than allowed")
             del siblings[own[-1]]
+            self.version += 1
         if len(self._states) >= MAX_STATES:
             raise Refused("too_many", f"a room's log holds at most {MAX_STATES} states")
         new = apply_commit(
@@ -120,6 +124,7 @@ class RoomLog:
         candidate = Candidate(offered.id, offered.author, commit.prev, new, seniority)
         self._children.setdefault(commit.prev, {})[offered.id] = candidate
         self._states[new.hash] = new
+        self.version += 1
         self._adopt_orphans(new.hash)
         return candidate
 
@@ -139,7 +144,12 @@ class RoomLog:
                 continue  # judged now, and refused: it changes nothing
 
     def path(self) -> list[Candidate]:
-        """The winning commits from the anchor on, oldest first."""
+        """The winning commits from the anchor on, oldest first (cached until a change)."""
+        if self._head is None or self._head[0] != self.version:
+            self._head = (self.version, self._walk())
+        return list(self._head[1])
+
+    def _walk(self) -> list[Candidate]:
         out: list[Candidate] = []
         at = self.root
         while True:
@@ -164,37 +174,39 @@ class RoomLog:
         self.anchor = state
         self.expect = None
         self._states[state.hash] = state
+        self.version += 1
         self._adopt_orphans(state.hash)
         return True
 
-    def settle(self, state_hash: bytes) -> None:
+    def settle(self, state_hash: bytes) -> bool:
         """Make a state of the path the anchor, forgetting what led to it and every
         branch beside it: its epochs are closed, nothing can change them any more."""
-        keep = {self.root}
-        kept_path = []
-        for candidate in self.path():
-            kept_path.append(candidate)
-            if candidate.state.hash == state_hash:
-                break
-        else:
-            return
-        anchor = kept_path[-1].state
-        descendants = {anchor.hash}
-        changed = True
-        while changed:
-            changed = False
+        path = self.path()
+        at = next((i for i, c in enumerate(path) if c.state.hash == state_hash), None)
+        if at is None:
+            return False
+        anchor = path[at].state
+        keep = {anchor.hash}
+        grew = True
+        while grew:
+            grew = False
             for prev, children in self._children.items():
-                if prev in descendants:
+                if prev in keep:
                     for c in children.values():
-                        if c.state.hash not in descendants:
-                            descendants.add(c.state.hash)
-                            changed = True
-        del keep
-        self._children = {p: c for p, c in self._children.items() if p in descendants}
-        self._states = {h: s for h, s in self._states.items() if h in descendants}
-        self._pending = {h: j for h, j in self._pending.items() if h in descendants}
+                        if c.state.hash not in keep:
+                            keep.add(c.state.hash)
+                            grew = True
+        self._children = {p: c for p, c in self._children.items() if p in keep}
+        self._states = {h: s for h, s in self._states.items() if h in keep}
+        self._pending = {h: j for h, j in self._pending.items() if h in keep}
         self._orphans = {}
         self.anchor = anchor
+        self.expect = None
+        self.version += 1
+        return True
+
+    def commit_ids(self) -> set[bytes]:
+        return {i for children in self._children.values() for i in children}
 
     # ------------------------------------------------------------------ joins
     def admit(self, state_hash: bytes, member: Member) -> bool:
@@ -205,6 +217,7 @@ class RoomLog:
         if len(joins) >= MAX_PENDING_JOINS:
             raise Refused("too_many", f"more than {MAX_PENDING_JOINS} joins into one state")
         joins[member.sign_key] = member
+        self.version += 1
         return True
 
     def pending(self, state_hash: bytes) -> list[Member]:

@@ -64,6 +64,10 @@ class RoomLogRows:
                 "DELETE FROM room_log WHERE room = ? AND kind = ?", [(room, k) for k in kinds]
             )
 
+    def delete_id(self, room: str, row_id: bytes) -> None:
+        with transaction(self._db) as db:
+            db.execute("DELETE FROM room_log WHERE room = ? AND id = ?", (room, row_id))
+
     def forget_room(self, room: str) -> None:
         with transaction(self._db) as db:
             db.execute("DELETE FROM room_log WHERE room = ?", (room,))
