@@ -21,12 +21,12 @@ from typing import Any
 from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.epoch_keeper import EpochKeeper
-from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, GRACE, EpochRow
 from mqchat.daemon.store.room_log import ANCHOR, COMMIT, EXPECT, JOIN, OUT, OWN_JOIN, LogRow
+from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import ProtocolError
 from mqchat.protocol.batch import Batch, seal_batch
 from mqchat.protocol.epochs import EpochKeys
@@ -87,7 +87,7 @@ class Membership:
         rooms: RoomRegistry,
         keeper: EpochKeeper,
         presence: PresenceKeeper,
-        events: EventPublisher,
+        work: UnitOfWork,
         drops: DropCounter,
         identity: SigningIdentity,
         name: str,
@@ -98,7 +98,7 @@ class Membership:
         self._rooms = rooms
         self._keeper = keeper
         self._presence = presence
-        self._events = events
+        self._work = work
         self._drops = drops
         self._identity = identity
         self.own_key = identity.public_key
@@ -581,7 +581,8 @@ class Membership:
         self.link.publish(topic, payload, 1)
 
     def _notice(self, room: Room, kind: str, text: str, **extra: Any) -> None:
-        self._events.publish(room.name, notice_event(room.name, kind, text, **extra))
+        # Held with the batch's texts, published after its commit (or now, outside one).
+        self._work.publish(room.name, notice_event(room.name, kind, text, **extra))
 
 
 _MEMBER_ROW = struct.Struct(">32s32s32sBQ")

@@ -13,13 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from mqchat.daemon.epoch_keeper import EpochKeeper, prefix_of
-from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.events import iso_ts
 from mqchat.daemon.membership import Membership, pack_commit
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, EpochRow
 from mqchat.daemon.store.room_log import COMMIT, LogRow
+from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import MqchatError, UsageError
 from mqchat.protocol import envelope
 from mqchat.protocol.batch import seal_batch
@@ -61,7 +62,7 @@ class RoomAdmin:
         keeper: EpochKeeper,
         membership: Membership,
         presence: PresenceKeeper,
-        events: EventPublisher,
+        work: UnitOfWork,
         identity: SigningIdentity,
         name: str,
         topic_prefix: str,
@@ -73,7 +74,7 @@ class RoomAdmin:
         self._keeper = keeper
         self._membership = membership
         self._presence = presence
-        self._events = events
+        self._work = work
         self._identity = identity
         self._own_key = identity.public_key
         self._name = name
@@ -264,7 +265,13 @@ class RoomAdmin:
         self._membership.keep(r, LogRow(r.name, cid, COMMIT, packed, payload, r.v2_topic))
         if head is None:
             self._membership.tag_state(r, r.epoch.tag, NO_STATE)
-        link.publish(r.v2_topic, payload, 1)
+        # Published once the commit is stored: a rekey that did not commit never left.
+        topic = r.v2_topic
+
+        def publish() -> None:
+            link.publish(topic, payload, 1)
+
+        self._work.after_commit(publish)
         gone = {op.sign_key for op in ops if op.kind == OpKind.REMOVE}
         self._membership.own_commits[r.name] = (cid, tuple(gone))
         self._membership.follow(r, self._clock_ms())
@@ -426,7 +433,8 @@ class RoomAdmin:
         self._membership.forget(room)
 
     def _notice(self, room: Room, kind: str, text: str, **extra: Any) -> None:
-        self._events.publish(room.name, notice_event(room.name, kind, text, **extra))
+        # Held with the batch's texts, published after its commit (or now, outside one).
+        self._work.publish(room.name, notice_event(room.name, kind, text, **extra))
 
     def _info(self, room: Room) -> dict[str, Any]:
         return {
