@@ -57,6 +57,11 @@ def _state_hash(d: Daemon, room: str) -> bytes:
     return bytes.fromhex(members(d, room)["state"])
 
 
+def _on(make_daemon: Callable[..., Daemon], broker: Any) -> MakeMember:
+    """Members on a broker of the test's own (to pause or restart it)."""
+    return lambda name: make_daemon(name, on=broker, extra_env={"MQCHAT_GRACE_PERIOD": "3600"})
+
+
 def three_members(make_member: MakeMember, room: str) -> list[Daemon]:
     """alice creates and invites bob and carol; her first rekey makes them members."""
     alice, bob, carol = (make_member(n) for n in ("alice", "bob", "carol"))
@@ -170,19 +175,7 @@ def test_a_member_whose_session_lost_the_rekey_catches_up(
     the commit queued for carol is gone. When carol is back and speaks on the old
     epoch, a member sends her the commit again, and she reads the new epoch."""
     private = make_broker()
-    alice, bob, carol = (
-        make_daemon(n, on=private, extra_env={"MQCHAT_GRACE_PERIOD": "3600"})
-        for n in ("alice", "bob", "carol")
-    )
-    alice.ok("create", room)
-    line = invite(alice, room)
-    join_by_invite(bob, line)
-    join_by_invite(carol, line)
-    wait_until(
-        lambda: {"bob", "carol"} <= {m["name"] for m in members(alice, room)["members"]}, "joins"
-    )
-    alice.ok("rekey", room)
-    wait_until(lambda: tag(carol, room) == tag(alice, room), "carol to be added")
+    alice, bob, carol = three_members(_on(make_daemon, private), room)
     carol.stop()
     alice.ok("rekey", room)
     wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow")
@@ -272,18 +265,7 @@ def test_two_admins_commit_at_once_and_the_removal_wins(
     import signal
 
     private = make_broker()
-    alice, bob, carol = (
-        make_daemon(n, on=private, extra_env={"MQCHAT_GRACE_PERIOD": "3600"})
-        for n in ("alice", "bob", "carol")
-    )
-    alice.ok("create", room)
-    line = invite(alice, room)
-    join_by_invite(bob, line)
-    join_by_invite(carol, line)
-    wait_until(
-        lambda: {"bob", "carol"} <= {m["name"] for m in members(alice, room)["members"]}, "joins"
-    )
-    alice.ok("rekey", room)
+    alice, bob, carol = three_members(_on(make_daemon, private), room)
     out = alice.ok("role", room, "bob", "admin")
     assert "bob is now an admin" in out
     wait_until(lambda: tag(bob, room) == tag(alice, room) == tag(carol, room), "all on epoch 2")
