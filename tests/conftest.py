@@ -16,10 +16,17 @@ INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration: `pytest -m "not integration"` runs the rest."""
+    """Mark every test under tests/integration: `pytest -m "not integration"` runs the rest.
+
+    Under pytest-xdist (`--dist loadgroup`, as scripts/test.sh runs), a file's tests
+    run in one worker, in order, with its module fixtures (README's lines build on
+    each other); the RabbitMQ tests of every file share one worker, so one
+    three-node cluster serves them all."""
     for item in items:
         if INTEGRATION in item.path.resolve().parents:
             item.add_marker(pytest.mark.integration)
+        rabbit = item.get_closest_marker("rabbitmq") is not None
+        item.add_marker(pytest.mark.xdist_group("rabbitmq" if rabbit else item.path.name))
 
 
 @pytest.fixture(scope="session")
