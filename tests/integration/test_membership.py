@@ -283,3 +283,38 @@ def test_two_admins_commit_at_once_and_the_removal_wins(
     assert "bob" not in {m["name"] for m in members(carol, room)["members"]}
     alice.ok("send", room, "after the race")
     wait_until(lambda: "after the race" in texts(carol, room), "carol to hear alice")
+
+
+def test_in_a_passphrase_room_the_removed_are_not_heard_in_version_1_either(
+    make_member: MakeMember, room: str, broker: Any
+) -> None:
+    """A passphrase room's first rekey leaves carol out and makes alice its admin; in
+    the grace period the passphrase still opens version 1 payloads, but carol's,
+    signed by her key, are dropped: she is in no state."""
+    from integration.test_keys import _passphrase_keys
+    from mqchat.protocol import envelope
+    from mqchat.protocol.kdf import room_tag, topic_for
+
+    alice, bob, carol = (make_member(n) for n in ("alice", "bob", "carol"))
+    for d in (alice, bob, carol):
+        d.join(room)
+    wait_until(
+        lambda: (
+            {"bob", "carol"}
+            <= {m["name"] for m in members(alice, room)["members"] if m["member_key"]}
+        ),
+        "alice to hear bob's and carol's member keys",
+    )
+    alice.ok("rekey", room, "--remove", "carol")
+    wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow")
+    keys = _passphrase_keys(carol, room)
+    _, payload = envelope.seal(
+        keys, _identity(carol), name="carol", text="version 1, from the removed",
+        seq=10**6, timestamp_ms=int(time.time() * 1000), random=os.urandom,
+    )  # fmt: skip
+    with RawClient(broker) as raw:
+        raw.publish(topic_for("mqchat/v1", room_tag(keys.topic_key)), payload)
+    wait_until(lambda: drops(bob).get("not_member", 0) >= 1, "bob to drop carol's")
+    bob.ok("send", room, "after carol's")
+    wait_until(lambda: "after carol's" in texts(alice, room), "alice to hear bob")
+    assert "version 1, from the removed" not in texts(alice, room) + texts(bob, room)
