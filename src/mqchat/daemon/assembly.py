@@ -23,17 +23,20 @@ import zmq
 
 from mqchat.config import Settings
 from mqchat.daemon.broker import BrokerLink
+from mqchat.daemon.catch_up import CatchUp
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.inbox import Inbox
 from mqchat.daemon.ipc_server import IpcServer
 from mqchat.daemon.key_derivation import KeyDerivation
+from mqchat.daemon.member_list import MemberList
 from mqchat.daemon.membership import Membership
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.repair import Repair
 from mqchat.daemon.room_admin import RoomAdmin
+from mqchat.daemon.room_logs import RoomLogs
 from mqchat.daemon.rooms import RoomRegistry
 from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.service import ChatService
@@ -91,7 +94,7 @@ class Core:
     service: ChatService
     keeper: EpochKeeper
     repair: Repair
-    membership: Membership
+    catch_up: CatchUp
 
 
 def assemble_core(
@@ -124,25 +127,34 @@ def assemble_core(
     )
     keeper = EpochKeeper(store=store, rooms=rooms, grace_s=settings.grace_period, clock_ms=clock_ms)
     keeper.load()
-    membership = Membership(
-        store=store,
+    logs = RoomLogs(store=store, rooms=rooms, keeper=keeper, own_key=identity.public_key)
+    keeper.on_expire = logs.on_expire
+    catch_up = CatchUp(
+        logs=logs,
         rooms=rooms,
         keeper=keeper,
         presence=presence,
-        work=work,
-        drops=drops,
         identity=identity,
         name=settings.name,
         clock_ms=clock_ms,
         random=os.urandom,
     )
-    membership.load()
-    keeper.on_expire = membership.on_expire
+    membership = Membership(
+        store=store,
+        logs=logs,
+        catch_up=catch_up,
+        keeper=keeper,
+        presence=presence,
+        work=work,
+        drops=drops,
+        identity=identity,
+    )
     admin = RoomAdmin(
         store=store,
         rooms=rooms,
         keeper=keeper,
         membership=membership,
+        catch_up=catch_up,
         presence=presence,
         work=work,
         identity=identity,
@@ -162,7 +174,7 @@ def assemble_core(
         clock_ms=clock_ms,
         on_fatal=die,
         on_batch=membership.on_batch,  # which passes them on to presence
-        hears=membership.hears,
+        hears=logs.hears,
     )
     repair = Repair(
         store=store,
@@ -197,13 +209,20 @@ def assemble_core(
         invite=admin.invite,
         join_invite=admin.join_invite,
         rekey=admin.rekey,
-        members=admin.members,
+        members=MemberList(
+            store=store,
+            rooms=rooms,
+            keeper=keeper,
+            logs=logs,
+            identity=identity,
+            name=settings.name,
+        ).members,
     )
-    service.refusal = membership.out_reason
+    service.refusal = logs.out_reason
     service.on_leave.append(admin.forget)
     service.repair = repair
     service.on_leave.append(repair.forget)
-    return Core(rooms, outbox, kdf, presence, inbox, service, keeper, repair, membership)
+    return Core(rooms, outbox, kdf, presence, inbox, service, keeper, repair, catch_up)
 
 
 def _rekey_again(work: UnitOfWork, admin: RoomAdmin, room: str, removed: list[str]) -> None:
@@ -260,7 +279,7 @@ def assemble(
     # Subscriptions first, then the outbox a previous run left (on CONNACK), so a
     # send made just after a restart cannot overtake older messages.
     service.link = inbox.link = outbox.link = presence.link = core.keeper.link = link
-    core.membership.link = link
+    core.catch_up.link = link
     for room in rooms:
         for topic in room.topics:
             link.subscribe(topic, room.qos)

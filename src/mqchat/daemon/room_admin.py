@@ -12,10 +12,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mqchat.daemon.catch_up import CatchUp
 from mqchat.daemon.epoch_keeper import EpochKeeper, prefix_of
-from mqchat.daemon.events import iso_ts
-from mqchat.daemon.membership import Membership, pack_commit
+from mqchat.daemon.membership import Membership
 from mqchat.daemon.presence import PresenceKeeper
+from mqchat.daemon.room_logs import pack_commit
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, EpochRow
@@ -61,6 +62,7 @@ class RoomAdmin:
         rooms: RoomRegistry,
         keeper: EpochKeeper,
         membership: Membership,
+        catch_up: CatchUp,
         presence: PresenceKeeper,
         work: UnitOfWork,
         identity: SigningIdentity,
@@ -73,6 +75,8 @@ class RoomAdmin:
         self._rooms = rooms
         self._keeper = keeper
         self._membership = membership
+        self._logs = membership.logs
+        self._catch_up = catch_up
         self._presence = presence
         self._work = work
         self._identity = identity
@@ -113,7 +117,7 @@ class RoomAdmin:
         me = Member(
             self._own_key, self._membership.member_key.public_key, Role.ADMIN, self._name, 0
         )
-        self._membership.anchor(new, RoomState(0, NO_STATE, commitment(secret, 0), (me,)), keys.tag)
+        self._logs.anchor(new, RoomState(0, NO_STATE, commitment(secret, 0), (me,)), keys.tag)
         self._presence.announce(new, PresenceState.ONLINE)
         self._notice(new, "joined", f"created {new.name}: you are its admin")
         log.info("created a room (%s)", chosen)
@@ -127,7 +131,7 @@ class RoomAdmin:
         if current.secret is None:  # pragma: no cover - the current epoch has its secret
             raise ValueError("current epoch without a secret")
         admission = None
-        head = self._membership.head(r)
+        head = self._logs.head(r)
         if head is not None:
             if not head.is_admin(self._own_key):
                 admins = ", ".join(m.name for m in head.members if m.role == Role.ADMIN)
@@ -158,15 +162,15 @@ class RoomAdmin:
         old = self._rooms.get(parsed.room)
         if old is not None:
             known = {old.epoch.tag if old.epoch else None, *(g.keys.tag for g in old.grace)}
-            if keys.tag in known and self._membership.out_reason(old) is None:
+            if keys.tag in known and self._logs.out_reason(old) is None:
                 return {**self._info(old), "joined": False}
-            if self._membership.out_reason(old) is None:
+            if self._logs.out_reason(old) is None:
                 raise UsageError(
                     f"you have already joined {parsed.room!r} with another key; run "
                     f"`chatctl leave {parsed.room}` first"
                 )
             raise UsageError(
-                f"{self._membership.out_reason(old)}; run `chatctl leave {parsed.room}` "
+                f"{self._logs.out_reason(old)}; run `chatctl leave {parsed.room}` "
                 "before joining it again"
             )
         topic = keys.topic(parsed.topic_prefix)
@@ -188,7 +192,8 @@ class RoomAdmin:
                 x25519,
                 ticket.sign(join_message(adm.state_hash, self._own_key, x25519, self._name)),
             )
-            self._membership.expect(new, adm.state_hash, join)
+            self._logs.expect(new, adm.state_hash, join)
+            self._catch_up.join_again_later(new)
         self._presence.announce(new, PresenceState.ONLINE)
         self._notice(new, "joined", f"joined {new.name}")
         log.info("joined a room by invite (%s)", parsed.cipher)
@@ -219,13 +224,13 @@ class RoomAdmin:
                 "chatd is not connected to the broker, and a rekey must reach the room now: "
                 "try again once `chatctl status` says connected"
             )
-        out = self._membership.out_reason(r)
+        out = self._logs.out_reason(r)
         if out is not None:
             raise RekeyRefused(out)
         removed = sorted({normalize_name(n) for n in remove or ()})
         if self._name in removed:
             raise UsageError(f"you cannot remove yourself; run `chatctl leave {r.name}`")
-        book = self._membership.book(r)
+        book = self._logs.book(r)
         head = book.head()
         ops, unreachable = self._ops(r, head, removed, again=again)
         ops = self._roles(r, head, ops, admins or [], members or [])
@@ -262,9 +267,9 @@ class RoomAdmin:
         except Refused as exc:
             raise RekeyRefused(f"the room's rules refuse this rekey: {exc}") from exc
         packed = pack_commit(self._own_key, new_epoch, r.epoch.tag, commit, record)
-        self._membership.keep(r, LogRow(r.name, cid, COMMIT, packed, payload, r.v2_topic))
+        self._logs.keep(r, LogRow(r.name, cid, COMMIT, packed, payload, r.v2_topic))
         if head is None:
-            self._membership.tag_state(r, r.epoch.tag, NO_STATE)
+            self._logs.tag_state(r, r.epoch.tag, NO_STATE)
         # Published once the commit is stored: a rekey that did not commit never left.
         topic = r.v2_topic
 
@@ -321,7 +326,7 @@ class RoomAdmin:
         if not head.is_admin(self._own_key):
             admins = ", ".join(m.name for m in head.members if m.role == Role.ADMIN)
             raise RekeyRefused(f"only an admin of {room.name} can rekey it: ask {admins}")
-        pending = self._membership.book(room).pending(head.hash)
+        pending = self._logs.book(room).pending(head.hash)
         known = {m.name for m in (*head.members, *pending)}
         unknown = [n for n in removed if n not in known]
         if unknown and not again:
@@ -368,65 +373,6 @@ class RoomAdmin:
             if m.role != role and all(op.sign_key != m.sign_key for op in ops):
                 changed.append(Op(OpKind.ROLE, m.sign_key, role=role))
         return tuple(sorted(changed, key=lambda op: op.sign_key))
-
-    # ------------------------------------------------------------------ listing
-    def members(self, room: str) -> dict[str, Any]:
-        """Who is in the room, with roles and since when; newcomers not yet in a commit."""
-        r = self._rooms.require(room)
-        if r.legacy or r.epoch is None:
-            raise UsageError("a legacy room has no members' keys")
-        head = self._membership.head(r)
-        online = {m.sender_key: m.online for m in self._store.members.in_room(r.name)}
-        if head is None:
-            rows = [self._me()] + [
-                {
-                    "name": m.name,
-                    "fingerprint": fingerprint(m.sender_key),
-                    "member_key": fingerprint(m.x25519_key) if m.x25519_key else None,
-                    "online": m.online,
-                    "role": None,
-                }
-                for m in self._store.members.in_room(r.name)
-            ]
-        else:
-            pending = self._membership.book(r).pending(head.hash)
-            rows = [
-                {
-                    "name": m.name,
-                    "fingerprint": fingerprint(m.sign_key),
-                    "member_key": fingerprint(m.x25519_key),
-                    "online": True
-                    if m.sign_key == self._own_key
-                    else online.get(m.sign_key, False),
-                    "role": m.role.name.lower() if m in head.members else "pending",
-                    "since_epoch": m.since,
-                    **({"you": True} if m.sign_key == self._own_key else {}),
-                }
-                for m in (*head.members, *pending)
-            ]
-        return {
-            "room": r.name,
-            "epoch": r.epoch.epoch,
-            "tag": r.epoch.tag,
-            "state": head.hash.hex() if head else None,
-            "out": self._membership.out_reason(r),
-            "grace": [
-                {"epoch": g.keys.epoch, "tag": g.keys.tag, "until": iso_ts(g.until_ms)}
-                for g in r.grace
-            ],
-            "grace_period_s": self._keeper.grace_ms // 1000,
-            "members": rows,
-        }
-
-    def _me(self) -> dict[str, Any]:
-        return {
-            "name": self._name,
-            "fingerprint": self._identity.fingerprint,
-            "member_key": fingerprint(self._membership.member_key.public_key),
-            "online": True,
-            "you": True,
-            "role": None,
-        }
 
     def forget(self, room: Room) -> None:
         self._keeper.forget(room)
