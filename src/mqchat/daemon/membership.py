@@ -36,7 +36,7 @@ from mqchat.protocol.membership import (
     check_join,
     commit_id,
 )
-from mqchat.protocol.records import PresenceState, Record, Rekey, record_body
+from mqchat.protocol.records import Presence, PresenceState, Record, Rekey, record_body
 from mqchat.protocol.room_log import Offered
 from mqchat.protocol.roster import Role, RoomState, commitment
 from mqchat.protocol.signing import SigningIdentity
@@ -179,7 +179,11 @@ class Membership:
                 f"{inviter.name if inviter else 'an admin'}",
                 sender=member.name,
             )
-        self._catch_up.roster_later(room, state)
+        online = any(
+            isinstance(r, Presence) and r.state == PresenceState.ONLINE for r in batch.records
+        )
+        if added or online:  # not at every "still here" of a newcomer
+            self._catch_up.roster_later(room, state)
 
     def _on_roster(self, room: Room, state: RoomState, now_ms: int) -> None:
         self._catch_up.roster_seen(room, state.hash)
