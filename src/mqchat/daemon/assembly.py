@@ -213,7 +213,9 @@ def assemble(
     rooms, outbox, kdf = core.rooms, core.outbox, core.kdf
     presence, inbox, service = core.presence, core.inbox, core.service
     core.repair.final_heads_at_start()
-    server = IpcServer(ctx, f"ipc://{ctl_path}", service, work, drops)
+    server = IpcServer(
+        ctx, f"ipc://{ctl_path}", service, work, drops, kdf_busy=lambda: kdf.running > 0
+    )
     link = BrokerLink(
         settings,
         client_id,

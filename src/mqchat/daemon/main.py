@@ -141,6 +141,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     parts.server.start(loop)
     tasks = [
         asyncio.create_task(parts.events.serve_subscriptions(), name="ipc-events"),
+        asyncio.create_task(parts.server.guard.run(), name="ctl-guard"),
         asyncio.create_task(_upkeep(parts.service), name="upkeep"),
         asyncio.create_task(parts.presence.run(), name="presence"),
         asyncio.create_task(parts.repair.run(), name="repair"),
