@@ -34,7 +34,9 @@ def parser() -> argparse.ArgumentParser:
         prog="chatd",
         description=(
             "The mqchat daemon: holds the broker connection, room keys and message store, "
-            "and serves chatctl over ZeroMQ sockets in the runtime directory."
+            "and serves chatctl over two ZeroMQ sockets in the runtime directory: "
+            "ctl.sock (ROUTER, JSON-RPC requests) and events.sock (XPUB, events as "
+            "[room name + NUL, JSON] for any ZeroMQ SUB; see docs/ipc.md)."
         ),
         epilog=(
             "Environment: MQCHAT_CONFIG, MQCHAT_BROKER, MQCHAT_NAME, MQCHAT_RUNTIME_DIR, "
