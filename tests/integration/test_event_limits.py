@@ -224,6 +224,31 @@ def test_a_client_that_stops_reading_fills_its_gap_when_it_reads_again(
     assert memory.growth_mib < PEAK_MIB, f"chatd grew by {memory.growth_mib:.0f} MiB"
 
 
+def test_twenty_tails_under_a_6000_message_stream_miss_nothing_and_repeat_nothing(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    """Issue 23's done-when: 20 tails of bob's while alice streams 6,000 messages. The
+    tails share two cores with both daemons and mosquitto, so some fall behind and lose
+    events on the way; each prints every message once, in order."""
+    tails_n, count = 20, 6_000
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    alice.join(room)
+    bob.join(room)
+    tails = [bob.tail(room, "-n", "0") for _ in range(tails_n)]
+    bob.ok("send", room, "ready")
+    for tail in tails:  # each subscribed, its (empty) history read
+        assert tail.messages(1)[0]["text"] == "ready"
+    alice.ok("send", room, input="".join(f"m{i} {'y' * 200}\n" for i in range(1, count + 1)))
+    for tail in tails:
+        got = tail.messages(count, timeout=180)
+        assert [m["seq"] for m in got] == list(range(2, count + 2))
+        assert got[-1]["text"].startswith(f"m{count} ")
+    bob.ok("send", room, "the end")
+    for tail in tails:
+        assert tail.messages(1)[0]["text"] == "the end"
+        tail.assert_silent()
+
+
 def test_a_tail_that_fell_behind_past_retention_says_how_many_it_cannot_show(
     make_daemon: MakeDaemon, room: str
 ) -> None:
