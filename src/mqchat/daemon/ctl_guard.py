@@ -3,14 +3,16 @@
 ZMQ_MAXMSGSIZE bounds a frame, not a message: a peer that sends frames with
 "more" set and never a last one makes libzmq keep every frame until the
 message ends (chatd grew from 43 to 244 MiB in 2.4 s), and the ROUTER never
-shows chatd a byte of it. So a thread of chatd samples its resident memory every
-5 ms (a local peer can send a GB a second); when it stands CTL_BUDGET_MIB above
-its lowest of the last 10 s (more while a key derivation holds its 64 MiB), it
-shuts down every connection on ctl.sock, which makes libzmq drop what they were
-sending, and hands the freed memory back to the system. Connections come from
-ZeroMQ's socket monitor (their descriptors), which only this thread reads; the
-ROUTER stays the event loop's. A chatctl command connected at that moment may
-exit 3, and the next one connects again.
+shows chatd a byte of it. So chatd samples its resident memory every 5 ms (a
+local peer can send a GB a second), on the event loop: a thread of its own would
+cost the loop a third of its speed in handing the GIL back and forth. When it
+stands CTL_BUDGET_MIB above its lowest of the last 10 s (more while a key
+derivation holds its 64 MiB), chatd shuts down every connection on ctl.sock,
+which makes libzmq drop what they were sending, and hands the freed memory back
+to the system. Connections come from ZeroMQ's socket monitor (their
+descriptors). A chatctl command connected at that moment may exit 3, and the
+next one connects again. Growth that closing does not free (it
+was not ctl.sock's) becomes the new baseline, so it closes connections once.
 """
 
 from __future__ import annotations
@@ -19,11 +21,8 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import logging
 import os
 import socket
-import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +33,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from mqchat.daemon.drops import DropCounter
 
-log = logging.getLogger(__name__)
-
-CHECK_INTERVAL_S = 0.005
+CHECK_INTERVAL_S = 0.002
 WINDOW_S = 10
 """Seconds over which the lowest resident memory is the baseline (kept per second)."""
 MIB = 1024 * 1024
@@ -45,14 +42,23 @@ CTL_BUDGET_MIB = 32
 KDF_ALLOWANCE_MIB = 96
 """Added while a key derivation runs: Argon2id holds 64 MiB of its own."""
 TRIMS_AFTER_CLOSING = 5
-"""Checks after closing that hand freed memory back (malloc_trim), as libzmq frees it."""
+"""Checks after closing that hand freed memory back (malloc_trim), as libzmq frees it;
+then what chatd still holds becomes the baseline."""
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _WATCHED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
-def resident_bytes() -> int:
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * _PAGE
+class _Statm:
+    """/proc/self/statm, kept open: a read is one pread, not an open and a close."""
+
+    def __init__(self) -> None:
+        self._fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+
+    def resident_bytes(self) -> int:
+        return int(os.pread(self._fd, 128, 0).split()[1]) * _PAGE
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def _malloc_trim() -> Callable[[], object]:
@@ -83,25 +89,14 @@ class CtlGuard:
         self._low = 0
         self._trim = _malloc_trim()
         self._trims_left = 0
-        self._stop = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._watch, name="ctl-guard", daemon=True)
+        self._statm = _Statm()
 
     async def run(self) -> None:
-        """Watch from a thread of its own until cancelled."""
-        self._loop = asyncio.get_running_loop()
-        self._thread.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self._stop.set()
-
-    def _watch(self) -> None:
-        try:
-            while not self._stop.wait(CHECK_INTERVAL_S):  # a sampling period
-                self.check(time.monotonic())
-        except Exception:
-            log.exception("the ctl.sock memory watchdog stopped")
+        """Watch until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)  # a sampling period
+            self.check(loop.time())
 
     def check(self, now: float) -> None:
         self._read_monitor()
@@ -109,9 +104,15 @@ class CtlGuard:
             # libzmq frees a closed connection's unfinished message once its I/O
             # thread has seen the close and the socket has handled the command.
             self._trims_left -= 1
-            self._call_on_loop(self._router.getsockopt, zmq.EVENTS)
+            self._router.getsockopt(zmq.EVENTS)
             self._trim()
-        rss = resident_bytes()
+            if not self._trims_left:
+                # What is still held now was not ctl.sock's (events queued for slow
+                # subscribers, say): it is the new baseline, so the same growth does
+                # not close the next connections too.
+                self._lows.clear()
+                self._second = 0
+        rss = self._statm.resident_bytes()
         second = int(now)
         if second != self._second:
             if self._second:
@@ -123,18 +124,9 @@ class CtlGuard:
         if rss - floor > budget and self._connections:
             self._close_connections(rss - floor)
 
-    def _call_on_loop(self, fn: Callable[..., object], *args: object) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed: chatd stops
-                self._loop.call_soon_threadsafe(fn, *args)
-
     def _read_monitor(self) -> None:
-        while True:
-            try:
-                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            event = parse_monitor_message(frames)
+        while self._monitor.poll(0):
+            event = parse_monitor_message(self._monitor.recv_multipart())
             fd = int(event["value"])
             if event["event"] == zmq.EVENT_ACCEPTED:
                 self._connections.add(fd)
@@ -142,8 +134,7 @@ class CtlGuard:
                 self._connections.discard(fd)
 
     def _close_connections(self, growth: int) -> None:
-        self._call_on_loop(
-            self._drops.drop,
+        self._drops.drop(
             "ctl_connections_closed",
             f"chatd grew {growth // MIB} MiB in {WINDOW_S} s; "
             f"closed {len(self._connections)} connections on ctl.sock",
@@ -162,9 +153,7 @@ class CtlGuard:
         self._trims_left = TRIMS_AFTER_CLOSING
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(1.0)
         with contextlib.suppress(zmq.ZMQError):
             self._router.disable_monitor()
         self._monitor.close(linger=0)
+        self._statm.close()
