@@ -228,6 +228,7 @@ class Events:
 
         self.sock = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 10_000)  # as chatctl's SUB (client/event_subscriber.py)
         self.sock.setsockopt(zmq.SUBSCRIBE, room_topic(room))
         sync = sync_topic(os.urandom(16).hex())
         self.sock.setsockopt(zmq.SUBSCRIBE, sync)

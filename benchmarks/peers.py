@@ -108,6 +108,7 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
     for _ in range(subs):
         s = ctx.socket(zmq.SUB)
         s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVHWM, 10_000)  # as chatctl's SUB (client/event_subscriber.py)
         s.setsockopt(zmq.SUBSCRIBE, room_topic(room))
         sync = sync_topic(os.urandom(16).hex())
         s.setsockopt(zmq.SUBSCRIBE, sync)

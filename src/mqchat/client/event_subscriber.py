@@ -37,6 +37,10 @@ from mqchat.protocol.limits import normalize_room
 MAX_EVENT_BYTES = 1024 * 1024
 """chatd's longest event is about 100 KiB (16 KiB of text, escaped); a longer frame
 makes ZeroMQ drop the connection, which then connects again."""
+RECEIVE_HWM = 10_000
+"""Events this client's ZeroMQ thread takes in ahead of it (~4 MB of ordinary messages).
+More than chatd queues for it (1,000): a reader that is slow, not stopped, holds
+the backlog itself and loses less; chatd's memory stays bounded by its own 1,000."""
 RECONNECT_FIRST_MS = 50
 RECONNECT_MAX_MS = 1000
 
@@ -69,6 +73,7 @@ class EventSubscriber:
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
+        sock.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_FIRST_MS)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
         sock.setsockopt(zmq.SUBSCRIBE, WELCOME_TOPIC)
