@@ -3,7 +3,7 @@
 ZMQ_MAXMSGSIZE bounds a frame, not a message: a peer that sends frames with
 "more" set and never a last one makes libzmq keep every frame until the
 message ends (chatd grew from 43 to 244 MiB in 2.4 s), and the ROUTER never
-shows chatd a byte of it. So chatd samples its resident memory every 5 ms (a
+shows chatd a byte of it. So chatd samples its resident memory every 2 ms (a
 local peer can send a GB a second), on the event loop: a thread of its own would
 cost the loop a third of its speed in handing the GIL back and forth. When it
 stands CTL_BUDGET_MIB above its lowest of the last 10 s (more while a key
