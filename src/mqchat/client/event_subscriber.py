@@ -104,10 +104,12 @@ class EventSubscriber:
             raise RuntimeError("open first")
         wait_ms = None if timeout is None else int(timeout * 1000)
         while self._sock is not None:
-            if not self._sock.poll(wait_ms):
-                yield None
+            try:  # during a burst, take what is there without a poll per event
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                if not self._sock.poll(wait_ms):
+                    yield None
                 continue
-            frames = self._sock.recv_multipart()
             if frames[0].startswith(b"\x01"):
                 if self._read_control(frames):
                     yield reconnected_event()
