@@ -3,8 +3,9 @@
 ZMQ_MAXMSGSIZE bounds a frame, not a message: a peer that sends frames with
 "more" set and never a last one makes libzmq keep every frame until the
 message ends (chatd grew from 43 to 244 MiB in 2.4 s), and the ROUTER never
-shows chatd a byte of it. So chatd samples its resident memory every 2 ms (a
-local peer can send a GB a second), on the event loop: a thread of its own would
+shows chatd a byte of it. So chatd samples its resident memory every 20 ms, and
+every 2 ms for a while after it jumped by 4 MiB (a local peer can send a GB a
+second), on the event loop: a thread of its own would
 cost the loop a third of its speed in handing the GIL back and forth. When it
 stands CTL_BUDGET_MIB above its lowest of the last 10 s (more while a key
 derivation holds its 64 MiB), chatd shuts down every connection on ctl.sock,
@@ -33,7 +34,12 @@ from zmq.utils.monitor import parse_monitor_message
 
 from mqchat.daemon.drops import DropCounter
 
-CHECK_INTERVAL_S = 0.002
+CHECK_INTERVAL_S = 0.02
+FAST_CHECK_INTERVAL_S = 0.002
+"""After a jump of JUMP_MIB between two checks, for FAST_FOR_S: a local peer can send a
+GB a second, and the checks must catch it within a few MiB of the budget."""
+JUMP_MIB = 4
+FAST_FOR_S = 2.0
 WINDOW_S = 10
 """Seconds over which the lowest resident memory is the baseline (kept per second)."""
 MIB = 1024 * 1024
@@ -90,12 +96,15 @@ class CtlGuard:
         self._trim = _malloc_trim()
         self._trims_left = 0
         self._statm = _Statm()
+        self._last_rss = 0
+        self._fast_until = 0.0
 
     async def run(self) -> None:
         """Watch until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(CHECK_INTERVAL_S)  # a sampling period
+            fast = loop.time() < self._fast_until
+            await asyncio.sleep(FAST_CHECK_INTERVAL_S if fast else CHECK_INTERVAL_S)  # sampling
             self.check(loop.time())
 
     def check(self, now: float) -> None:
@@ -113,6 +122,9 @@ class CtlGuard:
                 self._lows.clear()
                 self._second = 0
         rss = self._statm.resident_bytes()
+        if rss - self._last_rss > JUMP_MIB * MIB:
+            self._fast_until = now + FAST_FOR_S
+        self._last_rss = rss
         second = int(now)
         if second != self._second:
             if self._second:
