@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import select
-import socket
 import statistics
 import subprocess
 import sys
@@ -219,48 +217,49 @@ class Ctl:
 
 
 class Events:
-    """A subscription to one room on a daemon's events.sock, confirmed by its sync (docs/ipc.md).
+    """A SUB to one room on a daemon's events.sock, confirmed by a sync answer (docs/ipc.md).
 
-    Has a ``fileno()``, so a zmq.Poller can wait on it beside ZeroMQ sockets;
-    after it reports readable, ``read_ready()`` returns every event that came.
+    ``sock`` is the ZeroMQ socket, for a zmq.Poller; after it reports readable,
+    ``read_ready()`` returns every event that came.
     """
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], d: Daemon, room: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(str(d.runtime_dir / "events.sock"))
-        self._buffer = bytearray()
-        self._pending: list[dict[str, Any]] = []
-        request = {"id": 1, "subscribe": {"rooms": [room], "notices": False}}
-        self.sock.sendall(json.dumps(request).encode() + b"\n")
-        deadline = time.monotonic() + 10
-        while True:
-            got = self.read_within(max(0.0, deadline - time.monotonic()))
-            if not got:
-                raise TimeoutError("chatd did not confirm the subscription")
-            kinds = [e.get("type") for e in got]
-            if "sync" in kinds:
-                self._pending = got[kinds.index("sync") + 1 :]
-                break
+        from mqchat.protocol.ipc_events import room_topic, sync_topic
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 10_000)  # as chatctl's SUB (client/event_subscriber.py)
+        self.sock.setsockopt(zmq.SUBSCRIBE, room_topic(room))
+        sync = sync_topic(os.urandom(16).hex())
+        self.sock.setsockopt(zmq.SUBSCRIBE, sync)
+        self.sock.connect(f"ipc://{d.runtime_dir / 'events.sock'}")
+        self._pending: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        while True:  # what comes before the sync answer is older than the subscription
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
+                raise TimeoutError("chatd did not confirm the subscription")
+            if self.sock.recv_multipart()[0] == sync:
+                break
+        self.sock.setsockopt(zmq.UNSUBSCRIBE, sync)
 
     def read_ready(self) -> list[dict[str, Any]]:
-        """Every complete event line that has arrived (reads once; call when readable)."""
-        data = self.sock.recv(1 << 20)
-        if not data:
-            raise ConnectionError("chatd closed the event stream")
-        self._buffer += data
-        *lines, rest = self._buffer.split(b"\n")
-        self._buffer = bytearray(rest)
-        return [json.loads(line) for line in lines]
+        """Every event that has arrived (call when readable)."""
+        got: list[dict[str, Any]] = []
+        while True:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return got
+            if len(frames) == 2 and not frames[0].startswith(b"\x01"):
+                got.append(json.loads(frames[1]))
 
     def read_within(self, timeout_s: float) -> list[dict[str, Any]]:
         """The events that arrive within ``timeout_s`` (an empty list if none)."""
         if self._pending:
             got, self._pending = self._pending, []
             return got
-        if not select.select([self.sock], [], [], timeout_s)[0]:
+        if not self.sock.poll(int(timeout_s * 1000)):
             return []
         return self.read_ready()
 
@@ -277,7 +276,7 @@ class Events:
             self._pending = self.read_within(left)
 
     def close(self) -> None:
-        self.sock.close()
+        self.sock.close(linger=0)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ def run(bench: Bench) -> list[Row]:
     to_reply: list[float] = []
     poller = zmq.Poller()
     poller.register(ctl.sock, zmq.POLLIN)
-    poller.register(events, zmq.POLLIN)
+    poller.register(events.sock, zmq.POLLIN)
     try:
         for i in range(count):
             text = f"{i} {TEXT}"

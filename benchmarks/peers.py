@@ -7,7 +7,7 @@ Roles:
                                         messages as fast as paho takes them
   zmq-rep ENDPOINT                      echo every request until stdin closes
   fanout-subs EVENTS_SOCK ROOM SUBS EXPECT IDLE_S
-                                        SUBS subscriptions to one room on chatd's
+                                        SUBS ZeroMQ SUBs to one room on chatd's
                                         events.sock; count the message events
                                         each receives, and when the first got each
 
@@ -98,40 +98,47 @@ def zmq_rep(endpoint: str) -> None:
 
 
 def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> None:
-    import selectors
+    import zmq
 
-    socks: list[socket.socket] = []
-    for i in range(subs):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
-        request = {"id": i, "subscribe": {"rooms": [room], "notices": False}}
-        s.sendall(json.dumps(request).encode() + b"\n")
-        s.settimeout(10)
-        if b'"type":"sync"' not in s.recv(4096):  # nothing comes before the sync
-            raise SystemExit("chatd did not confirm a subscription")
-        s.setblocking(False)
+    from mqchat.protocol.ipc_events import room_topic, sync_topic
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socks: list[zmq.Socket[bytes]] = []
+    poller = zmq.Poller()
+    for _ in range(subs):
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVHWM, 10_000)  # as chatctl's SUB (client/event_subscriber.py)
+        s.setsockopt(zmq.SUBSCRIBE, room_topic(room))
+        sync = sync_topic(os.urandom(16).hex())
+        s.setsockopt(zmq.SUBSCRIBE, sync)
+        s.connect(f"ipc://{path}")
+        while True:  # nothing that matters comes before the sync answer
+            if not s.poll(10_000):
+                raise SystemExit("chatd did not confirm a subscription")
+            if s.recv_multipart()[0] == sync:
+                break
+        s.setsockopt(zmq.UNSUBSCRIBE, sync)
+        poller.register(s, zmq.POLLIN)
         socks.append(s)
-    selector = selectors.DefaultSelector()
-    for i, s in enumerate(socks):
-        selector.register(s, selectors.EVENT_READ, i)
+    index = {s: i for i, s in enumerate(socks)}
     seen: list[set[int]] = [set() for _ in socks]
     arrivals: dict[int, float] = {}  # message number -> when subscriber 0 got it
-    partial = [b"" for _ in socks]
     print("ready", flush=True)
     first = last = None
     hard_deadline = time.monotonic() + 120
     while time.monotonic() < hard_deadline:
-        ready = selector.select(idle_s)
+        ready = poller.poll(idle_s * 1000)
         if not ready:
             break
-        for key, _ in ready:
-            i = key.data
-            data = socks[i].recv(1 << 20)
-            if not data:
-                raise SystemExit("chatd closed an event stream")
-            *lines, partial[i] = (partial[i] + data).split(b"\n")
-            for line in lines:
-                event = json.loads(line)
+        for sock, _ in ready:
+            i = index[sock]
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                event = json.loads(frames[-1]) if len(frames) == 2 else {}
                 if event.get("type") != "message" or not event["text"].startswith("fan "):
                     continue
                 number = int(event["text"].split()[1])
@@ -144,7 +151,8 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
         if all(len(x) >= expect for x in seen):
             break
     for s in socks:
-        s.close()
+        s.close(linger=0)
+    ctx.term()
     counts = [len(x) for x in seen]
     print(
         json.dumps({"counts": counts, "first": first, "last": last, "arrivals0": arrivals}),

@@ -249,6 +249,7 @@ def test_service_install_writes_a_working_unit(make_daemon: MakeDaemon) -> None:
         "NoNewPrivileges=yes",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
         "LockPersonality=yes",
+        "MemoryMax=512M",
     ):
         assert line in text
     verify = shutil.which("systemd-analyze")

@@ -10,7 +10,6 @@ peers that use Fernet.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -104,19 +103,16 @@ def ctl_of() -> Iterator[Callable[[Daemon], Ctl]]:
 
 
 def subscribe_seconds(d: Daemon, room: str) -> float:
-    """Seconds from a new events.sock subscription to chatd's sync line."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(20)
-        s.connect(str(d.runtime_dir / "events.sock"))
-        start = time.perf_counter()
-        s.sendall(json.dumps({"id": 7, "subscribe": {"rooms": [room]}}).encode() + b"\n")
-        buffer = b""
-        while b'"type":"sync"' not in buffer:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise AssertionError("chatd closed the subscription")
-            buffer += chunk
+    """Seconds from a new events.sock subscription to chatd's sync answer."""
+    from mqchat.client.event_subscriber import EventSubscriber
+
+    sub = EventSubscriber(d.runtime_dir, 20, [room], notices=True)
+    start = time.perf_counter()
+    try:
+        sub.open()  # returns once chatd's sync came
         return time.perf_counter() - start
+    finally:
+        sub.close()
 
 
 def texts_of(d: Daemon, room: str) -> list[str]:

@@ -81,3 +81,31 @@ def test_tail_history_merges_rooms_and_knows_where_each_ends() -> None:
     shown = [(m["room"], m["seq"]) for m in feed.history(lines=10, since=0)]
     assert shown == [("a", 1), ("b", 2), ("a", 3), ("b", 4), ("a", 5), ("b", 6), ("a", 7)]
     assert feed.last == {"a": 7, "b": 6}
+
+
+class StreamingChatd(PagingChatd):
+    """A PagingChatd whose event stream is a fixed list (what a SUB read)."""
+
+    def __init__(self, seqs: dict[str, list[int]], stream: list[dict[str, Any]]) -> None:
+        super().__init__(seqs, 2)
+        self.stream = stream
+
+    def events(self, timeout: float | None = None) -> Any:
+        yield from self.stream
+
+
+def test_a_head_past_what_was_shown_fills_the_end_of_a_burst_from_the_store() -> None:
+    """The last events of a burst were dropped on the way and nothing came after them:
+    the room's head says so, and the rest comes from the store, once each."""
+    stream = [
+        message("a", 1),
+        message("a", 2),
+        {"type": "head", "room": "a", "seq": 5},
+        {"type": "head", "room": "a", "seq": 5},  # repeated a second later: nothing new
+        message("a", 5),  # late, already filled: skipped
+    ]
+    chatd: Any = StreamingChatd({"a": [1, 2, 3, 4, 5]}, stream)
+    feed = RoomFeed(chatd, ["a"])
+    feed.last["a"] = 0
+    shown = [e["seq"] for e in feed.follow() if e is not None]
+    assert shown == [1, 2, 3, 4, 5]

@@ -253,3 +253,36 @@ def test_near_valid_requests_decode_to_well_typed_params(value: dict[str, Any]) 
         param = req.params[name]
         if required or param is not None:
             assert type(param) is kind
+
+
+def test_a_rooms_topic_never_matches_a_longer_rooms_topic() -> None:
+    from mqchat.protocol.ipc_events import room_topic
+
+    assert not room_topic("ab").startswith(room_topic("a"))
+    assert room_topic("a") == b"a\x00"
+
+
+def test_only_topics_chatd_publishes_are_recognised() -> None:
+    from mqchat.protocol.ipc_events import (
+        NO_ROOM_TOPIC,
+        WELCOME_TOPIC,
+        room_topic,
+        sync_topic,
+        topic_kind,
+    )
+
+    assert topic_kind(b"") == "every"
+    assert topic_kind(NO_ROOM_TOPIC) == "no_room"
+    assert topic_kind(WELCOME_TOPIC) == "welcome"
+    assert topic_kind(room_topic("lobby")) == "room"
+    assert topic_kind(sync_topic("0" * 32)) == "sync"
+    for bad in (
+        b"lobby",  # no terminator: would match lobby2 too
+        sync_topic("x" * 32),
+        sync_topic("0" * 31),
+        room_topic("a/b"),
+        room_topic("r" * 65),
+        b"\xff\x00",
+        ("e\u0301").encode() + b"\x00",  # not NFC: chatd never publishes it
+    ):
+        assert topic_kind(bad) is None, bad

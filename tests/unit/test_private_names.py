@@ -22,9 +22,9 @@ PRIVATE_BEHAVIOUR = {
 KNOWN: set[tuple[str, str]] = set()
 MUST_BE_CLEAN = (
     "daemon/events.py",
-    "daemon/event_clients.py",
+    "daemon/event_subscriptions.py",
     "client/ipc_client.py",
-    "client/event_stream.py",
+    "client/event_subscriber.py",
 )
 
 

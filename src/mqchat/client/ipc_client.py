@@ -1,4 +1,4 @@
-"""Talking to chatd: requests over a DEALER socket on ctl.sock, events from events.sock.
+"""Talking to chatd: requests over a DEALER socket on ctl.sock, events from events.sock (SUB).
 
 Uses plain (not asyncio) pyzmq, so that ``chatctl send`` starts fast. Nothing
 connects before the runtime directory has passed the same privacy check that
@@ -30,7 +30,7 @@ from mqchat.private_dir import check_private_dir
 from mqchat.protocol.ipc import Reply, decode_reply, encode_request
 
 if TYPE_CHECKING:
-    from mqchat.client.event_stream import EventStream
+    from mqchat.client.event_subscriber import EventSubscriber
 
 CTL_SOCKET: Final = paths.CTL_SOCKET
 EVENTS_SOCKET: Final = paths.EVENTS_SOCKET
@@ -98,7 +98,7 @@ class Client:
         self._req.setsockopt(zmq.LINGER, 1000)
         self._req.connect(f"ipc://{ctl}")
         self._ids = itertools.count(1)
-        self._events: EventStream | None = None
+        self._events: EventSubscriber | None = None
 
     def close(self) -> None:
         self._req.close()
@@ -144,19 +144,20 @@ class Client:
     # events -------------------------------------------------------------
     def subscribe(self, rooms: list[str] | None, *, notices: bool = True) -> None:
         """Subscribe to rooms (None: all), then wait until chatd confirms the subscription."""
-        from mqchat.client.event_stream import EventStream
+        from mqchat.client.event_subscriber import EventSubscriber
 
         if self._events is not None:
             self._events.close()
-        self._events = EventStream(self.runtime_dir, self.timeout, rooms, notices=notices)
+        self._events = EventSubscriber(self.runtime_dir, self.timeout, rooms, notices=notices)
         self._events.open()
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
         """Yield events as they come; yield None after ``timeout`` s of silence.
 
-        Besides messages and notices, a ``{"type": "dropped"}`` event says that
-        events were lost (chatd dropped them for a slow reader, or restarted):
-        read what is missing from the store (mqchat.client.room_feed does).
+        Besides messages and notices, a ``head`` event gives a room's last seq (a
+        reader that has less missed some), and ``{"type": "dropped"}`` says that
+        the stream was connected again (chatd restarted, or closed it for not
+        reading): read what is missing from the store (mqchat.client.room_feed does).
         """
         if self._events is None:
             raise RuntimeError("subscribe first")

@@ -3,8 +3,8 @@
 What ``tail`` and ``chat`` share (DESIGN.md, "Gap-free tail"). The caller
 subscribes first; ``history`` then reads the store page by page, and
 ``follow`` passes on live events whose seq is above what was read. Whenever
-the live stream cannot be trusted to be complete (a seq skips ahead, chatd
-says it dropped events for a slow reader, or chatd restarted), the missing
+the live stream cannot be trusted to be complete (a seq skips ahead, a room's
+``head`` is past what was shown, or the stream was connected again), the missing
 messages are read from the store before going on: the store is the source of
 truth, the event stream only says that something new is there.
 
@@ -100,6 +100,14 @@ class RoomFeed:
             kind = event.get("type")
             if kind == "dropped":
                 yield from self._catch_up()
+                continue
+            if kind == "head":
+                # The room's last seq: anything above what was shown was lost on the way.
+                head_room, head = event.get("room"), event.get("seq")
+                if isinstance(head_room, str) and isinstance(head, int):
+                    shown = self.last.get(head_room)
+                    if shown is not None and head > shown:
+                        yield from self._fill(head_room, shown, before=head + 1)
                 continue
             if kind != "message":
                 yield event

@@ -32,6 +32,10 @@ from mqchat.protocol.limits import check_text
 WINDOW_LINES = 4096
 """Lines in flight at once (in requests sent, not yet answered). chatd handles one
 client's requests in order."""
+WINDOW_BYTES = 8 * 1024 * 1024
+"""And text of at most about this many bytes in flight: chatd's memory watchdog
+(docs/ipc.md, "Requests") takes 32 MiB of growth for a request that never ends, and
+a stream of 16 KiB lines must stay well below that."""
 REQUEST_BYTES = MAX_REQUEST_BYTES - 1024
 """The texts of one request, as JSON; the rest of the request fits in what is left."""
 READ_AHEAD = 2 * WINDOW_LINES
@@ -53,6 +57,7 @@ class _Sent(NamedTuple):
     first_line: int
     last_line: int
     how_many: int
+    size: int
 
 
 class _Stream:
@@ -67,6 +72,7 @@ class _Stream:
         self.err = err
         self.in_flight: deque[_Sent] = deque()  # oldest first
         self.lines_in_flight = 0
+        self.bytes_in_flight = 0
         self.accepted = 0
         self.last_accepted_line = 0
         self.failure: MqchatError | None = None
@@ -82,12 +88,15 @@ class _Stream:
             self.c.submit("send", {"room": room, "text": texts[0]})
         else:
             self.c.submit("send", {"room": room, "texts": texts})
-        self.in_flight.append(_Sent(lines[0][0], lines[-1][0], len(lines)))
+        size = sum(len(text) for text in texts)
+        self.in_flight.append(_Sent(lines[0][0], lines[-1][0], len(lines), size))
         self.lines_in_flight += len(lines)
+        self.bytes_in_flight += size
 
     def take(self, reply: Reply) -> None:
         sent = self.in_flight.popleft()
         self.lines_in_flight -= sent.how_many
+        self.bytes_in_flight -= sent.size
         try:
             result = result_of(reply)
         except DaemonRefused as exc:
@@ -199,7 +208,7 @@ def send_lines(c: Client, room: str, lines: Iterable[str], err: Callable[[str], 
     bad_line: MqchatError | None = None
 
     def send_pending() -> None:
-        while stream.lines_in_flight >= WINDOW_LINES:
+        while stream.lines_in_flight >= WINDOW_LINES or stream.bytes_in_flight >= WINDOW_BYTES:
             stream.wait_one()
         stream.submit(room, pending.take())
 

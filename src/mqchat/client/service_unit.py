@@ -29,6 +29,13 @@ LockPersonality=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 SystemCallArchitectures=native
+# A runaway client cannot take the machine: past MemoryHigh the kernel reclaims
+# from chatd, past MemoryMax it kills it and systemd starts it again (its outbox
+# and store are on disk, so nothing accepted is lost). chatd itself stays far
+# below: ~45 MB, +64 MiB while a passphrase is derived (docs/security.md).
+MemoryHigh=384M
+MemoryMax=512M
+OOMPolicy=stop
 # chatd logs to stderr; the journal keeps it (journalctl --user -u chatd).
 
 [Install]

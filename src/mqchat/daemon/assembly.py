@@ -258,14 +258,16 @@ def assemble(
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     drops = DropCounter()
-    events = EventPublisher(events_path, drops)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    events = EventPublisher(events_path, drops, ctx)
     work = UnitOfWork(store, events)
     core = assemble_core(settings, store, identity, events, drops, work, die)
     rooms, outbox, kdf = core.rooms, core.outbox, core.kdf
     presence, inbox, service = core.presence, core.inbox, core.service
     core.repair.final_heads_at_start()
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    server = IpcServer(ctx, f"ipc://{ctl_path}", service, work, drops)
+    server = IpcServer(
+        ctx, f"ipc://{ctl_path}", service, work, drops, kdf_busy=lambda: kdf.running > 0
+    )
     link = BrokerLink(
         settings,
         client_id,

@@ -1,102 +1,209 @@
-"""events.sock: every tail and chat gets the events of its rooms (docs/ipc.md, "Events").
+"""events.sock: a ZeroMQ XPUB that every tail, chat and plain SUB reads (docs/ipc.md, "Events").
 
-A plain Unix stream socket served by the asyncio loop, carrying one JSON
-object a line each way, rather than a ZeroMQ socket: libzmq keeps whatever a
-peer sends until a message is complete (a subscription grew to ~55 times its
-size in an XPUB's trie; a ROUTER held 180 MB of never-finished multipart frames
-under a 64 KiB ZMQ_MAXMSGSIZE) and cannot say how many bytes wait for one
-peer, nor close one. Here chatd reads each client's request with its own
-bounded buffer and knows, from the transport, exactly what it has queued for
-each client (mqchat.daemon.event_clients).
+Each event is two frames, [topic, JSON event] (mqchat.protocol.ipc_events), so a
+``zmq.SUB`` in any language filters rooms by topic. What a client can make chatd
+hold is bounded by ZeroMQ's own options and by what chatd lets into the
+subscription table (mqchat.daemon.event_subscriptions):
 
-The answer to a subscribe request is a ``sync`` line on the same connection,
-after which every event of the new subscription follows; that is what makes a
-tail gap-free (DESIGN.md, "Gap-free tail").
+- ZMQ_MAXMSGSIZE: a subscription longer than any topic chatd publishes
+  disconnects its sender before it is buffered (a 10 MB one costs nothing);
+- ZMQ_XPUB_MANUAL (+ VERBOSER): chatd sees every subscription and unsubscription
+  and decides what enters the table that events are matched against;
+- ZMQ_SNDHWM, which an XPUB keeps per subscriber: one that does not read loses
+  events past it, while the others read on;
+- ZMTP heartbeats: a subscriber that answers no ping (stopped, or too far behind
+  to read one) is disconnected and its queue freed; its SUB connects again;
+- ZMQ_XPUB_WELCOME_MSG: a client that gets a second welcome knows it was
+  connected again and reads what it missed from the store.
+
+An XPUB cannot say which subscriber lost what, so every message event carries its
+room's seq and chatd repeats each active room's last seq (a ``head`` event) once
+a second: a reader notices any gap, also at the end of a burst, and fills it from
+the store (mqchat.client.room_feed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import functools
-import socket
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import zmq
 
 from mqchat.daemon.drops import DropCounter
-from mqchat.daemon.event_clients import EventClient, EventClients, event_line
-from mqchat.daemon.store import StoredMessage
-from mqchat.protocol.ipc import message_event
+from mqchat.daemon.event_subscriptions import SubscriptionBudget
+from mqchat.protocol.ipc_events import (
+    MAX_TOPIC_BYTES,
+    NO_ROOM_TOPIC,
+    SYNC_PREFIX,
+    WELCOME_TOPIC,
+    encode_event,
+    head_event,
+    iso_ts,
+    room_topic,
+    sync_event,
+    to_event,
+    topic_kind,
+)
 
-LISTEN_BACKLOG = 64
+# iso_ts and to_event are imported from here by other modules; the schema itself is
+# in mqchat.protocol.ipc_events.
+__all__ = ["EventPublisher", "iso_ts", "to_event"]
 
-
-DAY_MS = 86_400_000
-
-
-def iso_ts(ms: int) -> str:
-    """``2026-11-26T21:04:14.123Z``: UTC, to the millisecond. The date is worked out
-    once a day (every message's event has one); the time of day is arithmetic."""
-    day, of_day = divmod(ms, DAY_MS)
-    seconds, millis = divmod(of_day, 1000)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
-
-
-@functools.lru_cache(maxsize=64)
-def _date(day: int) -> str:
-    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=day)).strftime("%Y-%m-%d")
-
-
-def to_event(m: StoredMessage) -> dict[str, Any]:
-    return message_event(
-        room=m.room,
-        seq=m.seq,
-        message_id=m.id,
-        ts=iso_ts(m.ts_ms),
-        sender=m.sender,
-        fingerprint=m.fingerprint,
-        verified=m.verified,
-        own=m.own,
-        text=m.text,
-        legacy=m.legacy,
-    )
+MAX_SUBSCRIPTION_BYTES = 2 * MAX_TOPIC_BYTES
+"""ZMQ_MAXMSGSIZE (514): above the longest topic and its subscribe byte."""
+SEND_HWM = 1000
+"""ZMQ_SNDHWM: events queued for one subscriber; past it, that subscriber's are dropped."""
+RECEIVE_HWM = 100
+"""ZMQ_RCVHWM: subscriptions libzmq takes from one connection before chatd has seen
+them (it records each one as it takes it, so this bounds what chatd cannot refuse)."""
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 3000
+"""A subscriber that answers no ping within 3 s is disconnected."""
+HEAD_INTERVAL_S = 1.0
+HEAD_REPEAT_S = 60.0
+"""A room's head is repeated every second for a minute after its last message..."""
+HEAD_SLOW_EVERY = 30
+"""...then every 30 s, so that a reader stuck longer still learns where the room is."""
+DRAIN_BATCH = 1000
+"""Subscription messages handled per turn of the loop."""
+REBIND_WAIT_S = 1.0
 
 
 class EventPublisher:
-    """Binds events.sock at once (before READY); serves it once the loop runs."""
+    """Binds events.sock at once (before READY); reads subscriptions once the loop runs."""
 
-    def __init__(self, path: Path, drops: DropCounter) -> None:
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, path: Path, drops: DropCounter, ctx: zmq.Context[Any] | None = None) -> None:
+        self._path = path
+        self._ctx: zmq.Context[Any] = ctx if ctx is not None else zmq.Context.instance()
+        self._drops = drops
+        self._budget = SubscriptionBudget()
+        self._sock = self._open()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_scheduled = False
+        self._held: list[tuple[bytes, bytes]] | None = None
+        self._heads: dict[str, tuple[int, float]] = {}  # room -> (last seq, when it moved)
+        self._ticks = 0
+
+    def _open(self) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self._ctx.socket(zmq.XPUB)
         try:
-            self._listener.bind(str(path))
-            self._listener.listen(LISTEN_BACKLOG)
-            self._listener.setblocking(False)
-        except OSError:
-            self._listener.close()
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+            sock.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
+            sock.setsockopt(zmq.XPUB_MANUAL, 1)
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+            sock.setsockopt(zmq.XPUB_WELCOME_MSG, WELCOME_TOPIC)
+            sock.bind(f"ipc://{self._path}")
+        except zmq.ZMQError:
+            sock.close(linger=0)
             raise
-        self.clients = EventClients(drops)
-        self._server: asyncio.Server | None = None
-        self._held: list[tuple[str | None, bytes]] | None = None
+        return sock
+
+    @property
+    def listening(self) -> bool:
+        """False while nobody subscribed to any room or notice: an event need not be built."""
+        return self._budget.entered > 0
 
     async def serve_subscriptions(self) -> None:
-        """Accept clients until cancelled."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(
-            lambda: EventClient(self.clients), sock=self._listener
-        )
-        await self._server.serve_forever()
+        """Read subscriptions and repeat the rooms' heads, until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock, self._schedule_drain)
+        self._schedule_drain()
+        try:
+            while True:
+                await asyncio.sleep(HEAD_INTERVAL_S)
+                self._publish_heads()
+        finally:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock)
+            self._loop = None
 
+    # ------------------------------------------------------------ subscriptions
+    def _schedule_drain(self) -> None:
+        if self._loop is not None and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _readable(self) -> bool:
+        # ZeroMQ's descriptor is edge-triggered: ask the socket what is waiting.
+        return bool(cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        for _ in range(DRAIN_BATCH):
+            try:
+                frame = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._take(frame)
+        self._schedule_drain()  # more may wait: after the loop's other work
+
+    def _take(self, frame: bytes) -> None:
+        """One subscription or unsubscription (a subscriber never sends anything else)."""
+        if not frame or frame[0] > 1:
+            self._drops.drop("bad_subscription", "a message that is not a subscription")
+            return
+        subscribe, topic = frame[0] == 1, frame[1:]
+        kind = topic_kind(topic)
+        if not subscribe:
+            self._budget.removed(topic, kind)
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+            return
+        if not self._budget.added(topic, kind):
+            self._reopen()
+            return
+        if kind is None:
+            self._drops.drop("bad_subscription", "a topic chatd never publishes")
+        elif kind == "sync":
+            # In force now, with everything this subscriber sent before it: say so on
+            # this connection only, then take the entry out again.
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+            token = topic[len(SYNC_PREFIX) :].decode()
+            self._send(topic, encode_event(sync_event(token)))
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+        elif kind != "welcome":  # ZeroMQ sends the welcome itself, to every connection
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+
+    def _reopen(self) -> None:
+        """Over the subscription budget: close the socket, which frees every table libzmq
+        keeps for it, and bind a new one. Every subscriber connects again by itself and,
+        welcomed again, reads what it missed from the store."""
+        self._drops.drop(
+            "events_subscriptions_over_budget",
+            f"more than {self._budget.max_count} subscriptions or {self._budget.max_bytes} "
+            "bytes of them; events.sock reopened",
+        )
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock)
+        self._sock.close(linger=0)
+        # libzmq removes the old socket file from its I/O thread; bind once it has,
+        # or it could remove the new one.
+        deadline = time.monotonic() + REBIND_WAIT_S
+        while os.path.lexists(self._path) and time.monotonic() < deadline:
+            time.sleep(0.001)  # a wait for the file to go, bounded by the deadline
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+        self._budget = SubscriptionBudget()
+        self._sock = self._open()
+        if self._loop is not None:
+            self._loop.add_reader(self._sock, self._schedule_drain)
+            self._schedule_drain()
+
+    # ------------------------------------------------------------ publishing
     @contextmanager
     def held(self) -> Iterator[None]:
         """Keep events back until the block ends; drop them if it fails.
 
-        A batch of requests publishes only what its transaction committed, and
-        each client gets the whole batch in one write.
+        A batch of requests publishes only what its transaction committed.
         """
         if self._held is not None:
             yield
@@ -107,38 +214,47 @@ class EventPublisher:
             held = self._held
         finally:
             self._held = None
-        if held:
-            self._deliver(held)
+        for topic, payload in held:
+            self._send(topic, payload)
+        self._after_sends()
 
     def publish(self, room: str | None, event: dict[str, Any]) -> None:
-        if not len(self.clients):
+        if not self.listening:
             return  # nobody listens; held blocks run on the loop, so nobody can start to
-        line = event_line(event)
+        if room is not None and event.get("type") == "message":
+            self._heads[room] = (int(event["seq"]), time.monotonic())
+        topic = NO_ROOM_TOPIC if room is None else room_topic(room)
+        payload = encode_event(event)
         if self._held is not None:
-            self._held.append((room, line))
+            self._held.append((topic, payload))
         else:
-            self._deliver([(room, line)])
+            self._send(topic, payload)
+            self._after_sends()
 
-    def _deliver(self, batch: list[tuple[str | None, bytes]]) -> None:
-        if len(batch) == 1:
-            room, line = batch[0]
-            for client in self.clients.targets(room):
-                client.send_events([line])
+    def _publish_heads(self) -> None:
+        self._ticks += 1
+        if not self.listening or not self._heads:
             return
-        lines_for: dict[EventClient, list[bytes]] = {}
-        for room, line in batch:
-            for client in self.clients.targets(room):
-                lines = lines_for.get(client)
-                if lines is None:
-                    lines_for[client] = [line]
-                else:
-                    lines.append(line)
-        for client, lines in lines_for.items():
-            client.send_events(lines)
+        now = time.monotonic()
+        for room, (seq, moved) in self._heads.items():
+            if now - moved <= HEAD_REPEAT_S or self._ticks % HEAD_SLOW_EVERY == 0:
+                self._send(room_topic(room), encode_event(head_event(room, seq)))
+        self._after_sends()
+
+    def _send(self, topic: bytes, payload: bytes) -> None:
+        # An XPUB never blocks: a subscriber at its high-water mark loses this one.
+        try:
+            self._sock.send_multipart([topic, payload], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self._drops.drop("events_not_sent", exc.strerror)
+
+    def _after_sends(self) -> None:
+        # A send may have taken the descriptor's edge for waiting subscriptions.
+        if self._loop is not None and self._readable():
+            self._schedule_drain()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        self.clients.close_all()
-        with contextlib.suppress(OSError):
-            self._listener.close()
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock)
+        self._sock.close(linger=0)

@@ -4,7 +4,8 @@ Accepts REQ and DEALER peers alike: the reply goes back with the routing
 envelope it came with. Nothing a client sends can stop the daemon: bad input
 gets a JSON-RPC error; a request of more frames or bytes than a request can
 have is refused without being copied or echoed; a frame over MAX_FRAME_BYTES
-makes ZeroMQ drop that client's connection (ZMQ_MAXMSGSIZE).
+makes ZeroMQ drop that client's connection (ZMQ_MAXMSGSIZE), and a request
+that never ends is cut off by the memory watchdog (mqchat.daemon.ctl_guard).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import zmq
 
+from mqchat.daemon.ctl_guard import CtlGuard
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.service import ChatService
 from mqchat.daemon.unit_of_work import UnitOfWork
@@ -89,6 +93,7 @@ class IpcServer:
         service: ChatService,
         work: UnitOfWork,
         drops: DropCounter,
+        kdf_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._sock: zmq.Socket[bytes] = zmq.Socket(ctx, zmq.ROUTER)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
@@ -96,6 +101,7 @@ class IpcServer:
         self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         self._sock.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         self._sock.bind(endpoint)
+        self.guard = CtlGuard(self._sock, Path(endpoint.removeprefix("ipc://")), drops, kdf_busy)
         self._service = service
         self._work = work
         self._drops = drops
@@ -251,4 +257,5 @@ class IpcServer:
             task.cancel()
         if self._loop is not None:
             self._loop.remove_reader(self._sock)
+        self.guard.close()
         self._sock.close(linger=0)

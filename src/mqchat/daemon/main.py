@@ -34,7 +34,9 @@ def parser() -> argparse.ArgumentParser:
         prog="chatd",
         description=(
             "The mqchat daemon: holds the broker connection, room keys and message store, "
-            "and serves chatctl over ZeroMQ sockets in the runtime directory."
+            "and serves chatctl over two ZeroMQ sockets in the runtime directory: "
+            "ctl.sock (ROUTER, JSON-RPC requests) and events.sock (XPUB, events as "
+            "[room name + NUL, JSON] for any ZeroMQ SUB; see docs/ipc.md)."
         ),
         epilog=(
             "Environment: MQCHAT_CONFIG, MQCHAT_BROKER, MQCHAT_NAME, MQCHAT_RUNTIME_DIR, "
@@ -141,6 +143,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     parts.server.start(loop)
     tasks = [
         asyncio.create_task(parts.events.serve_subscriptions(), name="ipc-events"),
+        asyncio.create_task(parts.server.guard.run(), name="ctl-guard"),
         asyncio.create_task(_upkeep(parts.service), name="upkeep"),
         asyncio.create_task(parts.presence.run(), name="presence"),
         asyncio.create_task(parts.repair.run(), name="repair"),

@@ -48,11 +48,11 @@ class UnitOfWork:
 
     @property
     def wants_events(self) -> bool:
-        """False while no client listens on events.sock: an event need not be built.
+        """False while no client subscribed on events.sock: an event need not be built.
 
         Nobody can connect in the middle of a batch: both run on the event loop.
         """
-        return len(self._events.clients) > 0
+        return self._events.listening
 
     def publish(self, room: str | None, event: dict[str, Any]) -> None:
         """Publish an event once the batch has committed (now, if there is none)."""

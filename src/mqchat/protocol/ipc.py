@@ -11,6 +11,13 @@ from typing import Any, Final, NamedTuple
 
 from mqchat.errors import IpcError, RequestTooLarge
 
+# The event schema lives in mqchat.protocol.ipc_events; these names stay importable
+# from here for the modules that already use them.
+from mqchat.protocol.ipc_events import message_event, notice_event
+
+# Re-exported (see above); every other public name here is defined here.
+__all__ = ["message_event", "notice_event"]
+
 MAX_REQUEST_BYTES: Final = 256 * 1024
 MAX_INT: Final = 2**63 - 1
 """Every integer param fits SQLite's signed 64-bit integers (and is at least 0)."""
@@ -238,37 +245,3 @@ def decode_reply(raw: bytes) -> Reply:
             obj.get("id"), None, int(err.get("code", INTERNAL_ERROR)), str(err.get("message", ""))
         )
     return Reply(obj.get("id"), obj.get("result"))
-
-
-def message_event(
-    *,
-    room: str,
-    seq: int,
-    message_id: str,
-    ts: str,
-    sender: str,
-    fingerprint: str,
-    verified: bool,
-    own: bool,
-    text: str,
-    legacy: bool = False,
-) -> dict[str, Any]:
-    """The event of DESIGN.md's schema, as `chatctl tail --json` prints it."""
-    return {
-        "type": "message",
-        "room": room,
-        "seq": seq,
-        "id": message_id,
-        "ts": ts,
-        "sender": sender,
-        "fingerprint": fingerprint,
-        "verified": verified,
-        "own": own,
-        "legacy": legacy,
-        "text": text,
-    }
-
-
-def notice_event(room: str | None, kind: str, text: str, **extra: Any) -> dict[str, Any]:
-    """A notice: joined, left, broker_up, broker_down, key_changed. No seq."""
-    return {"type": "notice", "room": room, "kind": kind, "text": text, **extra}

@@ -1,0 +1,146 @@
+"""chatctl's end of events.sock: a ZeroMQ SUB, kept across chatd restarts.
+
+Subscribes to its rooms' topics (mqchat.protocol.ipc_events) and to the welcome
+topic, then to a fresh sync topic: chatd answers it once every earlier
+subscription of this connection is in force, which is what makes a tail
+gap-free (docs/ipc.md, "Gap-free tail"). ZeroMQ connects again by itself when
+chatd restarts or closed this connection for not reading; the welcome message
+then comes a second time, the stream syncs again and reports ``{"type":
+"dropped", "count": null, "reason": "reconnected"}``: whatever happened
+meanwhile is in the store, and the reader fills it in from there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from mqchat.client.ipc_client import EVENTS_SOCKET, check_runtime_dir, check_socket_file
+from mqchat.errors import DaemonUnavailable
+from mqchat.protocol.ipc_events import (
+    EVERY_TOPIC,
+    NO_ROOM_TOPIC,
+    SYNC_PREFIX,
+    WELCOME_TOPIC,
+    decode_event,
+    reconnected_event,
+    room_topic,
+    sync_topic,
+)
+from mqchat.protocol.limits import normalize_room
+
+MAX_EVENT_BYTES = 1024 * 1024
+"""chatd's longest event is about 100 KiB (16 KiB of text, escaped); a longer frame
+makes ZeroMQ drop the connection, which then connects again."""
+RECEIVE_HWM = 10_000
+"""Events this client's ZeroMQ thread takes in ahead of it (~4 MB of ordinary messages).
+More than chatd queues for it (1,000): a reader that is slow, not stopped, holds
+the backlog itself and loses less; chatd's memory stays bounded by its own 1,000."""
+RECONNECT_FIRST_MS = 50
+RECONNECT_MAX_MS = 1000
+
+
+class EventSubscriber:
+    """One subscription on events.sock."""
+
+    def __init__(
+        self, runtime_dir: Path, timeout: float, rooms: list[str] | None, *, notices: bool
+    ) -> None:
+        self._runtime_dir = runtime_dir
+        self._timeout = timeout
+        self._notices = notices
+        if rooms is None:
+            self._topics = [EVERY_TOPIC]
+        else:
+            self._topics = [room_topic(normalize_room(r)) for r in rooms]
+            if notices:
+                self._topics.append(NO_ROOM_TOPIC)
+        self._sock: zmq.Socket[bytes] | None = None
+        self._sync: bytes | None = None  # the sync topic awaited, while one is
+        self._welcomed = False
+
+    def open(self) -> None:
+        """Connect and subscribe; return once chatd confirms (DaemonUnavailable if it does not)."""
+        check_runtime_dir(self._runtime_dir)
+        path = self._runtime_dir / EVENTS_SOCKET
+        check_socket_file(path)
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
+        sock.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
+        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_FIRST_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+        sock.setsockopt(zmq.SUBSCRIBE, WELCOME_TOPIC)
+        for topic in self._topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+        sock.connect(f"ipc://{path}")
+        self._sock = sock
+        self._start_sync()
+        deadline = time.monotonic() + self._timeout
+        while self._sync is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000) + 1):
+                raise DaemonUnavailable(
+                    f"chatd did not confirm the subscription on {path} within "
+                    f"{self._timeout:g} s; is it running?"
+                )
+            self._read_control(sock.recv_multipart())
+        self._welcomed = True  # a welcome from now on means: connected again
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
+        """Yield events as they come; yield None after ``timeout`` s of silence."""
+        if self._sock is None:
+            raise RuntimeError("open first")
+        wait_ms = None if timeout is None else int(timeout * 1000)
+        while self._sock is not None:
+            try:  # during a burst, take what is there without a poll per event
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                if not self._sock.poll(wait_ms):
+                    yield None
+                continue
+            if frames[0].startswith(b"\x01"):
+                if self._read_control(frames):
+                    yield reconnected_event()
+                continue
+            if self._sync is not None or len(frames) != 2:
+                continue  # before the sync, history covers it
+            event = decode_event(frames[1])
+            if event is None:
+                continue
+            if not self._notices and event.get("room") is None:
+                continue
+            yield event
+
+    # ------------------------------------------------------------------ internals
+    def _start_sync(self) -> None:
+        if self._sock is None:
+            return
+        if self._sync is not None:
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, self._sync)
+        self._sync = sync_topic(os.urandom(16).hex())
+        self._sock.setsockopt(zmq.SUBSCRIBE, self._sync)
+
+    def _read_control(self, frames: list[bytes]) -> bool:
+        """Handle a welcome or a sync; True when a sync completes a re-subscription."""
+        topic = frames[0]
+        if topic == WELCOME_TOPIC:
+            if self._welcomed:
+                self._start_sync()  # connected again: chatd has our subscriptions anew
+            return False
+        if topic.startswith(SYNC_PREFIX) and topic == self._sync and self._sock is not None:
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+            self._sync = None
+            return self._welcomed
+        return False

@@ -1,0 +1,193 @@
+"""The events chatd publishes on events.sock, and how they are framed (docs/ipc.md, "Events").
+
+One module for both ends: chatd builds events and topic frames here, and
+chatctl reads them with the same rules. Pure: no zmq, no sockets.
+
+events.sock is a ZeroMQ XPUB. Each event is a message of two frames, [topic,
+JSON event]. The topic is the room's name in UTF-8 followed by a NUL byte, so
+that a plain ``zmq.SUB`` subscribed to ``b"lobby\\0"`` gets lobby's events and
+never those of "lobby2"; NUL cannot occur in a room name. Notices that belong
+to no room have the topic ``b"\\0"``. Topics that start with 0x01 are chatd's
+own (the welcome message, sync answers): no room name starts with a control
+character either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from typing import Any, Final, Literal, Protocol
+
+from mqchat.errors import InvalidRoomName
+from mqchat.protocol.limits import normalize_room
+
+TOPIC_END: Final = b"\x00"
+NO_ROOM_TOPIC: Final = TOPIC_END
+"""Notices of no room (broker_up, broker_down)."""
+EVERY_TOPIC: Final = b""
+"""A subscription to every room, every notice and chatd's own messages."""
+CONTROL: Final = b"\x01"
+WELCOME_TOPIC: Final = CONTROL + b"welcome"
+"""The one-frame message (ZMQ_XPUB_WELCOME_MSG) each new connection gets first. A
+client that sees it a second time was connected again: chatd restarted, or closed
+it for not reading; what it missed is in the store."""
+SYNC_PREFIX: Final = CONTROL + b"sync" + TOPIC_END
+SYNC_TOKEN_CHARS: Final = 32
+"""A sync token: 32 lowercase hex digits (128 random bits)."""
+MAX_TOPIC_BYTES: Final = 4 * 64 + 1
+"""A room name is at most 64 characters of up to 4 bytes, and the NUL."""
+
+TopicKind = Literal["every", "no_room", "room", "sync", "welcome"]
+
+
+def room_topic(room: str) -> bytes:
+    """The topic frame of a room's events (room: already NFC, as chatd keeps names)."""
+    return room.encode() + TOPIC_END
+
+
+def sync_topic(token: str) -> bytes:
+    return SYNC_PREFIX + token.encode()
+
+
+def topic_kind(topic: bytes) -> TopicKind | None:
+    """What a subscription asks for; None for a topic that chatd never publishes."""
+    if topic == EVERY_TOPIC:
+        return "every"
+    if topic == NO_ROOM_TOPIC:
+        return "no_room"
+    if topic == WELCOME_TOPIC:
+        return "welcome"
+    if topic.startswith(SYNC_PREFIX):
+        token = topic[len(SYNC_PREFIX) :]
+        ok = len(token) == SYNC_TOKEN_CHARS and all(c in b"0123456789abcdef" for c in token)
+        return "sync" if ok else None
+    if len(topic) > MAX_TOPIC_BYTES or not topic.endswith(TOPIC_END):
+        return None
+    try:
+        name = topic[:-1].decode()
+        return "room" if normalize_room(name) == name else None
+    except (UnicodeDecodeError, InvalidRoomName):
+        return None
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """The JSON frame of an event: compact UTF-8, what ``tail --json`` prints."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_event(frame: bytes) -> dict[str, Any] | None:
+    """An event frame's object, or None for anything that is not a JSON object."""
+    try:
+        event = json.loads(frame)
+    except (ValueError, RecursionError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+DAY_MS: Final = 86_400_000
+
+
+def iso_ts(ms: int) -> str:
+    """``2026-11-26T21:04:14.123Z``: UTC, to the millisecond. The date is worked out
+    once a day (every message's event has one); the time of day is arithmetic."""
+    day, of_day = divmod(ms, DAY_MS)
+    seconds, millis = divmod(of_day, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _date(day: int) -> str:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=day)).strftime("%Y-%m-%d")
+
+
+def message_event(
+    *,
+    room: str,
+    seq: int,
+    message_id: str,
+    ts: str,
+    sender: str,
+    fingerprint: str,
+    verified: bool,
+    own: bool,
+    text: str,
+    legacy: bool = False,
+) -> dict[str, Any]:
+    """The event of DESIGN.md's schema, as `chatctl tail --json` prints it."""
+    return {
+        "type": "message",
+        "room": room,
+        "seq": seq,
+        "id": message_id,
+        "ts": ts,
+        "sender": sender,
+        "fingerprint": fingerprint,
+        "verified": verified,
+        "own": own,
+        "legacy": legacy,
+        "text": text,
+    }
+
+
+class StoredMessageLike(Protocol):
+    """What a stored message holds (mqchat.daemon.store.StoredMessage)."""
+
+    @property
+    def room(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def ts_ms(self) -> int: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def verified(self) -> bool: ...
+    @property
+    def own(self) -> bool: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def legacy(self) -> bool: ...
+
+
+def to_event(m: StoredMessageLike) -> dict[str, Any]:
+    return message_event(
+        room=m.room,
+        seq=m.seq,
+        message_id=m.id,
+        ts=iso_ts(m.ts_ms),
+        sender=m.sender,
+        fingerprint=m.fingerprint,
+        verified=m.verified,
+        own=m.own,
+        text=m.text,
+        legacy=m.legacy,
+    )
+
+
+def notice_event(room: str | None, kind: str, text: str, **extra: Any) -> dict[str, Any]:
+    """A notice: joined, left, broker_up, broker_down, key_changed. No seq."""
+    return {"type": "notice", "room": room, "kind": kind, "text": text, **extra}
+
+
+def head_event(room: str, seq: int) -> dict[str, Any]:
+    """The room's last seq, repeated after a burst: a reader whose queue was full when
+    the last messages came learns that it missed them, and reads them from the store."""
+    return {"type": "head", "room": room, "seq": seq}
+
+
+def sync_event(token: str) -> dict[str, Any]:
+    """The answer to a sync subscription: every subscription sent before it is in force."""
+    return {"type": "sync", "token": token}
+
+
+def reconnected_event() -> dict[str, Any]:
+    """What chatctl's event reader yields after connecting again (not sent by chatd)."""
+    return {"type": "dropped", "count": None, "reason": "reconnected"}
