@@ -15,6 +15,7 @@ from rabbitmq import rabbit_cluster, rabbit_cluster_session  # noqa: F401 -- fix
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test under tests/integration: `pytest -m "not integration"` runs the rest.
 
