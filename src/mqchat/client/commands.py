@@ -185,29 +185,18 @@ def tail(
 
 
 def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
-    """From the 0600 file, else a hidden prompt on a terminal, else one line of stdin.
-
-    Refuses (UsageError) a passphrase that is empty, only white space, or not UTF-8.
-    """
+    """From the 0600 file, else a hidden prompt on a terminal, else one line of stdin."""
     if passphrase_file is not None:
         from mqchat.secret_file import read_secret_file
 
-        passphrase = read_secret_file(passphrase_file, "passphrase file")
-    elif (stdin := stdin_text()).isatty():
+        return read_secret_file(passphrase_file, "passphrase file")
+    if (stdin := stdin_text()).isatty():
         first = _prompt("Passphrase: ")
         if confirm and _prompt("Repeat passphrase: ") != first:
             raise UsageError("the two passphrases differ")
-        passphrase = first
-    else:
-        # Universal newlines, as before: a line ends at \n, \r\n or \r.
-        passphrase = stdin.readline().rstrip("\r\n")
-    try:
-        passphrase.encode()
-    except UnicodeEncodeError:
-        raise UsageError("the passphrase is not valid UTF-8 text") from None
-    if not passphrase.strip():
-        raise UsageError(f"the passphrase is {'only white space' if passphrase else 'empty'}")
-    return passphrase
+        return first
+    # Universal newlines, as before: a line ends at \n, \r\n or \r.
+    return stdin.readline().rstrip("\r\n")
 
 
 def _prompt(prompt: str) -> str:
@@ -256,19 +245,14 @@ def join(
             "that looks like an invite, and an invite must never be on the command line "
             "(other users can read it there): run `chatctl join --invite` and paste it"
         )
+    from mqchat.client.room_options import check_passphrase, join_params
+
     name = normalize_room(room)
     passphrase = read_passphrase(passphrase_file, confirm=True)
+    check_passphrase(passphrase, weak=weak or legacy)
     with opts.client() as c:
-        result = c.call(
-            "join",
-            {
-                "room": name,
-                "passphrase": passphrase,
-                "cipher": cipher,
-                "legacy": legacy,
-                "weak": weak,
-            },
-        )
+        params = join_params(name, passphrase, cipher=cipher, legacy=legacy, weak=weak)
+        result = c.call("join", params)
     if result.get("warning"):
         err(f"WARNING: {result['warning']}")
     verb = "joined" if result.get("joined") else "already in"

@@ -35,7 +35,8 @@ def unknown_command(name: str) -> UsageError:
 
 def parse_join(words: list[str]) -> dict[str, Any]:
     """``/join``'s words as JoinScreen's options (``room`` empty: ask for it)."""
-    options: dict[str, Any] = {"room": "", "cipher": "fernet", "legacy": False, "weak": False}
+    # cipher None: chatd's default for a new room, as `chatctl join` (room_options).
+    options: dict[str, Any] = {"room": "", "cipher": None, "legacy": False, "weak": False}
     rest = list(words)
     while rest:
         word = rest.pop(0)
