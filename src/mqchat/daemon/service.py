@@ -13,6 +13,7 @@ Handlers read before they write (a read may write what the batch staged so far).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -29,7 +30,7 @@ from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.repair import Repair
-from mqchat.daemon.rooms import Room, RoomRegistry
+from mqchat.daemon.rooms import LEFT_INVITE_ROOMS_KEY, Room, RoomRegistry
 from mqchat.daemon.state import StreamReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
 from mqchat.daemon.unit_of_work import UnitOfWork
@@ -211,7 +212,10 @@ class ChatService:
         self.presence.announce(new, PresenceState.ONLINE)
         log.info("joined a room (%s%s)", new.cipher, ", legacy" if new.legacy else "")
         self.events.publish(name, notice_event(name, "joined", f"joined {name}"))
-        return {**_room_info(new), "joined": True}
+        info = _room_info(new)
+        if name in self.rooms.left_by_invite:
+            info["warning"] = "; ".join(filter(None, (_another_room(name), info["warning"])))
+        return {**info, "joined": True}
 
     def rpc_leave(self, room: str) -> dict[str, Any]:
         r = self.rooms.require(room)
@@ -221,6 +225,8 @@ class ChatService:
         for forget in self.on_leave:
             forget(r)
         self.rooms.remove(r)
+        self.rooms.left(r)
+        self.store.meta.set(LEFT_INVITE_ROOMS_KEY, json.dumps(self.rooms.left_by_invite))
         if self.link is not None:
             for topic in r.topics:
                 self.link.unsubscribe(topic)
@@ -364,6 +370,15 @@ class ChatService:
         self.store.memory.prune(self.clock_ms())
 
 
+def _another_room(name: str) -> str:
+    return (
+        f"{name!r} was a room you had joined by invite and left: this is another room of "
+        f"that name, with a passphrase, and the old room's messages stay in your history. "
+        f"To go back to the old room, ask a member for a new invite (`chatctl join "
+        f"--invite`); to undo this join, `chatctl leave {name}`"
+    )
+
+
 def _room_info(room: Room) -> dict[str, Any]:
     return {
         "name": room.name,
@@ -372,6 +387,8 @@ def _room_info(room: Room) -> dict[str, Any]:
         "weak": room.weak,
         "last_seq": room.last_seq,
         "warning": room.warning,
+        # How one comes back after leaving: the hints of chatctl and the UI say it.
+        "key": "legacy" if room.legacy else "random" if room.random_key else "passphrase",
     }
 
 

@@ -337,7 +337,10 @@ class ChatApp(App[None]):
             if leave:
                 self._request(lambda: link.call("leave", {"room": name}))
 
-        self.push_screen(ConfirmLeave(name), answered)
+        held = self.state.rooms.get(name)
+        self.push_screen(
+            ConfirmLeave(name, by_invite=held is not None and held.by_invite), answered
+        )
 
     # ------------------------------------------------------------------ the input line
     @on(HistoryInput.Line)

@@ -76,15 +76,17 @@ class ConfirmLeave(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "Stay"),
     ]
 
-    def __init__(self, room: str) -> None:
+    def __init__(self, room: str, *, by_invite: bool = False) -> None:
         super().__init__()
         self.room = room
+        self.by_invite = by_invite
 
     def compose(self) -> ComposeResult:
+        back = "a new invite from a member" if self.by_invite else "the passphrase"
         yield Static(
             Text(
                 f"Leave {escape(self.room)}? chatd stops receiving it and forgets its key: "
-                "you need the passphrase to come back.\n\n[y] leave   [n] stay",
+                f"you need {back} to come back.\n\n[y] leave   [n] stay",
             ),
             id="confirm-text",
         )
