@@ -6,9 +6,12 @@ processes, a real mosquitto and the real chatctl.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
-from harness import Daemon
+from harness import Daemon, command
+from mqchat.client.ui.launch import install_hint
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -42,3 +45,61 @@ def test_a_room_never_joined_names_both_ways_in(make_daemon: MakeDaemon, room: s
     refused = alice.ctl("send", room, "hello?")
     assert refused.returncode == 1
     assert "chatctl join --invite" in refused.stderr and f"chatctl join {room}" in refused.stderr
+
+
+def unit_exec_start(d: Daemon) -> list[str]:
+    text = (d.home / "config" / "systemd" / "user" / "chatd.service").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    return line.removeprefix("ExecStart=").split()[1:]
+
+
+def test_service_install_uses_the_broker_and_name_of_the_running_chatd(
+    make_daemon: MakeDaemon,
+) -> None:
+    alice = make_daemon("alice", start=False)
+    alice.start(args=["--name", "zed"])
+    out = alice.ok("service", "install")
+    assert unit_exec_start(alice) == ["--broker", alice.broker.url, "--name", "zed"]
+    assert f"kill {alice.pid}" in out  # the hand-started chatd holds the runtime dir
+
+
+def test_not_running_hints_follow_the_broker_setting_and_the_installed_unit(
+    make_daemon: MakeDaemon,
+) -> None:
+    ghost = make_daemon("ghost", start=False)
+    # MQCHAT_BROKER names a broker: plain chatd uses it.
+    hint = ghost.ctl("status").stderr
+    assert "chatd is not running" in hint and "`chatd &`" in hint and "public" not in hint
+    # Nothing names one: plain chatd would go to the public broker, and the hint says so.
+    env = {k: v for k, v in ghost.env.items() if k != "MQCHAT_BROKER"}
+    bare = subprocess.run(
+        [command("chatctl"), "status"], env=env, capture_output=True, text=True, check=False
+    )
+    assert bare.returncode == 3
+    assert "--broker mqtt://localhost:1883 &" in bare.stderr and "public broker" in bare.stderr
+    # With the unit installed, systemctl is the way.
+    ghost.ok("service", "install")
+    hint = ghost.ctl("status").stderr
+    assert "systemctl --user start chatd" in hint and "chatd &" not in hint
+
+
+def test_the_ui_install_hint_gives_commands_that_work_without_pypi(
+    make_daemon: MakeDaemon,
+) -> None:
+    ghost = make_daemon("ghost", start=False)
+    no_textual = (
+        "import sys; sys.modules['textual'] = None; sys.argv = ['chatctl', 'ui'];"
+        "from mqchat.client.cli import main; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", no_textual],
+        env=ghost.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "mqchat[ui]" not in result.stderr  # not on PyPI: that line fails
+    assert f"{sys.executable} -m pip install 'textual>=8.2'" in result.stderr
+    assert "pipx inject" not in result.stderr  # this chatctl is not a pipx one
+    assert "pipx inject mqchat" in install_hint(prefix="/home/u/.local/pipx/venvs/mqchat")

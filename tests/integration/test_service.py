@@ -241,7 +241,11 @@ def test_service_install_writes_a_working_unit(make_daemon: MakeDaemon) -> None:
     assert str(unit) in out
     text = unit.read_text()
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
-    assert Path(exec_start.removeprefix("ExecStart=")).exists()
+    chatd, *args = exec_start.removeprefix("ExecStart=").split()
+    assert Path(chatd).exists()
+    # systemd has none of the shell's MQCHAT_*: the unit names the broker and name itself.
+    assert args == ["--broker", ghost.broker.url, "--name", "ghost"]
+    assert ghost.broker.url in out and "now run: systemctl --user daemon-reload" in out
     for line in (
         "Type=notify",
         "Restart=on-failure",

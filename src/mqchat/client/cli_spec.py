@@ -463,7 +463,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "ui",
-        "Full-screen interface: rooms, messages, members. Needs: pip install 'mqchat\\[ui]'.\n\n"
+        "Full-screen interface: rooms, messages, members. Needs the ui extra (Textual): "
+        "`pipx inject mqchat textual`, or `pip install '.\\[ui]'` in the source tree.\n\n"
         "Keys: F1 help, Ctrl+N/Ctrl+P next/previous room, F2 join, F3 leave, Ctrl+Q quit.",
         "ui.launch:run_ui",
         (Argument("room", "The room to open (default: the first joined room).", required=False),),

@@ -130,22 +130,48 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
+def _unit_plan(opts: Options) -> tuple[Any, dict[str, Any] | None]:
+    """(UnitPlan, the running chatd's status or None)."""
+    from mqchat.client.service_unit import plan_unit, without_mqchat_env
+    from mqchat.config import load_settings
+    from mqchat.errors import DaemonUnavailable
+
+    running: dict[str, Any] | None
+    try:
+        with opts.client() as c:
+            running = c.call("status")
+    except DaemonUnavailable:
+        running = None
+    flags = {"runtime_dir": str(opts.runtime_dir_flag) if opts.runtime_dir_flag else None}
+    here = load_settings(flags, os.environ)
+    under_systemd = load_settings({}, without_mqchat_env(os.environ))
+    return plan_unit(running, here, under_systemd), running
+
+
 def service_install(opts: Options) -> None:
     from mqchat.client.service_unit import chatd_path, install_unit
 
+    plan, running = _unit_plan(opts)
     try:
-        path = install_unit()
+        path = install_unit(args=plan.args)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise MqchatError(f"cannot write the unit{where}: {exc.strerror or exc}") from None
-    out(f"wrote {path} (ExecStart={chatd_path()})")
-    out("now run: systemctl --user daemon-reload && systemctl --user enable --now chatd")
+    out(f"wrote {path} (ExecStart={chatd_path()}{''.join(' ' + a for a in plan.args)})")
+    for note in plan.notes:
+        out(f"  {note}")
+    start = "systemctl --user daemon-reload && systemctl --user enable --now chatd"
+    if running is not None:
+        out(f"now stop the chatd you started (kill {running.get('pid')}), then run: {start}")
+    else:
+        out(f"now run: {start}")
 
 
 def service_print(opts: Options) -> None:
     from mqchat.client.service_unit import render_unit
 
-    sys.stdout.write(render_unit())
+    plan, _ = _unit_plan(opts)
+    sys.stdout.write(render_unit(args=plan.args))
 
 
 def who(opts: Options, room: str, *, as_json: bool) -> None:
