@@ -103,3 +103,27 @@ def test_the_ui_install_hint_gives_commands_that_work_without_pypi(
     assert f"{sys.executable} -m pip install 'textual>=8.2'" in result.stderr
     assert "pipx inject" not in result.stderr  # this chatctl is not a pipx one
     assert "pipx inject mqchat" in install_hint(prefix="/home/u/.local/pipx/venvs/mqchat")
+
+
+def test_trust_counts_every_message_and_takes_the_fingerprint_who_prints(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    alice.join(room)
+    bob.join(room)
+    tail = bob.tail(room)
+    alice.ok("send", room, input="".join(f"line {i}\n" for i in range(7)))
+    tail.messages(7)
+    listing = bob.ctl("trust", room, "alice")
+    # alice's key is pinned on first use: nothing to do, and no error.
+    assert listing.returncode == 0, listing.stderr
+    assert "pinned: shown as verified; 7 messages" in listing.stdout
+    assert "nothing to do" in listing.stdout and "ERROR" not in listing.stderr
+    # who prints as much of the fingerprint as trust takes, and trust takes it as pasted.
+    row = next(line for line in bob.ok("who", room).splitlines() if line.startswith("alice"))
+    printed = row.split("\t")[1]
+    assert len(printed.replace(" ", "")) == 32
+    trusted = bob.ok("trust", room, "alice", *printed.split())
+    assert trusted.startswith("trusted alice")
+    members = bob.ok("members", room)
+    assert printed in members

@@ -438,8 +438,10 @@ COMMANDS: tuple[Command, ...] = (
             Argument(
                 "fingerprint",
                 "The fingerprint NAME read to you from `chatctl identity` (all of it, or "
-                "at least its first 32 hex digits). Without it, list the keys seen as NAME.",
+                "at least its first 32 hex digits, as `who` and `members` print them; "
+                "spaces between the groups are fine). Without it, list the keys seen as NAME.",
                 required=False,
+                many=True,
             ),
         ),
     ),

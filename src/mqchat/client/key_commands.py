@@ -109,6 +109,7 @@ def rekey(opts: Options, room: str, *, remove: bool, names: list[str], as_json: 
 
 def members(opts: Options, room: str, *, as_json: bool) -> None:
     from mqchat.client.render import escape, safe_json
+    from mqchat.protocol.fingerprints import short_fingerprint
 
     with opts.client() as c:
         result: dict[str, Any] = c.call("members", {"room": _room(room)})
@@ -119,4 +120,4 @@ def members(opts: Options, room: str, *, as_json: bool) -> None:
     for m in result["members"]:
         you = "  (you)" if m.get("you") else ""
         key = "" if m["member_key"] else "\tNO MEMBER KEY: cannot be sent the next key"
-        out(f"  {escape(m['name'])}\t{m['fingerprint'][:16]}{key}{you}")
+        out(f"  {escape(m['name'])}\t{short_fingerprint(m['fingerprint'])}{key}{you}")

@@ -73,12 +73,13 @@ def identity(opts: Options, *, as_json: bool) -> None:
     out(f"{escape(ident['name'])}  {format_fingerprint(ident['fingerprint'])}")
 
 
-def trust(opts: Options, room: str, name: str, fingerprint: str | None) -> None:
+def trust(opts: Options, room: str, name: str, fingerprint: list[str]) -> None:
     from mqchat.client.render import escape
     from mqchat.errors import NothingToTrust
     from mqchat.protocol.fingerprints import format_fingerprint
 
-    params = {"room": _room(room), "name": name, "fingerprint": fingerprint}
+    # Pasted from `who` unquoted, a grouped fingerprint arrives as several words.
+    params = {"room": _room(room), "name": name, "fingerprint": "".join(fingerprint) or None}
     with opts.client() as c:
         result: dict[str, Any] = c.call("trust", params)
     who, where = escape(result["name"]), escape(result["room"])
@@ -90,17 +91,31 @@ def trust(opts: Options, room: str, name: str, fingerprint: str | None) -> None:
         raise NothingToTrust(f"no key has spoken as {who} in {where} yet")
     out(f"keys seen as {who} in {where}:")
     for key in candidates:
-        seen = (
-            f"first {key['first_seen']}, last {key['last_seen']}, {key['messages']} messages"
-            if key.get("first_seen")
-            else "pinned earlier"
-        )
-        mark = "pinned" if key.get("pinned") else "not pinned"
-        out(f"  {format_fingerprint(key['fingerprint'])}  ({mark}; {seen})")
+        out(f"  {format_fingerprint(key['fingerprint'])}  ({_key_state(who, key)})")
+    waiting = [key for key in candidates if not key.get("pinned")]
+    if not waiting:
+        out(f"nothing to do: {who}'s messages in {where} show as verified")
+        return
     raise NothingToTrust(
-        f"nothing pinned: ask {who} to read you their fingerprint (`chatctl identity`), then "
-        f"run `chatctl trust {where} {who} FINGERPRINT`"
+        f"{len(waiting)} key{'s' if len(waiting) > 1 else ''} not trusted: ask {who} to read "
+        f"you their fingerprint (`chatctl identity`), then run "
+        f"`chatctl trust {where} {who} FINGERPRINT` with the key that matches"
     )
+
+
+def _key_state(who: str, key: dict[str, Any]) -> str:
+    """``pinned: shown as verified; 7 messages, first ..., last ...``."""
+    from mqchat.client.render import local_date, local_time
+
+    mark = "pinned: shown as verified" if key.get("pinned") else f"not pinned: shown as {who}?"
+    count = key.get("messages") or 0
+    if not count:
+        return f"{mark}; no message of it is stored"
+    first, last = key["first_seen"], key["last_seen"]
+    span = f"{local_date(first)} {local_time(first)}"
+    if last != first:
+        span = f"first {span}, last {local_date(last)} {local_time(last)}"
+    return f"{mark}; {count} message{'s' if count != 1 else ''}, {span}"
 
 
 def show_config(opts: Options, *, as_json: bool) -> None:
@@ -177,6 +192,7 @@ def service_print(opts: Options) -> None:
 def who(opts: Options, room: str, *, as_json: bool) -> None:
     """List who is in ROOM: name, fingerprint, verified or not, online or last seen."""
     from mqchat.client.render import escape, local_date, local_time, safe_json
+    from mqchat.protocol.fingerprints import short_fingerprint
 
     with opts.client() as c:
         result: dict[str, Any] = c.call("who", {"room": _room(room)})
@@ -188,4 +204,4 @@ def who(opts: Options, room: str, *, as_json: bool) -> None:
         seen = f"{local_date(m['last_seen'])} {local_time(m['last_seen'])}"
         state = "online" if m["online"] else f"last seen {seen}"
         you = "  (you)" if m.get("you") else ""
-        out(f"{escape(m['name'])}{mark}\t{m['fingerprint'][:16]}\t{state}{you}")
+        out(f"{escape(m['name'])}{mark}\t{short_fingerprint(m['fingerprint'])}\t{state}{you}")

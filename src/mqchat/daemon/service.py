@@ -329,28 +329,11 @@ class ChatService:
         pin = self.store.memory.pin(r.name, sender)
         pinned = pin.key if pin is not None else None
         seen = self.store.memory.keys_seen(r.name, sender)
-        candidates = [
-            {
-                "fingerprint": key_fingerprint(key),
-                "first_seen": iso_ts(first),
-                "last_seen": iso_ts(last),
-                "messages": count,
-                "pinned": key == pinned,
-            }
-            for key, first, last, count in seen
-        ]
-        if pinned is not None and pinned not in [k for k, *_ in seen]:
-            # Pinned before chatd kept a list of keys seen (or our own, pinned at join).
-            candidates.insert(
-                0,
-                {
-                    "fingerprint": key_fingerprint(pinned),
-                    "first_seen": None,
-                    "last_seen": None,
-                    "messages": None,
-                    "pinned": True,
-                },
-            )
+        keys = [k for k, *_ in seen]
+        if pinned is not None and pinned not in keys:
+            # Pinned before chatd kept a list of keys seen (or from an invite, or our own).
+            keys.insert(0, pinned)
+        candidates = [self._key_seen(r.name, sender, key, key == pinned) for key in keys]
         result: dict[str, Any] = {"room": r.name, "name": sender, "candidates": candidates}
         if fingerprint is None:
             return {**result, "trusted": None}
@@ -364,6 +347,19 @@ class ChatService:
             ),
         )
         return {**result, "trusted": fp}
+
+    def _key_seen(self, room: str, sender: str, key: bytes, pinned: bool) -> dict[str, Any]:
+        """One key that spoke as ``sender``: counted from the messages stored, so
+        that every message counts (the pins table notes a key once, not each use)."""
+        fp = key_fingerprint(key)
+        count, first, last = self.store.messages.sent_as(room, sender, fp)
+        return {
+            "fingerprint": fp,
+            "first_seen": None if first is None else iso_ts(first),
+            "last_seen": None if last is None else iso_ts(last),
+            "messages": count,
+            "pinned": pinned,
+        }
 
     # ------------------------------------------------------------------ upkeep
     def prune(self) -> None:
