@@ -10,8 +10,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from harness import Daemon, command
+from harness import PASSPHRASE, Broker, Daemon, command, wait_until
 from mqchat.client.ui.launch import install_hint
+from mqchat.drop_reasons import describe, is_routine
+from rawmqtt import RawClient, first_payload, text_topic
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -127,3 +129,20 @@ def test_trust_counts_every_message_and_takes_the_fingerprint_who_prints(
     assert trusted.startswith("trusted alice")
     members = bob.ok("members", room)
     assert printed in members
+
+
+def test_status_puts_a_redelivered_copy_under_routine_and_logs_it_below_warning(
+    broker: Broker, make_daemon: MakeDaemon, room: str
+) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    with RawClient(broker) as raw:
+        _, payload = first_payload(raw, alice, bob, room, "once")
+        raw.publish(text_topic(room, PASSPHRASE), payload)  # as a broker redelivers it
+        wait_until(lambda: sum(bob.status()["dropped"].values()) == 1, "bob to drop the copy")
+    reason = next(iter(bob.status()["dropped"]))
+    assert is_routine(reason), reason
+    status = bob.ok("status")
+    assert "attention: nothing" in status
+    assert f"1 {describe(reason)}" in status and "routine: nothing to do" in status
+    dropped_lines = [line for line in bob.log().splitlines() if "dropped" in line]
+    assert dropped_lines and not any("WARNING" in line for line in dropped_lines)

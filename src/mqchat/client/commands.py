@@ -140,8 +140,7 @@ def status(opts: Options, *, as_json: bool) -> None:
         since = broker.get("failing_since") or error.get("at")
         out(f"          failing since {since}: {escape(str(error.get('reason')))}")
     out(f"rooms:    {', '.join(escape(r) for r in s['rooms']) or '(none)'}")
-    dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
-    out(f"dropped:  {dropped or 'nothing'}")
+    _print_dropped(s.get("dropped") or {})
     repair = s.get("repair") or {}
     if any(repair.values()):  # only once something went missing or was repaired
         out(
@@ -149,6 +148,22 @@ def status(opts: Options, *, as_json: bool) -> None:
             f"({repair['held']} held back); asked {repair['asked']}, "
             f"repaired {repair['repaired']}, republished {repair['republished']}"
         )
+
+
+def _print_dropped(dropped: dict[str, int]) -> None:
+    """What chatd dropped: what needs attention first, then the routine, in words."""
+    from mqchat.drop_reasons import describe, is_routine
+
+    counted = sorted((reason, n) for reason, n in dropped.items() if n)
+    attention = [f"{n} {describe(r)} ({r})" for r, n in counted if not is_routine(r)]
+    routine = [f"{n} {describe(r)}" for r, n in counted if is_routine(r)]
+    if not attention:
+        attention = ["nothing"]
+    if routine:
+        routine[0] += "  (routine: nothing to do)"
+    for label, lines in (("attention:", attention), ("dropped:", routine)):
+        for i, line in enumerate(lines):
+            out(f"{label if i == 0 else '':<11}{line}")
 
 
 def colour() -> bool:
