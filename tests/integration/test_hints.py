@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from harness import PASSPHRASE, Broker, Daemon, command, wait_until
+from harness import PASSPHRASE, Broker, Daemon, Terminal, command, wait_until
 from mqchat.client.ui.launch import install_hint
 from mqchat.drop_reasons import describe, is_routine
 from rawmqtt import RawClient, first_payload, text_topic
@@ -146,3 +146,48 @@ def test_status_puts_a_redelivered_copy_under_routine_and_logs_it_below_warning(
     assert f"1 {describe(reason)}" in status and "routine: nothing to do" in status
     dropped_lines = [line for line in bob.log().splitlines() if "dropped" in line]
     assert dropped_lines and not any("WARNING" in line for line in dropped_lines)
+
+
+def test_tail_says_when_chatd_goes_away_and_when_it_is_back(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    alice = make_daemon("alice")
+    alice.join(room)
+    tail = alice.tail(room)
+    alice.ok("send", room, "before")
+    assert tail.messages(1)[0]["text"] == "before"  # the tail is following
+    alice.stop()
+    away = tail.wait_for(lambda e: e["type"] == "notice" and e.get("kind") == "chatd_away")
+    assert "waiting for it to come back" in away["text"]
+    alice.start()
+    alice.ok("send", room, "after the restart")
+    back = tail.wait_for(lambda e: e["type"] == "notice" and e.get("kind") == "chatd_back")
+    assert "is back" in back["text"]
+    assert tail.messages(1)[0]["text"] == "after the restart"
+    # The plain format says it on stderr, in the same words.
+    plain = Terminal([command("chatctl"), "tail", room], alice.env)
+    try:
+        plain.read_until(b"after the restart")
+        alice.stop()
+        plain.read_until(b"-- chatd went away")
+    finally:
+        plain.wait()
+
+
+def test_chat_prints_one_prompt_after_a_commands_output(make_daemon: MakeDaemon, room: str) -> None:
+    alice = make_daemon("alice")
+    alice.join(room)
+    prompt = f"{room}> ".encode()
+    term = Terminal([command("chatctl"), "chat", room], alice.env)
+    try:
+        term.read_until(prompt)
+        term.type("/help\n")
+        term.read_until(b"send /text")
+        term.type("/marker\n")
+        screen = term.read_until(b"unknown command /marker")
+        between = screen[screen.rindex(b"send /text") : screen.index(b"/marker")]
+        assert between.count(prompt) == 1, between
+        term.type("/quit\n")
+        term.read_until(None)
+    finally:
+        assert term.wait() == 0

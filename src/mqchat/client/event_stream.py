@@ -27,6 +27,13 @@ from mqchat.protocol.ipc import INTERNAL_ERROR
 READ_BYTES = 256 * 1024
 MAX_LINE_BYTES = 1024 * 1024
 """chatd's longest event is about 100 KiB (16 KiB of text, escaped); more is an error."""
+CHATD_AWAY = "chatd_away"
+CHATD_BACK = "chatd_back"
+AWAY_TEXT = (
+    "chatd went away (stopped or restarting): waiting for it to come back; "
+    "nothing is lost, what arrives meanwhile is shown then"
+)
+BACK_TEXT = "chatd is back: showing what arrived meanwhile, then new messages"
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
 
@@ -35,7 +42,13 @@ class EventStream:
     """One subscription on events.sock, kept across chatd restarts."""
 
     def __init__(
-        self, runtime_dir: Path, timeout: float, rooms: list[str] | None, *, notices: bool
+        self,
+        runtime_dir: Path,
+        timeout: float,
+        rooms: list[str] | None,
+        *,
+        notices: bool,
+        say_away: bool = False,
     ) -> None:
         self._runtime_dir = runtime_dir
         self._timeout = timeout
@@ -46,6 +59,9 @@ class EventStream:
         self._awaiting: int | None = None  # the id of the sync that completes a subscription
         self._retry_at = 0.0
         self._retry_s = RETRY_FIRST_S
+        self._say_away = say_away
+        """Yield a notice when chatd goes away and when it is back (tail and chat)."""
+        self._went_away = False
 
     def open(self) -> None:
         """Connect and subscribe; return once chatd confirms (DaemonUnavailable if it does not)."""
@@ -71,12 +87,19 @@ class EventStream:
         """Yield events as they come; yield None after ``timeout`` s of silence."""
         while True:
             line = self._next_line(timeout)
+            if self._went_away:
+                self._went_away = False
+                yield _own_notice(CHATD_AWAY, AWAY_TEXT)
+                if line is None:
+                    continue
             if line is None:
                 yield None
                 continue
             event = _decode(line)
             if event.get("type") in ("sync", "error"):
                 if self._read_control(event):
+                    if self._say_away:
+                        yield _own_notice(CHATD_BACK, BACK_TEXT)
                     yield {"type": "dropped", "count": None, "reason": "reconnected"}
             elif event and self._awaiting is None:
                 yield event
@@ -159,8 +182,16 @@ class EventStream:
                 data = b""
             if not data:
                 self._lost()
+                if self._say_away:
+                    self._went_away = True
+                    return None
                 continue
             self._buffer += data
+
+
+def _own_notice(kind: str, text: str) -> dict[str, Any]:
+    """A notice of chatctl's own (docs/ipc.md): no room, no seq."""
+    return {"type": "notice", "room": None, "kind": kind, "text": text}
 
 
 def _decode(line: bytes) -> dict[str, Any]:

@@ -147,13 +147,19 @@ class Client:
                 return result_of(reply)
 
     # events -------------------------------------------------------------
-    def subscribe(self, rooms: list[str] | None, *, notices: bool = True) -> None:
-        """Subscribe to rooms (None: all), then wait until chatd confirms the subscription."""
+    def subscribe(
+        self, rooms: list[str] | None, *, notices: bool = True, say_away: bool = False
+    ) -> None:
+        """Subscribe to rooms (None: all), then wait until chatd confirms the subscription.
+
+        ``say_away``: the events include notices when chatd goes away and is back."""
         from mqchat.client.event_stream import EventStream
 
         if self._events is not None:
             self._events.close()
-        self._events = EventStream(self.runtime_dir, self.timeout, rooms, notices=notices)
+        self._events = EventStream(
+            self.runtime_dir, self.timeout, rooms, notices=notices, say_away=say_away
+        )
         self._events.open()
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
