@@ -117,7 +117,9 @@ def build_app() -> typer.Typer:
     settings: dict[str, Any] = {"no_args_is_help": True}
     app = typer.Typer(
         name="chatctl",
-        help="Encrypted group chat over MQTT: talk to chatd.\n\n" + cli_spec.EXIT_STATUS_HELP,
+        help="Encrypted group chat over MQTT: talk to chatd.\n\n"
+        + cli_spec.EXIT_STATUS_HELP
+        + "\n\n`chatctl --version` prints the version.",
         pretty_exceptions_enable=False,
         add_completion=True,
         context_settings={"help_option_names": list(cli_spec.HELP_OPTIONS)},
