@@ -119,6 +119,7 @@ def _key_state(who: str, key: dict[str, Any]) -> str:
 
 
 def show_config(opts: Options, *, as_json: bool) -> None:
+    from mqchat.client.config_toml import render_settings
     from mqchat.client.render import safe_json
     from mqchat.config import load_settings
 
@@ -129,20 +130,8 @@ def show_config(opts: Options, *, as_json: bool) -> None:
     if as_json:
         out(safe_json(settings))
         return
-    sources = settings.pop("sources")
-    for key, value in _flatten(settings):
-        origin = sources.get(key)
-        out(f"{key} = {value!r}" + (f"  # {origin}" if origin else ""))
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            items.extend(_flatten(value, f"{prefix}{key}."))
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items
+    for line in render_settings(settings):
+        out(line)
 
 
 def _unit_plan(opts: Options) -> tuple[Any, dict[str, Any] | None]:
