@@ -191,3 +191,27 @@ def test_chat_prints_one_prompt_after_a_commands_output(make_daemon: MakeDaemon,
         term.read_until(None)
     finally:
         assert term.wait() == 0
+
+
+def test_the_shell_completes_joined_room_names(make_daemon: MakeDaemon, room: str) -> None:
+    alice = make_daemon("alice")
+    alice.join(room)
+    alice.join(f"{room}-two")
+    alice.join("other-room")
+
+    def complete(words: str) -> list[str]:
+        env = {
+            **alice.env,
+            "_CHATCTL_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        }
+        result = subprocess.run(
+            [command("chatctl")], env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        return sorted(result.stdout.split())
+
+    assert complete(f"chatctl send {room[:6]}") == sorted([room, f"{room}-two"])
+    assert complete("chatctl tail oth") == ["other-room"]
+    assert complete(f"chatctl trust {room}-t") == [f"{room}-two"]
