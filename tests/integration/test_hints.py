@@ -6,11 +6,13 @@ processes, a real mosquitto and the real chatctl.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 
 from harness import PASSPHRASE, Broker, Daemon, Terminal, command, wait_until
+from mqchat.client import cli_spec
 from mqchat.client.ui.launch import install_hint
 from mqchat.drop_reasons import describe, is_routine
 from rawmqtt import RawClient, first_payload, text_topic
@@ -215,3 +217,29 @@ def test_the_shell_completes_joined_room_names(make_daemon: MakeDaemon, room: st
     assert complete(f"chatctl send {room[:6]}") == sorted([room, f"{room}-two"])
     assert complete("chatctl tail oth") == ["other-room"]
     assert complete(f"chatctl trust {room}-t") == [f"{room}-two"]
+
+
+def test_man_pages_are_made_from_the_command_definitions(make_daemon: MakeDaemon) -> None:
+    ghost = make_daemon("ghost", start=False)
+    data = ghost.home / "data"
+    env = {**ghost.env, "XDG_DATA_HOME": str(data)}
+    made = subprocess.run(
+        [command("chatctl"), "man-pages"], env=env, capture_output=True, text=True, check=False
+    )
+    assert made.returncode == 0, made.stderr
+    pages = data / "man" / "man1"
+    chatctl_page = (pages / "chatctl.1").read_text()
+    for c in cli_spec.COMMANDS:
+        assert f"\\fB{' '.join(filter(None, (c.group, c.name)))}\\fR" in chatctl_page, c
+    chatd_page = (pages / "chatd.1").read_text()
+    for flag in ("--broker", "--name", "--runtime-dir", "--state-dir", "--log-level"):
+        assert f"\\fB{flag}\\fR" in chatd_page
+    if shutil.which("man"):
+        shown = subprocess.run(
+            ["man", "-l", str(pages / "chatctl.1")],
+            env={**env, "MANWIDTH": "80", "MANPAGER": "cat", "PAGER": "cat"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert shown.returncode == 0 and "rekey" in shown.stdout, shown.stderr

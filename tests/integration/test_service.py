@@ -199,7 +199,7 @@ def test_piped_output_has_no_colour(make_daemon: MakeDaemon, room: str) -> None:
 COMMANDS = [
     ["join"], ["leave"], ["rooms"], ["send"], ["tail"], ["chat"], ["status"], ["identity"],
     ["trust"], ["who"], ["ui"], ["config"], ["service"], ["service", "install"],
-    ["service", "print"], ["create"], ["invite"], ["rekey"], ["members"],
+    ["service", "print"], ["create"], ["invite"], ["rekey"], ["members"], ["man-pages"],
 ]  # fmt: skip
 
 

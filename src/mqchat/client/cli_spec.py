@@ -459,6 +459,13 @@ COMMANDS: tuple[Command, ...] = (
         (JSON_OBJECT,),
     ),
     Command(
+        "man-pages",
+        "Write the man pages chatctl.1 and chatd.1, made from these command definitions, "
+        "into DIR (default: ~/.local/share/man/man1, where `man chatctl` finds them).",
+        "other_commands:man_pages",
+        (Option("directory", ("--dir",), "Where to write them.", PATH, metavar="DIR"),),
+    ),
+    Command(
         "install",
         "Write ~/.config/systemd/user/chatd.service for this installation's chatd.",
         "other_commands:service_install",

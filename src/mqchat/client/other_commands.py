@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from mqchat.client import commands
@@ -132,6 +133,22 @@ def show_config(opts: Options, *, as_json: bool) -> None:
         return
     for line in render_settings(settings):
         out(line)
+
+
+def man_pages(opts: Options, directory: Path | None) -> None:
+    from mqchat.client.man_pages import default_dir, write_pages
+
+    where = directory or default_dir()
+    try:
+        written = write_pages(where)
+    except OSError as exc:
+        raise MqchatError(f"cannot write the man pages in {where}: {exc.strerror or exc}") from None
+    for path in written:
+        out(f"wrote {path}")
+    if directory is None:
+        out("now `man chatctl` and `man chatd` show them")
+    else:
+        out(f"read them with `man -l {written[0]}`, or add {where.parent} to MANPATH")
 
 
 def _unit_plan(opts: Options) -> tuple[Any, dict[str, Any] | None]:
