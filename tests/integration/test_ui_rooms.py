@@ -40,6 +40,11 @@ def test_a_room_joined_in_the_ui_uses_the_cli_default_cipher_and_typed_fast_stil
     async def script(app: ChatApp, pilot: Pilot[Any]) -> None:
         await type_line(pilot, f"/join {room}")
         await until(pilot, lambda: isinstance(app.screen, JoinScreen), "the passphrase dialog")
+        await until(
+            pilot,
+            lambda: app.focused is not None and app.focused.id == "join-passphrase",
+            "the passphrase field to take keys",
+        )
         # Both entries typed in one burst, faster than the focus moves.
         burst(app, f"{PASSPHRASE}\r{PASSPHRASE}\r")
         await until(pilot, lambda: app.state.current == room, "the joined room")

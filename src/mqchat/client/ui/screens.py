@@ -20,7 +20,7 @@ from mqchat.client.room_options import (
     join_params,
     room_label,
 )
-from mqchat.errors import MqchatError
+from mqchat.errors import MqchatError, WeakPassphrase
 from mqchat.protocol.limits import normalize_room
 
 KEYS = (
@@ -30,14 +30,14 @@ KEYS = (
     ("PageUp / PageDown", "scroll; PageUp at the top reads older messages"),
     ("F2", "join a room"),
     ("F3", "leave this room"),
-    ("F4", "refresh the members panel"),
+    ("F4", "show or hide the members panel (hidden below 110 columns)"),
     ("F1", "this help"),
     ("Ctrl+Q", "quit"),
 )
 COMMANDS = (
     ("/join ROOM", "join a room (options: --legacy, --weak, --cipher C)"),
     ("/leave", "leave this room: chatd forgets its key"),
-    ("/who", "refresh the members panel"),
+    ("/who", "list the members here, with fingerprints"),
     ("/help", "this help"),
     ("/quit", "quit"),
     ("//text", "send /text"),
@@ -166,6 +166,12 @@ class _PassphraseInput(Input):
     closed = False
 
     async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter" and self.closed and self.hand_on is not None:
+            # The repeat field's Enter, typed before it had the focus.
+            event.stop()
+            event.prevent_default()
+            await self.hand_on.action_submit()
+            return
         if event.key == "enter":
             self.closed = True
         await super()._on_key(event)
@@ -254,12 +260,17 @@ class JoinScreen(ModalScreen[None]):
         repeat = self.query_one("#join-repeat", Input)
         if self.busy:
             return
-        if event.input.id == "join-passphrase" and not repeat.value:
+        if event.input.id == "join-passphrase":
+            # Only the repeat field's Enter joins: typed fast, it may hold part
+            # of the repetition already when this Enter is handled.
             repeat.focus()
             return
         passphrase = self.query_one("#join-passphrase", Input).value
         try:
             check_passphrase(passphrase, weak=self.weak or self.legacy, weak_hint="F5 (weak)")
+        except WeakPassphrase as exc:
+            self.say(exc.message)  # the focus stays: F5 then Enter accepts it
+            return
         except MqchatError as exc:
             self.say(exc.message)
             self._edit_first()
