@@ -6,6 +6,8 @@ processes, a real mosquitto and the real chatctl.
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
 import subprocess
 import sys
@@ -176,6 +178,13 @@ def test_tail_says_when_chatd_goes_away_and_when_it_is_back(
         plain.wait()
 
 
+def _read_more(term: Terminal) -> bytes:
+    """What the terminal shows, with whatever arrived since the last read."""
+    if select.select([term.fd], [], [], 0.05)[0]:
+        term.screen += os.read(term.fd, 4096)
+    return term.screen
+
+
 def test_chat_prints_one_prompt_after_a_commands_output(make_daemon: MakeDaemon, room: str) -> None:
     alice = make_daemon("alice")
     alice.join(room)
@@ -184,10 +193,12 @@ def test_chat_prints_one_prompt_after_a_commands_output(make_daemon: MakeDaemon,
     try:
         term.read_until(prompt)
         term.type("/help\n")
-        term.read_until(b"send /text")
+        help_end = term.read_until(b"send /text").rindex(b"send /text")
+        # Type only once the prompt is back, so that the echo comes after it.
+        wait_until(lambda: prompt in _read_more(term)[help_end:], "the prompt after /help")
         term.type("/marker\n")
         screen = term.read_until(b"unknown command /marker")
-        between = screen[screen.rindex(b"send /text") : screen.index(b"/marker")]
+        between = screen[help_end : screen.index(b"/marker", help_end)]
         assert between.count(prompt) == 1, between
         term.type("/quit\n")
         term.read_until(None)

@@ -75,48 +75,16 @@ def identity(opts: Options, *, as_json: bool) -> None:
 
 
 def trust(opts: Options, room: str, name: str, fingerprint: list[str]) -> None:
-    from mqchat.client.render import escape
+    from mqchat.client.room_requests import trust_key
     from mqchat.errors import NothingToTrust
-    from mqchat.protocol.fingerprints import format_fingerprint
 
     # Pasted from `who` unquoted, a grouped fingerprint arrives as several words.
-    params = {"room": _room(room), "name": name, "fingerprint": "".join(fingerprint) or None}
     with opts.client() as c:
-        result: dict[str, Any] = c.call("trust", params)
-    who, where = escape(result["name"]), escape(result["room"])
-    if result.get("trusted"):
-        out(f"trusted {who} in {where}: {format_fingerprint(result['trusted'])}")
-        return
-    candidates = result.get("candidates") or []
-    if not candidates:
-        raise NothingToTrust(f"no key has spoken as {who} in {where} yet")
-    out(f"keys seen as {who} in {where}:")
-    for key in candidates:
-        out(f"  {format_fingerprint(key['fingerprint'])}  ({_key_state(who, key)})")
-    waiting = [key for key in candidates if not key.get("pinned")]
-    if not waiting:
-        out(f"nothing to do: {who}'s messages in {where} show as verified")
-        return
-    raise NothingToTrust(
-        f"{len(waiting)} key{'s' if len(waiting) > 1 else ''} not trusted: ask {who} to read "
-        f"you their fingerprint (`chatctl identity`), then run "
-        f"`chatctl trust {where} {who} FINGERPRINT` with the key that matches"
-    )
-
-
-def _key_state(who: str, key: dict[str, Any]) -> str:
-    """``pinned: shown as verified; 7 messages, first ..., last ...``."""
-    from mqchat.client.render import local_date, local_time
-
-    mark = "pinned: shown as verified" if key.get("pinned") else f"not pinned: shown as {who}?"
-    count = key.get("messages") or 0
-    if not count:
-        return f"{mark}; no message of it is stored"
-    first, last = key["first_seen"], key["last_seen"]
-    span = f"{local_date(first)} {local_time(first)}"
-    if last != first:
-        span = f"first {span}, last {local_date(last)} {local_time(last)}"
-    return f"{mark}; {count} message{'s' if count != 1 else ''}, {span}"
+        said = trust_key(c, _room(room), name, "".join(fingerprint) or None)
+    for line in said.out:
+        out(line)
+    if said.refusal:
+        raise NothingToTrust(said.refusal)
 
 
 def show_config(opts: Options, *, as_json: bool) -> None:
