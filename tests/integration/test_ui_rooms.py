@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import Label
+from textual.widgets import Input, Label
 
 from harness import PASSPHRASE, Daemon
-from integration.test_ui import burst, drive, type_line, until
+from integration.test_ui import burst, drive, log_lines, shows, type_line, until
 from mqchat.client.ui.app import ChatApp
+from mqchat.client.ui.invite_screens import PasteInvite, ShowInvite
 from mqchat.client.ui.screens import JoinScreen
 from mqchat.protocol.ciphers import DEFAULT_CIPHER
 
@@ -25,6 +26,11 @@ MakeDaemon = Callable[..., Daemon]
 
 def rooms_of(d: Daemon) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in json.loads(d.ok("rooms", "--json"))}
+
+
+def bob_keyed(d: Daemon, room: str) -> bool:
+    listed = json.loads(d.ok("members", room, "--json"))["members"]
+    return any(m["name"] == "bob" and m["member_key"] for m in listed)
 
 
 def dialog_says(app: ChatApp) -> str:
@@ -72,3 +78,58 @@ def test_a_short_passphrase_is_refused_in_the_ui_in_its_words_and_f5_accepts_it(
 
     drive(bob, None, script)
     assert rooms_of(bob)[room]["weak"] is True
+
+
+def test_create_invite_members_rekey_and_trust_from_the_ui(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    shown: dict[str, str] = {}
+
+    async def script(app: ChatApp, pilot: Pilot[Any]) -> None:
+        await type_line(pilot, f"/create {room}")
+        await until(pilot, lambda: app.state.current == room, "the created room")
+        await type_line(pilot, "/invite")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, ShowInvite) and app.screen, "the invite"
+        )
+        assert "SECRET" in screen.warning
+        await pilot.press("c")
+        assert app.clipboard == screen.invite  # copied (OSC 52)
+        shown["invite"] = screen.invite
+        await pilot.press("escape")
+        assert not any(screen.invite in line for line in log_lines(app))  # shown once only
+        bob.ok("join", "--invite", input=screen.invite + "\n")
+        await until(pilot, lambda: bob_keyed(alice, room), "bob's member key")
+        await type_line(pilot, "/members")
+        bob_fp = json.loads(bob.ok("identity", "--json"))["fingerprint"]
+        grouped = " ".join(bob_fp[i : i + 4] for i in range(0, 32, 4))
+        await until(pilot, lambda: shows(app, grouped), "bob's fingerprint in /members")
+        await type_line(pilot, "/rekey")
+        await until(pilot, lambda: shows(app, f"rekeyed {room}: epoch 1"), "the rekey")
+        bob.ok("send", room, "hello alice")  # a key trust can name has spoken
+        await until(pilot, lambda: shows(app, "<bob> hello alice"), "bob's message")
+        await type_line(pilot, f"/trust bob {grouped}")
+        await until(pilot, lambda: shows(app, "trusted bob"), "the trust")
+
+    drive(alice, None, script)
+    assert json.loads(bob.ok("members", room, "--json"))["epoch"] == 1
+
+
+def test_join_by_invite_pasted_into_a_masked_field(make_daemon: MakeDaemon, room: str) -> None:
+    alice, carol = make_daemon("alice"), make_daemon("carol")
+    alice.ok("create", room)
+    line = alice.ok("invite", room).strip()
+
+    async def script(app: ChatApp, pilot: Pilot[Any]) -> None:
+        await type_line(pilot, "/join --invite")
+        await until(pilot, lambda: isinstance(app.screen, PasteInvite), "the invite dialog")
+        app.screen.query_one("#invite-in", Input).insert_text_at_cursor(line)  # a paste
+        assert line not in app.export_screenshot()
+        await pilot.press("enter")
+        await until(pilot, lambda: app.state.current == room, "the room joined by invite")
+        assert not any(line in shown for shown in log_lines(app))
+
+    drive(carol, None, script)
+    alice.ok("send", room, "welcome, carol")
+    assert "welcome, carol" in carol.ok("tail", room, "--no-follow")

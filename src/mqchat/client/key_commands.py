@@ -74,7 +74,7 @@ def read_invite(invite_file: Path | None) -> str:
 def join_invite(opts: Options, invite_file: Path | None) -> None:
     text = read_invite(invite_file)
     with opts.client() as c:
-        _show(join_by_invite(c, text))
+        _show(join_by_invite(c, text)[1])
 
 
 def rekey(opts: Options, room: str, *, remove: bool, names: list[str], as_json: bool) -> None:

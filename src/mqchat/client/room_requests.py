@@ -48,8 +48,9 @@ def fetch_invite(c: Caller, room: str) -> tuple[str, str]:
     return str(result["invite"]), invite_warning(room, result["epoch"])
 
 
-def join_by_invite(c: Caller, text: str) -> Said:
-    """Check the invite here (InvalidInvite says what is wrong), then ask chatd."""
+def join_by_invite(c: Caller, text: str) -> tuple[str, Said]:
+    """Check the invite here (InvalidInvite says what is wrong), then ask chatd:
+    (the room joined, what to say)."""
     from mqchat.errors import UsageError
     from mqchat.protocol.fingerprints import format_fingerprint
     from mqchat.protocol.invite import parse_invite
@@ -64,7 +65,7 @@ def join_by_invite(c: Caller, text: str) -> Said:
     lines = [f"{verb} {parsed.room} ({result.get('cipher')}, epoch {parsed.epoch}, by invite)"]
     if result.get("joined"):
         lines.append(f"inviter's key: {format_fingerprint(parsed.inviter_fingerprint)}")
-    return Said(lines, [])
+    return parsed.room, Said(lines, [])
 
 
 def rekey_room(c: Caller, room: str, remove: list[str]) -> tuple[dict[str, Any], Said]:

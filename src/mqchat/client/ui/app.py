@@ -26,6 +26,7 @@ from textual.worker import get_current_worker
 
 from mqchat.client.render import escape
 from mqchat.client.sending import QUEUED_NOTE
+from mqchat.client.ui import room_commands
 from mqchat.client.ui.commands import ESCAPED_SLASH, parse_join, split_command, unknown_command
 from mqchat.client.ui.lines import members_text, own_notice_text, room_title, who_lines
 from mqchat.client.ui.link import PAGE, POLL_S, Link
@@ -134,6 +135,17 @@ class ChatApp(App[None]):
 
     def _request(self, request: Callable[[], None]) -> None:
         self._requests.put(request)
+
+    # what mqchat.client.ui.room_commands uses
+    request = _request
+    post_from_thread = _post
+
+    def open_room(self, name: str) -> None:
+        """Show ``name`` now if it is here, else as soon as the listener has it."""
+        if name in self.state.rooms:
+            self._select(name)
+        else:
+            self.joining = name
 
     # ------------------------------------------------------------------ what chatd said
     @on(FromChatd)
@@ -318,20 +330,23 @@ class ChatApp(App[None]):
 
     def action_join(self, options: dict[str, Any] | None = None) -> None:
         options = dict(options or {})
+        if options.pop("invite", False):
+            room_commands.join_by_invite(self)
+            return
         room = options.pop("room", "")
         if room:
-            self.push_screen(JoinScreen(self._join, room, **options), self._release_input)
+            self.push_screen(JoinScreen(self._join, room, **options), self.release_input)
             return
 
         def chosen(name: str | None) -> None:
             if name:
-                self.push_screen(JoinScreen(self._join, name, **options), self._release_input)
+                self.push_screen(JoinScreen(self._join, name, **options), self.release_input)
             else:
-                self._release_input()
+                self.release_input()
 
         self.push_screen(RoomPrompt(), chosen)
 
-    def _release_input(self, _: object = None) -> None:
+    def release_input(self, _: object = None) -> None:
         """The join dialog is gone: the input line takes keys again (HistoryInput.held)."""
         self.query_one("#input", HistoryInput).held = False
 
@@ -386,7 +401,7 @@ class ChatApp(App[None]):
             try:
                 self._command(line)
             except MqchatError as exc:
-                self._release_input()  # no dialog came
+                self.release_input()  # no dialog came
                 self._say("error", exc.message)
             return
         self._send(line)
@@ -422,5 +437,7 @@ class ChatApp(App[None]):
             self.action_join(parse_join(args))
         elif name == "/leave":
             self.action_leave(normalize_room(args[0]) if args else None)
+        elif name in room_commands.ROOM_COMMANDS:
+            room_commands.run(self, name, args)
         else:
             raise unknown_command(name)

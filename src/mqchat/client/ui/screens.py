@@ -35,7 +35,13 @@ KEYS = (
     ("Ctrl+Q", "quit"),
 )
 COMMANDS = (
-    ("/join ROOM", "join a room (options: --legacy, --weak, --cipher C)"),
+    ("/create ROOM", "a new room with a random key (option: --cipher C)"),
+    ("/invite", "an invite to this room, shown once: a SECRET, pass it privately"),
+    ("/join --invite", "join with an invite you were given (pasted, hidden)"),
+    ("/join ROOM", "join a passphrase room (options: --legacy, --weak, --cipher C)"),
+    ("/members", "who the next rekey is sealed to, with fingerprints"),
+    ("/rekey", "a new key for this room (--remove NAME... leaves them out)"),
+    ("/trust NAME FP", "accept NAME's key with fingerprint FP (no FP: list their keys)"),
     ("/leave", "leave this room: chatd forgets its key"),
     ("/who", "list the members here, with fingerprints"),
     ("/help", "this help"),
