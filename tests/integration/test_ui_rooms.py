@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import Input, Label
+from textual.widgets import Input, Label, Static
 
 from harness import PASSPHRASE, Daemon
 from integration.test_ui import burst, drive, log_lines, shows, type_line, until
 from mqchat.client.ui.app import ChatApp
 from mqchat.client.ui.invite_screens import PasteInvite, ShowInvite
-from mqchat.client.ui.screens import JoinScreen
+from mqchat.client.ui.screens import ConfirmLeave, JoinScreen
 from mqchat.protocol.ciphers import DEFAULT_CIPHER
 
 MakeDaemon = Callable[..., Daemon]
@@ -133,3 +133,21 @@ def test_join_by_invite_pasted_into_a_masked_field(make_daemon: MakeDaemon, room
     drive(carol, None, script)
     alice.ok("send", room, "welcome, carol")
     assert "welcome, carol" in carol.ok("tail", room, "--no-follow")
+
+
+def test_leaving_an_invite_room_in_the_ui_names_a_new_invite_as_the_way_back(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    alice = make_daemon("alice")
+    alice.ok("create", room)
+
+    async def script(app: ChatApp, pilot: Pilot[Any]) -> None:
+        await pilot.press("f3")
+        screen = await until(
+            pilot, lambda: isinstance(app.screen, ConfirmLeave) and app.screen, "the dialog"
+        )
+        said = str(screen.query_one(Static).render())
+        assert "a new invite" in said and "passphrase" not in said
+        await pilot.press("n")
+
+    drive(alice, room, script)
