@@ -184,7 +184,7 @@ def test_format_template_and_bad_template(make_daemon: MakeDaemon, room: str) ->
     alice.join(room)
     alice.ok("send", room, "templated")
     out = alice.ok("tail", room, "--no-follow", "--format", "{seq}|{sender}|{text}|{verified}")
-    assert out == "1|alice|templated|True\n"
+    assert out == "1|alice|templated|true\n"  # as in --json, not Python's True
     bad = alice.ctl("tail", room, "--no-follow", "--format", "{nope}")
     assert bad.returncode == 2 and "{nope}" in bad.stderr
 
