@@ -209,6 +209,16 @@ class Room:
         )
 
 
+def another_room_warning(name: str) -> str:
+    """Joined with a passphrase: the name of a room that was joined by invite and left."""
+    return (
+        f"{name!r} was a room you had joined by invite and left: this is another room of "
+        f"that name, with a passphrase, and the old room's messages stay in your history. "
+        f"To go back to the old room, ask a member for a new invite (`chatctl join "
+        f"--invite`); to undo this join, `chatctl leave {name}`"
+    )
+
+
 LEFT_INVITE_ROOMS_KEY = "left_invite_rooms"
 """The meta table's key for RoomRegistry.left_by_invite (a JSON list of names)."""
 LEFT_REMEMBERED = 64

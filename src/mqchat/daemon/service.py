@@ -30,7 +30,7 @@ from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.repair import Repair
-from mqchat.daemon.rooms import LEFT_INVITE_ROOMS_KEY, Room, RoomRegistry
+from mqchat.daemon.rooms import LEFT_INVITE_ROOMS_KEY, Room, RoomRegistry, another_room_warning
 from mqchat.daemon.state import StreamReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
 from mqchat.daemon.unit_of_work import UnitOfWork
@@ -214,7 +214,7 @@ class ChatService:
         self.events.publish(name, notice_event(name, "joined", f"joined {name}"))
         info = _room_info(new)
         if name in self.rooms.left_by_invite:
-            info["warning"] = "; ".join(filter(None, (_another_room(name), info["warning"])))
+            info["warning"] = "; ".join(filter(None, (another_room_warning(name), info["warning"])))
         return {**info, "joined": True}
 
     def rpc_leave(self, room: str) -> dict[str, Any]:
@@ -364,15 +364,6 @@ class ChatService:
     # ------------------------------------------------------------------ upkeep
     def prune(self) -> None:
         self.store.memory.prune(self.clock_ms())
-
-
-def _another_room(name: str) -> str:
-    return (
-        f"{name!r} was a room you had joined by invite and left: this is another room of "
-        f"that name, with a passphrase, and the old room's messages stay in your history. "
-        f"To go back to the old room, ask a member for a new invite (`chatctl join "
-        f"--invite`); to undo this join, `chatctl leave {name}`"
-    )
 
 
 def _room_info(room: Room) -> dict[str, Any]:
