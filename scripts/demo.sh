@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a local mosquitto, two chatd daemons (alice and bob) in throw-away
-# directories, a room joined by both, messages sent and tailed. Set-up included;
-# everything it starts is stopped by PID when it ends.
+# directories; alice creates a room and invites bob, as README recommends; messages
+# sent and tailed. Set-up included; everything it starts is stopped by PID when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -44,21 +44,26 @@ for who in alice bob; do
     done
 done
 
-echo "== both join the room 'lobby' (the passphrase comes on stdin, never argv)"
-for who in alice bob; do
-    echo "correct horse battery staple" | as "$who" chatctl join lobby
-done
+echo "== alice creates the room 'team' (a random 256-bit key, no passphrase)"
+as alice chatctl create team
+
+echo "== alice prints an invite: a secret line, kept in a 0600 file, never on a command line"
+(umask 077 && as alice chatctl invite team > "$demo/team.invite" 2>/dev/null)
+
+echo "== bob joins by invite (read from stdin)"
+as bob chatctl join --invite < "$demo/team.invite"
+rm -f "$demo/team.invite"
 
 echo "== bob tails the room in the background"
 # shellcheck disable=SC2046
-env $(userenv bob) chatctl tail lobby --since 0 > "$demo/bob-tail.txt" &  # from seq 0: no race with the sends
+env $(userenv bob) chatctl tail team --since 0 > "$demo/bob-tail.txt" &  # from seq 0: no race with the sends
 tail_pid=$!
 pids+=("$tail_pid")
 
 echo "== alice sends, one message from argv and two from stdin"
-as alice chatctl send lobby "hello bob, this crossed the broker encrypted"
-printf 'a line from a pipe\nand another\n' | as alice chatctl send lobby
-as bob chatctl send lobby "hi alice!"
+as alice chatctl send team "hello bob, this crossed the broker encrypted"
+printf 'a line from a pipe\nand another\n' | as alice chatctl send team
+as bob chatctl send team "hi alice!"
 
 echo "== what bob's tail printed"
 for _ in $(seq 100); do
@@ -68,7 +73,10 @@ done
 cat "$demo/bob-tail.txt"
 
 echo "== alice's view as JSON (chatctl tail --json | jq works the same)"
-as alice chatctl tail lobby --no-follow -n 2 --json
+as alice chatctl tail team --no-follow -n 2 --json
+
+echo "== who alice's next rekey is sealed to (fingerprints as \`chatctl trust\` takes them)"
+as alice chatctl members team
 
 echo "== alice's status"
 as alice chatctl status

@@ -8,11 +8,13 @@ once chatd answered).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import threading
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -306,10 +308,17 @@ def test_bad_flags_stop_chatd(make_daemon: MakeDaemon) -> None:
 def test_chatctl_config_names_environment_and_runtime_dir_flag(make_daemon: MakeDaemon) -> None:
     d = make_daemon("frank", start=False)
     shown = d.ok("config")
-    assert f"runtime_dir = '{d.runtime_dir}'  # environment" in shown
-    assert f"state_dir = '{d.state_dir}'  # environment" in shown
+    assert f'runtime_dir = "{d.runtime_dir}"  # environment' in shown
+    assert f'state_dir = "{d.state_dir}"  # environment' in shown
     flagged = d.ok("--runtime-dir", "/tmp/elsewhere", "config")
-    assert "runtime_dir = '/tmp/elsewhere'  # flag" in flagged
+    assert 'runtime_dir = "/tmp/elsewhere"  # flag' in flagged
+    # What config prints is a config file: tomllib reads it back, values and all.
+    parsed = tomllib.loads(shown)
+    view = json.loads(d.ok("config", "--json"))
+    assert parsed["name"] == view["name"] == "frank"
+    assert parsed["broker"]["url"] == view["broker"]["url"]
+    assert parsed["broker"]["tls_insecure"] is False
+    assert "username" not in parsed["broker"]  # not set: a comment, not None
 
 
 # ---------------------------------------------------------------------- chatd dies mid-stream

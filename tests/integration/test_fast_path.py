@@ -66,7 +66,7 @@ def test_send_and_status_skip_typer_and_cryptography(make_daemon: MakeDaemon, ro
     assert shown.returncode == 0, shown.stderr
     assert modules.isdisjoint({"typer", "click", "cryptography", "paho"}), modules
     lines = shown.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["name", "broker", "rooms", "dropped"]
+    assert [line.split(":")[0] for line in lines] == ["name", "broker", "rooms", "attention"]
     assert lines[0].startswith("name:     alice  (")
     assert room in lines[2]
 

@@ -121,7 +121,7 @@ def test_trust_pins_the_key_whose_fingerprint_was_checked(
     impostor_fp = impostor.status()["fingerprint"]
 
     listing = bob.ctl("trust", room, "alice")
-    assert listing.returncode == 1 and "nothing pinned" in listing.stderr
+    assert listing.returncode == 1 and "2 keys not trusted" in listing.stderr
     for fp in (alice.status()["fingerprint"], new_fp, impostor_fp):
         assert format_fingerprint(fp) in listing.stdout
 

@@ -184,7 +184,7 @@ def test_format_template_and_bad_template(make_daemon: MakeDaemon, room: str) ->
     alice.join(room)
     alice.ok("send", room, "templated")
     out = alice.ok("tail", room, "--no-follow", "--format", "{seq}|{sender}|{text}|{verified}")
-    assert out == "1|alice|templated|True\n"
+    assert out == "1|alice|templated|true\n"  # as in --json, not Python's True
     bad = alice.ctl("tail", room, "--no-follow", "--format", "{nope}")
     assert bad.returncode == 2 and "{nope}" in bad.stderr
 
@@ -200,6 +200,7 @@ COMMANDS = [
     ["join"], ["leave"], ["rooms"], ["send"], ["tail"], ["chat"], ["status"], ["identity"],
     ["trust"], ["who"], ["ui"], ["config"], ["service"], ["service", "install"],
     ["service", "print"], ["create"], ["invite"], ["rekey"], ["members"], ["role"],
+    ["man-pages"],
 ]  # fmt: skip
 
 
@@ -241,7 +242,11 @@ def test_service_install_writes_a_working_unit(make_daemon: MakeDaemon) -> None:
     assert str(unit) in out
     text = unit.read_text()
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
-    assert Path(exec_start.removeprefix("ExecStart=")).exists()
+    chatd, *args = exec_start.removeprefix("ExecStart=").split()
+    assert Path(chatd).exists()
+    # systemd has none of the shell's MQCHAT_*: the unit names the broker and name itself.
+    assert args == ["--broker", ghost.broker.url, "--name", "ghost"]
+    assert ghost.broker.url in out and "now run: systemctl --user daemon-reload" in out
     for line in (
         "Type=notify",
         "Restart=on-failure",

@@ -51,7 +51,7 @@ def test_new_key_under_a_pinned_name_is_unverified_until_trusted(
 
     # The pin holds until the user names the new key by the fingerprint they checked.
     listing = bob.ctl("trust", room, "alice")
-    assert listing.returncode == 1 and "nothing pinned" in listing.stderr
+    assert listing.returncode == 1 and "1 key not trusted" in listing.stderr
     assert format_fingerprint(forged_fp) in listing.stdout
     assert format_fingerprint(first["fingerprint"]) in listing.stdout
     out = bob.ok("trust", room, "alice", format_fingerprint(forged_fp))

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import mqchat
 from fresh_interpreter import SRC, imported_after
 from mqchat.client.fast import Action, Handover, parse
 
@@ -189,4 +190,18 @@ def test_chatctl_ui_without_the_extra_says_how_to_install_it() -> None:
         prelude="sys.modules['textual'] = None  # as if the extra were not installed",
     )
     assert status == 2
-    assert "pip install 'mqchat[ui]'" in stderr and "Traceback" not in stderr
+    assert "-m pip install 'textual>=8.2'" in stderr and "Traceback" not in stderr
+    assert "mqchat[ui]" not in stderr  # not on PyPI: that line would fail
+
+
+def test_chatctl_version_is_fast_and_plain() -> None:
+    code = (
+        "import sys; sys.argv = ['chatctl', '--version']\n"
+        "from mqchat.client.cli import main; main()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (out.returncode, out.stdout) == (0, f"chatctl {mqchat.__version__}\n"), out.stderr
+    status, _, modules = _run_chatctl(["--version"])
+    assert status == 0 and "typer" not in modules and "zmq" not in modules

@@ -33,6 +33,9 @@ class _Screen:
     def __init__(self, prompt: str) -> None:
         self.prompt = prompt
         self.lock = threading.Lock()
+        self.reading = False
+        """input() shows the prompt now: a line printed above must redraw it. Between
+        two input() calls (a command's output) it must not, or input() adds a second."""
         try:
             import readline
 
@@ -42,7 +45,8 @@ class _Screen:
 
     def above(self, line: str) -> None:
         with self.lock:
-            sys.stdout.write(f"\r\x1b[K{line}\n{self.prompt}{self._buffer()}")
+            redraw = f"{self.prompt}{self._buffer()}" if self.reading else ""
+            sys.stdout.write(f"\r\x1b[K{line}\n{redraw}")
             sys.stdout.flush()
 
 
@@ -81,13 +85,24 @@ def _take_line(c: Client, room: str, line: str, screen: _Screen) -> bool:
     return True
 
 
+def _read_line(screen: _Screen) -> str:
+    """input() with the prompt, telling the screen while the prompt is shown."""
+    try:
+        with screen.lock:
+            screen.reading = True
+        return input(screen.prompt)
+    finally:
+        with screen.lock:
+            screen.reading = False
+
+
 def run_chat(c: Client, room: str, renderer: Renderer) -> None:
     prompt = f"{room}> "
     screen = _Screen(prompt)
     # The receiving thread gets its own connection: it asks for history to fill
     # gaps while this thread sends, and a ZeroMQ socket is not for two threads.
     listener = Client(c.runtime_dir, c.timeout)
-    listener.subscribe([room], notices=True)
+    listener.subscribe([room], notices=True, say_away=True)
     feed = RoomFeed(listener, [room])
     for event in feed.history(lines=HISTORY_LINES, since=None):
         sys.stdout.write(renderer.message(event) + "\n")
@@ -112,7 +127,7 @@ def run_chat(c: Client, room: str, renderer: Renderer) -> None:
     try:
         while True:
             try:
-                line = input(prompt)
+                line = _read_line(screen)
             except EOFError:
                 sys.stdout.write("\n")
                 break

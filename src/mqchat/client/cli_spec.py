@@ -151,7 +151,7 @@ class Option:
 class Argument:
     """A positional argument; ``many`` takes every remaining word (zero or more)."""
 
-    __slots__ = ("dest", "help", "many", "required")
+    __slots__ = ("dest", "help", "joined_room", "many", "required")
 
     def __init__(
         self,
@@ -160,11 +160,14 @@ class Argument:
         *,
         required: bool = True,
         many: bool = False,
+        joined_room: bool = False,
     ) -> None:
         self.dest = dest
         self.help = help
         self.required = required
         self.many = many
+        self.joined_room = joined_room
+        """Names a room chatd has joined: the shell completes it from `rooms`."""
 
     @property
     def metavar(self) -> str:
@@ -240,7 +243,7 @@ def call_values(params: Sequence[Param], given: Mapping[str, Any]) -> dict[str, 
 
 # ---------------------------------------------------------------------- the table
 
-ROOM = Argument("room", "A room you have joined.")
+ROOM = Argument("room", "A room you have joined.", joined_room=True)
 JSON_OBJECT = Option("as_json", ("--json",), "One JSON object.")
 
 GLOBAL_OPTIONS = (
@@ -373,7 +376,11 @@ COMMANDS: tuple[Command, ...] = (
         "commands:tail",
         (
             Argument(
-                "rooms", "Rooms to show (default: all joined rooms).", required=False, many=True
+                "rooms",
+                "Rooms to show (default: all joined rooms).",
+                required=False,
+                many=True,
+                joined_room=True,
             ),
             Option(
                 "lines",
@@ -446,13 +453,15 @@ COMMANDS: tuple[Command, ...] = (
         "Pin the key of NAME in ROOM that has FINGERPRINT; without it, list the keys seen.",
         "other_commands:trust",
         (
-            Argument("room", "The room."),
+            Argument("room", "The room.", joined_room=True),
             Argument("name", "The sender whose key you accept."),
             Argument(
                 "fingerprint",
                 "The fingerprint NAME read to you from `chatctl identity` (all of it, or "
-                "at least its first 32 hex digits). Without it, list the keys seen as NAME.",
+                "at least its first 32 hex digits, as `who` and `members` print them; "
+                "spaces between the groups are fine). Without it, list the keys seen as NAME.",
                 required=False,
+                many=True,
             ),
         ),
     ),
@@ -461,6 +470,13 @@ COMMANDS: tuple[Command, ...] = (
         "Show the settings chatd would use from this environment (no secrets).",
         "other_commands:show_config",
         (JSON_OBJECT,),
+    ),
+    Command(
+        "man-pages",
+        "Write the man pages chatctl.1 and chatd.1, made from these command definitions, "
+        "into DIR (default: ~/.local/share/man/man1, where `man chatctl` finds them).",
+        "other_commands:man_pages",
+        (Option("directory", ("--dir",), "Where to write them.", PATH, metavar="DIR"),),
     ),
     Command(
         "install",
@@ -476,10 +492,18 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "ui",
-        "Full-screen interface: rooms, messages, members. Needs: pip install 'mqchat\\[ui]'.\n\n"
+        "Full-screen interface: rooms, messages, members. Needs the ui extra (Textual): "
+        "`pipx inject mqchat textual`, or `pip install '.\\[ui]'` in the source tree.\n\n"
         "Keys: F1 help, Ctrl+N/Ctrl+P next/previous room, F2 join, F3 leave, Ctrl+Q quit.",
         "ui.launch:run_ui",
-        (Argument("room", "The room to open (default: the first joined room).", required=False),),
+        (
+            Argument(
+                "room",
+                "The room to open (default: the first joined room).",
+                required=False,
+                joined_room=True,
+            ),
+        ),
     ),
 )
 

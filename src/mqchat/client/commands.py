@@ -140,8 +140,7 @@ def status(opts: Options, *, as_json: bool) -> None:
         since = broker.get("failing_since") or error.get("at")
         out(f"          failing since {since}: {escape(str(error.get('reason')))}")
     out(f"rooms:    {', '.join(escape(r) for r in s['rooms']) or '(none)'}")
-    dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.get("dropped", {}).items()))
-    out(f"dropped:  {dropped or 'nothing'}")
+    _print_dropped(s.get("dropped") or {})
     repair = s.get("repair") or {}
     if any(repair.values()):  # only once something went missing or was repaired
         out(
@@ -149,6 +148,22 @@ def status(opts: Options, *, as_json: bool) -> None:
             f"({repair['held']} held back); asked {repair['asked']}, "
             f"repaired {repair['repaired']}, republished {repair['republished']}"
         )
+
+
+def _print_dropped(dropped: dict[str, int]) -> None:
+    """What chatd dropped: what needs attention first, then the routine, in words."""
+    from mqchat.drop_reasons import describe, is_routine
+
+    counted = sorted((reason, n) for reason, n in dropped.items() if n)
+    attention = [f"{n} {describe(r)} ({r})" for r, n in counted if not is_routine(r)]
+    routine = [f"{n} {describe(r)}" for r, n in counted if is_routine(r)]
+    if not attention:
+        attention = ["nothing"]
+    if routine:
+        routine[0] += "  (routine: nothing to do)"
+    for label, lines in (("attention:", attention), ("dropped:", routine)):
+        for i, line in enumerate(lines):
+            out(f"{label if i == 0 else '':<11}{line}")
 
 
 def colour() -> bool:
@@ -185,29 +200,18 @@ def tail(
 
 
 def read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
-    """From the 0600 file, else a hidden prompt on a terminal, else one line of stdin.
-
-    Refuses (UsageError) a passphrase that is empty, only white space, or not UTF-8.
-    """
+    """From the 0600 file, else a hidden prompt on a terminal, else one line of stdin."""
     if passphrase_file is not None:
         from mqchat.secret_file import read_secret_file
 
-        passphrase = read_secret_file(passphrase_file, "passphrase file")
-    elif (stdin := stdin_text()).isatty():
+        return read_secret_file(passphrase_file, "passphrase file")
+    if (stdin := stdin_text()).isatty():
         first = _prompt("Passphrase: ")
         if confirm and _prompt("Repeat passphrase: ") != first:
             raise UsageError("the two passphrases differ")
-        passphrase = first
-    else:
-        # Universal newlines, as before: a line ends at \n, \r\n or \r.
-        passphrase = stdin.readline().rstrip("\r\n")
-    try:
-        passphrase.encode()
-    except UnicodeEncodeError:
-        raise UsageError("the passphrase is not valid UTF-8 text") from None
-    if not passphrase.strip():
-        raise UsageError(f"the passphrase is {'only white space' if passphrase else 'empty'}")
-    return passphrase
+        return first
+    # Universal newlines, as before: a line ends at \n, \r\n or \r.
+    return stdin.readline().rstrip("\r\n")
 
 
 def _prompt(prompt: str) -> str:
@@ -256,19 +260,14 @@ def join(
             "that looks like an invite, and an invite must never be on the command line "
             "(other users can read it there): run `chatctl join --invite` and paste it"
         )
+    from mqchat.client.room_options import check_passphrase, join_params
+
     name = normalize_room(room)
     passphrase = read_passphrase(passphrase_file, confirm=True)
+    check_passphrase(passphrase, weak=weak or legacy)
     with opts.client() as c:
-        result = c.call(
-            "join",
-            {
-                "room": name,
-                "passphrase": passphrase,
-                "cipher": cipher,
-                "legacy": legacy,
-                "weak": weak,
-            },
-        )
+        params = join_params(name, passphrase, cipher=cipher, legacy=legacy, weak=weak)
+        result = c.call("join", params)
     if result.get("warning"):
         err(f"WARNING: {result['warning']}")
     verb = "joined" if result.get("joined") else "already in"

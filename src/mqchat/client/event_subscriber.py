@@ -43,15 +43,32 @@ More than chatd queues for it (1,000): a reader that is slow, not stopped, holds
 the backlog itself and loses less; chatd's memory stays bounded by its own 1,000."""
 RECONNECT_FIRST_MS = 50
 RECONNECT_MAX_MS = 1000
+CHATD_AWAY = "chatd_away"
+CHATD_BACK = "chatd_back"
+AWAY_TEXT = (
+    "chatd went away (stopped or restarting): waiting for it to come back; "
+    "nothing is lost, what arrives meanwhile is shown then"
+)
+BACK_TEXT = "chatd is back: showing what arrived meanwhile, then new messages"
 
 
 class EventSubscriber:
     """One subscription on events.sock."""
 
     def __init__(
-        self, runtime_dir: Path, timeout: float, rooms: list[str] | None, *, notices: bool
+        self,
+        runtime_dir: Path,
+        timeout: float,
+        rooms: list[str] | None,
+        *,
+        notices: bool,
+        say_away: bool = False,
     ) -> None:
         self._runtime_dir = runtime_dir
+        self._say_away = say_away
+        """Yield a notice when chatd goes away and when it is back (tail and chat): the
+        socket monitor says when the connection drops; the next welcome, that it is back."""
+        self._monitor: zmq.Socket[bytes] | None = None
         self._timeout = timeout
         self._notices = notices
         if rooms is None:
@@ -79,6 +96,8 @@ class EventSubscriber:
         sock.setsockopt(zmq.SUBSCRIBE, WELCOME_TOPIC)
         for topic in self._topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
+        if self._say_away:
+            self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(f"ipc://{path}")
         self._sock = sock
         self._start_sync()
@@ -94,6 +113,10 @@ class EventSubscriber:
         self._welcomed = True  # a welcome from now on means: connected again
 
     def close(self) -> None:
+        if self._monitor is not None and self._sock is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -103,15 +126,25 @@ class EventSubscriber:
         if self._sock is None:
             raise RuntimeError("open first")
         wait_ms = None if timeout is None else int(timeout * 1000)
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         while self._sock is not None:
             try:  # during a burst, take what is there without a poll per event
                 frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                if not self._sock.poll(wait_ms):
+                ready = dict(poller.poll(wait_ms))
+                if self._monitor is not None and self._monitor in ready:
+                    self._monitor.recv_multipart()  # the connection to chatd dropped
+                    yield own_notice(CHATD_AWAY, AWAY_TEXT)
+                elif not ready:
                     yield None
                 continue
             if frames[0].startswith(b"\x01"):
                 if self._read_control(frames):
+                    if self._say_away:
+                        yield own_notice(CHATD_BACK, BACK_TEXT)
                     yield reconnected_event()
                 continue
             if self._sync is not None or len(frames) != 2:
@@ -144,3 +177,8 @@ class EventSubscriber:
             self._sync = None
             return self._welcomed
         return False
+
+
+def own_notice(kind: str, text: str) -> dict[str, Any]:
+    """A notice of chatctl's own (docs/ipc.md): no room, no seq."""
+    return {"type": "notice", "room": None, "kind": kind, "text": text}

@@ -32,6 +32,8 @@ from mqchat.errors import UsageError
 COMPLETION_VAR = "_CHATCTL_COMPLETE"
 """Set by the shell when it asks typer to complete a command line."""
 TYPER_ONLY_OPTIONS = ("--install-completion", "--show-completion")
+VERSION_OPTION = "--version"
+"""``chatctl --version``: answered here, before anything else is imported."""
 
 
 class Action:
@@ -213,6 +215,12 @@ def run(argv: Sequence[str]) -> int | None:
     Failures end as on the typer path: an MqchatError or Ctrl-C propagates to
     ``cli.main``; a pipe closed under stderr is a quiet 1, as typer makes it.
     """
+    if list(argv) == [VERSION_OPTION]:
+        from mqchat import __version__
+        from mqchat.client.commands import out
+
+        out(f"chatctl {__version__}")
+        return 0
     parsed = parse(argv)
     if isinstance(parsed, Handover):
         return None

@@ -34,7 +34,12 @@ if TYPE_CHECKING:
 
 CTL_SOCKET: Final = paths.CTL_SOCKET
 EVENTS_SOCKET: Final = paths.EVENTS_SOCKET
-START_HINT = "start it with `chatd &` or `systemctl --user start chatd`"
+
+
+def start_hint(runtime_dir: Path) -> str:
+    from mqchat.client.start_hint import start_hint as hint
+
+    return hint(runtime_dir)
 
 
 def check_runtime_dir(runtime_dir: Path) -> None:
@@ -43,7 +48,7 @@ def check_runtime_dir(runtime_dir: Path) -> None:
         check_private_dir(runtime_dir)
     except FileNotFoundError:
         raise DaemonUnavailable(
-            f"chatd is not running (no runtime directory {runtime_dir}); {START_HINT}"
+            f"chatd is not running (no runtime directory {runtime_dir}); {start_hint(runtime_dir)}"
         ) from None
     except RuntimeDirError as exc:
         raise UnsafeRuntimeDir(f"{exc.message}: refusing to connect") from None
@@ -55,7 +60,7 @@ def check_socket_file(path: Path) -> None:
         st = os.lstat(path)
     except FileNotFoundError:
         raise DaemonUnavailable(
-            f"chatd is not running (no socket at {path}); {START_HINT}"
+            f"chatd is not running (no socket at {path}); {start_hint(path.parent)}"
         ) from None
     if st.st_uid != os.getuid():
         raise UnsafeRuntimeDir(
@@ -74,7 +79,7 @@ def connect_unix(path: Path) -> socket.socket:
     except ConnectionRefusedError:
         sock.close()
         raise DaemonUnavailable(
-            f"chatd is not running (stale socket at {path}); {START_HINT}"
+            f"chatd is not running (stale socket at {path}); {start_hint(path.parent)}"
         ) from None
     except OSError as exc:
         sock.close()
@@ -120,7 +125,7 @@ class Client:
     def unavailable(self) -> DaemonUnavailable:
         return DaemonUnavailable(
             f"chatd did not answer within {self.timeout:g} s on {self.runtime_dir / CTL_SOCKET}; "
-            f"is it running? {START_HINT}"
+            f"is it running? {start_hint(self.runtime_dir)}"
         )
 
     def receive(self, timeout: float | None = None) -> Reply | None:
@@ -142,13 +147,19 @@ class Client:
                 return result_of(reply)
 
     # events -------------------------------------------------------------
-    def subscribe(self, rooms: list[str] | None, *, notices: bool = True) -> None:
-        """Subscribe to rooms (None: all), then wait until chatd confirms the subscription."""
+    def subscribe(
+        self, rooms: list[str] | None, *, notices: bool = True, say_away: bool = False
+    ) -> None:
+        """Subscribe to rooms (None: all), then wait until chatd confirms the subscription.
+
+        ``say_away``: the events include notices when chatd goes away and is back."""
         from mqchat.client.event_subscriber import EventSubscriber
 
         if self._events is not None:
             self._events.close()
-        self._events = EventSubscriber(self.runtime_dir, self.timeout, rooms, notices=notices)
+        self._events = EventSubscriber(
+            self.runtime_dir, self.timeout, rooms, notices=notices, say_away=say_away
+        )
         self._events.open()
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:

@@ -9,9 +9,17 @@ a 0600 file, never from the command line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from mqchat.client.commands import Options, err, out, stdin_text
+from mqchat.client.room_requests import (
+    Said,
+    change_role,
+    create_room,
+    fetch_invite,
+    join_by_invite,
+    list_members,
+    rekey_room,
+)
 from mqchat.errors import UsageError
 
 
@@ -21,25 +29,25 @@ def _room(name: str) -> str:
     return normalize_room(name)
 
 
+def _show(said: Said) -> None:
+    for line in said.out:
+        out(line)
+    for line in said.err:
+        err(line)
+
+
 def create(opts: Options, room: str, cipher: str | None) -> None:
     name = _room(room)
     with opts.client() as c:
-        result: dict[str, Any] = c.call("create", {"room": name, "cipher": cipher})
-    out(f"created {name} ({result.get('cipher')}, random key)")
-    err(f"next: `chatctl invite {name}` prints an invite for each person who should join")
+        _show(create_room(c, name, cipher))
 
 
 def invite(opts: Options, room: str) -> None:
     name = _room(room)
     with opts.client() as c:
-        result: dict[str, Any] = c.call("invite", {"room": name})
-    out(result["invite"])
-    err(
-        f"This invite is a SECRET: whoever has it can read {name} (epoch {result['epoch']}). "
-        "Pass it privately (not in a public channel, not on a command line); the invitee runs "
-        "`chatctl join --invite` and pastes it, or `chatctl join --invite-file FILE` with a "
-        "0600 file. A later `chatctl rekey` makes it useless."
-    )
+        line, warning = fetch_invite(c, name)
+    out(line)
+    err(warning)
 
 
 def read_invite(invite_file: Path | None) -> str:
@@ -65,57 +73,13 @@ def read_invite(invite_file: Path | None) -> str:
 
 
 def join_invite(opts: Options, invite_file: Path | None) -> None:
-    from mqchat.protocol.fingerprints import format_fingerprint
-    from mqchat.protocol.invite import parse_invite
-
     text = read_invite(invite_file)
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise UsageError("the invite is not valid UTF-8 text") from None
-    parsed = parse_invite(text)  # InvalidInvite (exit 1) says what is wrong with it
     with opts.client() as c:
-        result: dict[str, Any] = c.call("join_invite", {"invite": text.strip()})
-    verb = "joined" if result.get("joined") else "already in"
-    out(f"{verb} {parsed.room} ({result.get('cipher')}, epoch {parsed.epoch}, by invite)")
-    if result.get("joined"):
-        out(f"inviter's key: {format_fingerprint(parsed.inviter_fingerprint)}")
-    if result.get("joined") and parsed.admission is not None:
-        _wait_for_admission(opts, parsed.room)
-
-
-ADMISSION_WAIT_S = 5.0
-"""How long `join --invite` waits for a member to answer with the room's state."""
-
-
-def _wait_for_admission(opts: Options, room: str) -> None:
-    """A member answers a join with the room's state (docs/protocol.md §26), or with
-    the commit that shows the invite is stale: say which, exit 1 for the latter."""
-    import time
-
-    from mqchat.errors import NotAMember
-
-    deadline = time.monotonic() + min(ADMISSION_WAIT_S, opts.timeout)
-    with opts.client() as c:
-        while True:
-            state: dict[str, Any] = c.call("members", {"room": room})
-            if state.get("out"):
-                raise NotAMember(f"{state['out']}; run `chatctl leave {room}` to forget it")
-            if state.get("state"):
-                admins = [m["name"] for m in state["members"] if m.get("role") == "admin"]
-                out(f"admitted: you can send now; {room}'s admins: {', '.join(admins)}")
-                return
-            if time.monotonic() > deadline:
-                err(
-                    f"no member of {room} has answered yet: you can read and send, and will "
-                    "see who is in the room once one is online"
-                )
-                return
-            time.sleep(0.1)  # a poll of chatd with a deadline, for a user at a prompt
+        _show(join_by_invite(c, text)[1])
 
 
 def rekey(opts: Options, room: str, *, remove: bool, names: list[str], as_json: bool) -> None:
-    from mqchat.client.render import escape, safe_json
+    from mqchat.client.render import safe_json
 
     name = _room(room)
     if names and not remove:
@@ -123,59 +87,30 @@ def rekey(opts: Options, room: str, *, remove: bool, names: list[str], as_json: 
     if remove and not names:
         raise UsageError("--remove needs the NAMEs to leave out")
     with opts.client() as c:
-        result: dict[str, Any] = c.call("rekey", {"room": name, "remove": names})
+        result, said = rekey_room(c, name, names)
     if as_json:
         out(safe_json(result))
         return
-    sent = ", ".join(escape(m["name"]) for m in result["sent_to"])
-    out(f"rekeyed {escape(name)}: epoch {result['epoch']}, key sent to {sent}")
-    if result["removed"]:
-        out(f"removed: {', '.join(escape(n) for n in result['removed'])}")
-    if result["unreachable"]:
-        who = ", ".join(escape(n) for n in result["unreachable"])
-        out(
-            f"not sent to (no member key seen from them): {who}; "
-            f"invite them again with `chatctl invite {escape(name)}`"
-        )
-
-
-def role(opts: Options, room: str, name: str, role: str, *, as_json: bool) -> None:
-    from mqchat.client.render import escape, safe_json
-
-    if role not in ("admin", "member"):
-        raise UsageError(f"{role!r} is not a role: admin or member")
-    key = "admins" if role == "admin" else "members"
-    with opts.client() as c:
-        result: dict[str, Any] = c.call("rekey", {"room": _room(room), key: [name]})
-    if as_json:
-        out(safe_json(result))
-        return
-    out(f"{escape(name)} is now {'an admin' if role == 'admin' else 'a member'} of "
-        f"{escape(result['room'])} (epoch {result['epoch']}); admins: "
-        f"{', '.join(escape(n) for n in result['admins'])}")  # fmt: skip
+    _show(said)
 
 
 def members(opts: Options, room: str, *, as_json: bool) -> None:
-    from mqchat.client.render import escape, safe_json
+    from mqchat.client.render import safe_json
 
     with opts.client() as c:
-        result: dict[str, Any] = c.call("members", {"room": _room(room)})
+        result, said = list_members(c, _room(room))
     if as_json:
         out(safe_json(result))
         return
-    if result.get("out"):
-        err(escape(result["out"]))
-    if result.get("state") is None:
-        out(f"{escape(result['room'])}: epoch {result['epoch']}; no admin yet (every holder of "
-            "the key is equal until the first rekey); the next rekey is sealed to:")  # fmt: skip
-    else:
-        out(f"{escape(result['room'])}: epoch {result['epoch']}; members:")
-    for m in result["members"]:
-        you = "  (you)" if m.get("you") else ""
-        key = "" if m["member_key"] else "\tNO MEMBER KEY: cannot be sent the next key"
-        role = m.get("role")
-        since = m.get("since_epoch")
-        what = (
-            "" if role is None else f"\t{role}" + ("" if since is None else f" since epoch {since}")
-        )
-        out(f"  {escape(m['name'])}\t{m['fingerprint'][:16]}{what}{key}{you}")
+    _show(said)
+
+
+def role(opts: Options, room: str, name: str, role: str, *, as_json: bool) -> None:
+    from mqchat.client.render import safe_json
+
+    with opts.client() as c:
+        result, said = change_role(c, _room(room), name, role)
+    if as_json:
+        out(safe_json(result))
+        return
+    _show(said)

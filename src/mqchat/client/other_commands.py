@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from mqchat.client import commands
@@ -73,37 +74,21 @@ def identity(opts: Options, *, as_json: bool) -> None:
     out(f"{escape(ident['name'])}  {format_fingerprint(ident['fingerprint'])}")
 
 
-def trust(opts: Options, room: str, name: str, fingerprint: str | None) -> None:
-    from mqchat.client.render import escape
+def trust(opts: Options, room: str, name: str, fingerprint: list[str]) -> None:
+    from mqchat.client.room_requests import trust_key
     from mqchat.errors import NothingToTrust
-    from mqchat.protocol.fingerprints import format_fingerprint
 
-    params = {"room": _room(room), "name": name, "fingerprint": fingerprint}
+    # Pasted from `who` unquoted, a grouped fingerprint arrives as several words.
     with opts.client() as c:
-        result: dict[str, Any] = c.call("trust", params)
-    who, where = escape(result["name"]), escape(result["room"])
-    if result.get("trusted"):
-        out(f"trusted {who} in {where}: {format_fingerprint(result['trusted'])}")
-        return
-    candidates = result.get("candidates") or []
-    if not candidates:
-        raise NothingToTrust(f"no key has spoken as {who} in {where} yet")
-    out(f"keys seen as {who} in {where}:")
-    for key in candidates:
-        seen = (
-            f"first {key['first_seen']}, last {key['last_seen']}, {key['messages']} messages"
-            if key.get("first_seen")
-            else "pinned earlier"
-        )
-        mark = "pinned" if key.get("pinned") else "not pinned"
-        out(f"  {format_fingerprint(key['fingerprint'])}  ({mark}; {seen})")
-    raise NothingToTrust(
-        f"nothing pinned: ask {who} to read you their fingerprint (`chatctl identity`), then "
-        f"run `chatctl trust {where} {who} FINGERPRINT`"
-    )
+        said = trust_key(c, _room(room), name, "".join(fingerprint) or None)
+    for line in said.out:
+        out(line)
+    if said.refusal:
+        raise NothingToTrust(said.refusal)
 
 
 def show_config(opts: Options, *, as_json: bool) -> None:
+    from mqchat.client.config_toml import render_settings
     from mqchat.client.render import safe_json
     from mqchat.config import load_settings
 
@@ -114,43 +99,74 @@ def show_config(opts: Options, *, as_json: bool) -> None:
     if as_json:
         out(safe_json(settings))
         return
-    sources = settings.pop("sources")
-    for key, value in _flatten(settings):
-        origin = sources.get(key)
-        out(f"{key} = {value!r}" + (f"  # {origin}" if origin else ""))
+    for line in render_settings(settings):
+        out(line)
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            items.extend(_flatten(value, f"{prefix}{key}."))
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items
+def man_pages(opts: Options, directory: Path | None) -> None:
+    from mqchat.client.man_pages import default_dir, write_pages
+
+    where = directory or default_dir()
+    try:
+        written = write_pages(where)
+    except OSError as exc:
+        raise MqchatError(f"cannot write the man pages in {where}: {exc.strerror or exc}") from None
+    for path in written:
+        out(f"wrote {path}")
+    if directory is None:
+        out("now `man chatctl` and `man chatd` show them")
+    else:
+        out(f"read them with `man -l {written[0]}`, or add {where.parent} to MANPATH")
+
+
+def _unit_plan(opts: Options) -> tuple[Any, dict[str, Any] | None]:
+    """(UnitPlan, the running chatd's status or None)."""
+    from mqchat.client.service_unit import plan_unit, without_mqchat_env
+    from mqchat.config import load_settings
+    from mqchat.errors import DaemonUnavailable
+
+    running: dict[str, Any] | None
+    try:
+        with opts.client() as c:
+            running = c.call("status")
+    except DaemonUnavailable:
+        running = None
+    flags = {"runtime_dir": str(opts.runtime_dir_flag) if opts.runtime_dir_flag else None}
+    here = load_settings(flags, os.environ)
+    under_systemd = load_settings({}, without_mqchat_env(os.environ))
+    return plan_unit(running, here, under_systemd), running
 
 
 def service_install(opts: Options) -> None:
     from mqchat.client.service_unit import chatd_path, install_unit
 
+    plan, running = _unit_plan(opts)
     try:
-        path = install_unit()
+        path = install_unit(args=plan.args)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise MqchatError(f"cannot write the unit{where}: {exc.strerror or exc}") from None
-    out(f"wrote {path} (ExecStart={chatd_path()})")
-    out("now run: systemctl --user daemon-reload && systemctl --user enable --now chatd")
+    out(f"wrote {path} (ExecStart={chatd_path()}{''.join(' ' + a for a in plan.args)})")
+    for note in plan.notes:
+        out(f"  {note}")
+    start = "systemctl --user daemon-reload && systemctl --user enable --now chatd"
+    if running is not None:
+        out(f"now stop the chatd you started (kill {running.get('pid')}), then run: {start}")
+    else:
+        out(f"now run: {start}")
 
 
 def service_print(opts: Options) -> None:
     from mqchat.client.service_unit import render_unit
 
-    sys.stdout.write(render_unit())
+    plan, _ = _unit_plan(opts)
+    sys.stdout.write(render_unit(args=plan.args))
 
 
 def who(opts: Options, room: str, *, as_json: bool) -> None:
     """List who is in ROOM: name, fingerprint, verified or not, online or last seen."""
     from mqchat.client.render import escape, local_date, local_time, safe_json
+    from mqchat.protocol.fingerprints import short_fingerprint
 
     with opts.client() as c:
         result: dict[str, Any] = c.call("who", {"room": _room(room)})
@@ -162,4 +178,4 @@ def who(opts: Options, room: str, *, as_json: bool) -> None:
         seen = f"{local_date(m['last_seen'])} {local_time(m['last_seen'])}"
         state = "online" if m["online"] else f"last seen {seen}"
         you = "  (you)" if m.get("you") else ""
-        out(f"{escape(m['name'])}{mark}\t{m['fingerprint'][:16]}\t{state}{you}")
+        out(f"{escape(m['name'])}{mark}\t{short_fingerprint(m['fingerprint'])}\t{state}{you}")

@@ -124,7 +124,11 @@ def fields(event: dict[str, Any]) -> dict[str, Any]:
     """The template fields of an event, strings escaped."""
     out: dict[str, Any] = dict.fromkeys(FIELDS, "")
     for key, value in event.items():
-        if key in out:
+        if key not in out:
+            continue
+        if isinstance(value, bool):  # as in --json: true/false, not Python's True/False
+            out[key] = "true" if value else "false"
+        else:
             out[key] = escape(value) if isinstance(value, str) else value
     ts = str(event.get("ts", ""))
     out["date"] = local_date(ts)

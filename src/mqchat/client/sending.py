@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from mqchat.client.ipc_client import START_HINT, Client, result_of
+from mqchat.client.ipc_client import Client, result_of, start_hint
 from mqchat.errors import (
     DaemonRefused,
     DaemonUnavailable,
@@ -128,7 +128,8 @@ class _Stream:
         where = f" (the last was stdin line {self.last_accepted_line})" if self.accepted else ""
         return DaemonUnavailable(
             f"chatd stopped answering after accepting {self.accepted} of the {sent} lines "
-            f"sent to it{where}; the rest may not have been sent. Is it running? {START_HINT}"
+            f"sent to it{where}; the rest may not have been sent. Is it running? "
+            f"{start_hint(self.c.runtime_dir)}"
         )
 
 

@@ -26,7 +26,7 @@ def run_tail(
     err: Callable[[str], None],
 ) -> None:
     if follow:
-        c.subscribe(rooms, notices=True)
+        c.subscribe(rooms, notices=True, say_away=True)
     names = rooms if rooms is not None else [r["name"] for r in c.call("rooms")]
     feed = RoomFeed(c, names)
     for message in feed.history(lines=lines, since=since):

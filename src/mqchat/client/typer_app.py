@@ -49,7 +49,13 @@ def _parameter(param: Argument | Option) -> inspect.Parameter:
         if not param.required:
             annotation = annotation | None
         default = ... if param.required else None
-        info = typer.Argument(default, metavar=param.metavar, help=param.help, show_default=False)
+        info = typer.Argument(
+            default,
+            metavar=param.metavar,
+            help=param.help,
+            show_default=False,
+            autocompletion=_joined_rooms if param.joined_room else None,
+        )
     elif param.kind is None:
         annotation = bool
         info = typer.Option(False, *param.flags, help=param.help, show_default=False)
@@ -100,6 +106,24 @@ def _typer_command(command: Command) -> Any:
     return _with_signature(run, [_parameter(p) for p in command.params])
 
 
+COMPLETION_TIMEOUT_S = 1.0
+"""A shell waits for completions: a chatd that does not answer at once gives none."""
+
+
+def _joined_rooms(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The joined rooms that start with ``incomplete``, from chatd; none if it is not there."""
+    from mqchat.errors import MqchatError
+
+    runtime_dir = ctx.find_root().params.get("runtime_dir")
+    opts = Options.from_flags(runtime_dir, COMPLETION_TIMEOUT_S)
+    try:
+        with opts.client() as c:
+            rooms: list[dict[str, Any]] = c.call("rooms")
+    except MqchatError:
+        return []
+    return [r["name"] for r in rooms if r["name"].startswith(incomplete)]
+
+
 def _global_options() -> Any:
     def take(ctx: typer.Context, **values: Any) -> None:
         ctx.obj = Options.from_flags(**values)
@@ -117,7 +141,9 @@ def build_app() -> typer.Typer:
     settings: dict[str, Any] = {"no_args_is_help": True}
     app = typer.Typer(
         name="chatctl",
-        help="Encrypted group chat over MQTT: talk to chatd.\n\n" + cli_spec.EXIT_STATUS_HELP,
+        help="Encrypted group chat over MQTT: talk to chatd.\n\n"
+        + cli_spec.EXIT_STATUS_HELP
+        + "\n\n`chatctl --version` prints the version.",
         pretty_exceptions_enable=False,
         add_completion=True,
         context_settings={"help_option_names": list(cli_spec.HELP_OPTIONS)},

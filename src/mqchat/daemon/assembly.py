@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import time
@@ -37,7 +38,7 @@ from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.repair import Repair
 from mqchat.daemon.room_admin import RoomAdmin
 from mqchat.daemon.room_logs import RoomLogs
-from mqchat.daemon.rooms import RoomRegistry
+from mqchat.daemon.rooms import LEFT_INVITE_ROOMS_KEY, RoomRegistry
 from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.service import ChatService
 from mqchat.daemon.state import load_identity
@@ -110,6 +111,7 @@ def assemble_core(
     """Wire the core parts to each other (tests and benchmarks use them as chatd does)."""
     rooms = RoomRegistry()
     rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
+    rooms.left_by_invite = _names(store.meta.get(LEFT_INVITE_ROOMS_KEY))
     sealer = BatchSealer(
         rooms=rooms, identity=identity, name=settings.name, clock_ms=clock_ms, random=os.urandom
     )
@@ -320,3 +322,12 @@ def broker_state(
     if up:
         presence.announce_all(PresenceState.ONLINE)
     events.publish(None, notice_event(None, "broker_up" if up else "broker_down", why))
+
+
+def _names(stored: str | None) -> list[str]:
+    """A JSON list of room names from the meta table; anything else is no names."""
+    try:
+        names = json.loads(stored or "[]")
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []

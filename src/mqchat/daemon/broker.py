@@ -49,6 +49,10 @@ MAX_INFLIGHT = 100
 """QoS 1 publishes awaiting PUBACK at once, or fewer if the broker's Receive Maximum says so."""
 CONNACK_TIMEOUT_S = 10.0
 """A broker that says nothing this long after CONNECT is taken to have ignored it."""
+V5_PROBE_S = 3.0
+"""In "auto", until a broker has answered MQTT 5 once: the wait for CONNACK before
+3.1.1 is tried. amqtt 0.12 misreads MQTT 5's CONNECT properties as a longer
+packet and waits in silence; 10 s of that at every start is too long."""
 ECHO_MEMORY = 65536
 """Payloads of ours remembered, by their first bytes, to drop their 3.1.1 echoes."""
 ECHO_PREFIX = 48
@@ -120,6 +124,7 @@ class BrokerLink:
         self._echoes_lock = threading.Lock()
         self._url_index = 0
         self._connack: ReasonCode | None = None  # the CONNACK of the current attempt
+        self._v5_answered = False  # a broker accepted MQTT 5: wait the full CONNACK time
         self.generation = 0
         """Counts paho clients made: a new one holds none of the old one's messages."""
         self.protocol = "3.1.1" if settings.protocol == "3.1.1" else "5"
@@ -295,11 +300,13 @@ class BrokerLink:
     def _serve(self) -> None:
         """Run paho until the connection ends, or CONNECT goes unanswered too long."""
         started = time.monotonic()
+        probing = self._settings.protocol == "auto" and self.protocol == "5"
+        wait = V5_PROBE_S if probing and not self._v5_answered else CONNACK_TIMEOUT_S
         while not self._stopping.is_set():
-            rc = self._client.loop(timeout=1.0)
+            rc = self._client.loop(timeout=min(1.0, wait))
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
-            if self._connack is None and time.monotonic() - started > CONNACK_TIMEOUT_S:
+            if self._connack is None and time.monotonic() - started > wait:
                 self._client.disconnect()
                 break
         with self._topics_lock:
@@ -369,6 +376,7 @@ class BrokerLink:
                 self._failed(f"{self.url} refused the connection: {reason}")
             return
         self._connacks += 1
+        self._v5_answered = self._v5_answered or self.protocol == "5"
         self.failing_since = None
         # paho does not read the broker's Receive Maximum itself (and cannot change
         # its in-flight limit while connected): the outbox window hands it no more.
@@ -395,7 +403,15 @@ class BrokerLink:
         with self._topics_lock:
             self._session_up = False
         if self.connected and not self._stopping.is_set():
-            self._failed(f"disconnected from {self.url}: {reason}")
+            # Without a DISCONNECT packet paho's reason is "Unspecified error":
+            # say what happened instead.
+            if flags.is_disconnect_packet_from_server:
+                self._failed(f"{self.url} ended the connection: {reason}")
+            else:
+                self._failed(
+                    f"the connection to {self.url} closed (the broker stopped or "
+                    "restarted, or the network is down); trying again"
+                )
         else:
             self.connected = False
 

@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from mqchat.drop_reasons import is_routine
+
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +35,10 @@ class DropCounter:
             return
         self._last_logged[reason] = now
         more = self._suppressed.pop(reason, 0)
-        log.warning(
+        # Routine drops (a broker's redelivery, a repaired copy) are part of normal
+        # operation: a WARNING for each would teach users to ignore the log.
+        log.log(
+            logging.INFO if is_routine(reason) else logging.WARNING,
             "dropped %s%s%s",
             reason.replace("_", " "),
             f" ({detail})" if detail else "",

@@ -66,11 +66,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.umask(0o077)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level.upper(),
-        format="chatd: %(levelname)s: %(message)s",
-    )
+    from mqchat.daemon.log_format import configure
+
+    configure(sys.stderr, args.log_level.upper())
     try:
         settings = load_settings(
             {

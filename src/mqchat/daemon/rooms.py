@@ -209,12 +209,38 @@ class Room:
         )
 
 
+def another_room_warning(name: str) -> str:
+    """Joined with a passphrase: the name of a room that was joined by invite and left."""
+    return (
+        f"{name!r} was a room you had joined by invite and left: this is another room of "
+        f"that name, with a passphrase, and the old room's messages stay in your history. "
+        f"To go back to the old room, ask a member for a new invite (`chatctl join "
+        f"--invite`); to undo this join, `chatctl leave {name}`"
+    )
+
+
+LEFT_INVITE_ROOMS_KEY = "left_invite_rooms"
+"""The meta table's key for RoomRegistry.left_by_invite (a JSON list of names)."""
+LEFT_REMEMBERED = 64
+"""How many left invite rooms chatd remembers, for its hints (kept in the meta table)."""
+
+
 class RoomRegistry:
     """The joined rooms, by name and by topic: what requests and payloads are routed by."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Room] = {}
         self._by_topic: dict[str, Room] = {}
+        self.left_by_invite: list[str] = []
+        """Random-key rooms left, newest last (at most LEFT_REMEMBERED): a passphrase
+        ``join`` of one of these names makes another room, and the hints must say so."""
+
+    def left(self, room: Room) -> None:
+        """``room`` was left: remember whether only a new invite brings it back."""
+        names = [n for n in self.left_by_invite if n != room.name]
+        if room.random_key:
+            names.append(room.name)
+        self.left_by_invite = names[-LEFT_REMEMBERED:]
 
     def load(self, records: list[RoomRecord], last_seq: Callable[[str], int], prefix: str) -> None:
         """The rooms a previous run joined, under today's topic prefix."""
@@ -249,8 +275,21 @@ class RoomRegistry:
     def require(self, name: str) -> Room:
         room = self.get(name)
         if room is None:
-            raise NotJoined(f"you have not joined room {name!r}: run `chatctl join {name}` first")
+            raise NotJoined(self.not_joined_hint(name))
         return room
+
+    def not_joined_hint(self, name: str) -> str:
+        """Why ``name`` is not joined, and the way back that leads to the same room."""
+        if name in self.left_by_invite:
+            return (
+                f"you left {name!r}, a room you had joined by invite: to come back, ask a "
+                f"member for a new invite and run `chatctl join --invite` (`chatctl join "
+                f"{name}` would make another room of that name, with a passphrase)"
+            )
+        return (
+            f"you have not joined room {name!r}: run `chatctl join --invite` with an "
+            f"invite to it, or `chatctl join {name}` if it is a passphrase room"
+        )
 
     def on_topic(self, topic: str) -> Room | None:
         return self._by_topic.get(topic)

@@ -13,6 +13,7 @@ Handlers read before they write (a read may write what the batch staged so far).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -29,7 +30,7 @@ from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.repair import Repair
-from mqchat.daemon.rooms import Room, RoomRegistry
+from mqchat.daemon.rooms import LEFT_INVITE_ROOMS_KEY, Room, RoomRegistry, another_room_warning
 from mqchat.daemon.state import StreamReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
 from mqchat.daemon.unit_of_work import UnitOfWork
@@ -213,7 +214,10 @@ class ChatService:
         self.presence.announce(new, PresenceState.ONLINE)
         log.info("joined a room (%s%s)", new.cipher, ", legacy" if new.legacy else "")
         self.events.publish(name, notice_event(name, "joined", f"joined {name}"))
-        return {**_room_info(new), "joined": True}
+        info = _room_info(new)
+        if name in self.rooms.left_by_invite:
+            info["warning"] = "; ".join(filter(None, (another_room_warning(name), info["warning"])))
+        return {**info, "joined": True}
 
     def rpc_leave(self, room: str) -> dict[str, Any]:
         r = self.rooms.require(room)
@@ -223,6 +227,8 @@ class ChatService:
         for forget in self.on_leave:
             forget(r)
         self.rooms.remove(r)
+        self.rooms.left(r)
+        self.store.meta.set(LEFT_INVITE_ROOMS_KEY, json.dumps(self.rooms.left_by_invite))
         if self.link is not None:
             for topic in r.topics:
                 self.link.unsubscribe(topic)
@@ -328,28 +334,11 @@ class ChatService:
         pin = self.store.memory.pin(r.name, sender)
         pinned = pin.key if pin is not None else None
         seen = self.store.memory.keys_seen(r.name, sender)
-        candidates = [
-            {
-                "fingerprint": key_fingerprint(key),
-                "first_seen": iso_ts(first),
-                "last_seen": iso_ts(last),
-                "messages": count,
-                "pinned": key == pinned,
-            }
-            for key, first, last, count in seen
-        ]
-        if pinned is not None and pinned not in [k for k, *_ in seen]:
-            # Pinned before chatd kept a list of keys seen (or our own, pinned at join).
-            candidates.insert(
-                0,
-                {
-                    "fingerprint": key_fingerprint(pinned),
-                    "first_seen": None,
-                    "last_seen": None,
-                    "messages": None,
-                    "pinned": True,
-                },
-            )
+        keys = [k for k, *_ in seen]
+        if pinned is not None and pinned not in keys:
+            # Pinned before chatd kept a list of keys seen (or from an invite, or our own).
+            keys.insert(0, pinned)
+        candidates = [self._key_seen(r.name, sender, key, key == pinned) for key in keys]
         result: dict[str, Any] = {"room": r.name, "name": sender, "candidates": candidates}
         if fingerprint is None:
             return {**result, "trusted": None}
@@ -364,6 +353,19 @@ class ChatService:
         )
         return {**result, "trusted": fp}
 
+    def _key_seen(self, room: str, sender: str, key: bytes, pinned: bool) -> dict[str, Any]:
+        """One key that spoke as ``sender``: counted from the messages stored, so
+        that every message counts (the pins table notes a key once, not each use)."""
+        fp = key_fingerprint(key)
+        count, first, last = self.store.messages.sent_as(room, sender, fp)
+        return {
+            "fingerprint": fp,
+            "first_seen": None if first is None else iso_ts(first),
+            "last_seen": None if last is None else iso_ts(last),
+            "messages": count,
+            "pinned": pinned,
+        }
+
     # ------------------------------------------------------------------ upkeep
     def prune(self) -> None:
         self.store.memory.prune(self.clock_ms())
@@ -377,6 +379,8 @@ def _room_info(room: Room) -> dict[str, Any]:
         "weak": room.weak,
         "last_seq": room.last_seq,
         "warning": room.warning,
+        # How one comes back after leaving: the hints of chatctl and the UI say it.
+        "key": "legacy" if room.legacy else "random" if room.random_key else "passphrase",
     }
 
 

@@ -25,3 +25,9 @@ def fingerprint_digits(text: str) -> str:
 def format_fingerprint(fp: str) -> str:
     """Group a fingerprint for people to compare aloud: ``3f2a 9c01 ...``."""
     return " ".join(fp[i : i + 4] for i in range(0, len(fp), 4))
+
+
+def short_fingerprint(fp: str) -> str:
+    """The first MIN_FINGERPRINT_DIGITS digits, grouped: what `who` and `members` print,
+    exactly as much as `chatctl trust` needs to name a key."""
+    return format_fingerprint(fp[:MIN_FINGERPRINT_DIGITS])

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mqchat.errors import WeakKdfParameters, WeakPassphrase
-from mqchat.protocol.limits import MIN_PASSPHRASE_CHARS, normalize_room
+from mqchat.protocol.limits import is_short_passphrase, normalize_room
 
 SALT_LABEL = b"mqchat/v1/salt\x00"
 MASTER_KEY_BYTES = 32
@@ -90,7 +90,7 @@ class RoomKeys:
 def check_passphrase(passphrase: str, *, weak: bool) -> None:
     if not passphrase.strip():
         raise WeakPassphrase("the passphrase is empty")
-    if len(unicodedata.normalize("NFC", passphrase)) < MIN_PASSPHRASE_CHARS and not weak:
+    if is_short_passphrase(passphrase) and not weak:
         raise WeakPassphrase()
 
 

@@ -30,6 +30,11 @@ MIN_PASSPHRASE_CHARS = 12
 _FORBIDDEN_IN_ROOM = frozenset("+#/")
 
 
+def is_short_passphrase(passphrase: str) -> bool:
+    """Shorter than MIN_PASSPHRASE_CHARS (NFC characters): refused unless --weak."""
+    return len(unicodedata.normalize("NFC", passphrase)) < MIN_PASSPHRASE_CHARS
+
+
 def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
 

@@ -26,8 +26,9 @@ from textual.worker import get_current_worker
 
 from mqchat.client.render import escape
 from mqchat.client.sending import QUEUED_NOTE
+from mqchat.client.ui import room_commands
 from mqchat.client.ui.commands import ESCAPED_SLASH, parse_join, split_command, unknown_command
-from mqchat.client.ui.lines import entry_line, members_text, own_notice_text, room_title
+from mqchat.client.ui.lines import members_text, own_notice_text, room_title, who_lines
 from mqchat.client.ui.link import PAGE, POLL_S, Link
 from mqchat.client.ui.screens import ConfirmLeave, HelpScreen, JoinScreen, RoomPrompt
 from mqchat.client.ui.state import ChatState
@@ -49,13 +50,19 @@ class ChatApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "mqchat"
     ENABLE_COMMAND_PALETTE = False
+    HORIZONTAL_BREAKPOINTS = [  # noqa: RUF012 -- Textual reads it; App declares it a list
+        (0, "-tiny"),
+        (64, "-narrow"),
+        (110, "-wide"),
+    ]
+    """Screen classes by terminal width: app.tcss hides side panels on narrow ones."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help"),
         Binding("ctrl+n", "step(1)", "Next room"),
         Binding("ctrl+p", "step(-1)", "Prev room"),
         Binding("f2", "join", "Join"),
         Binding("f3", "leave", "Leave"),
-        Binding("f4", "who", "Members", show=False),
+        Binding("f4", "toggle_members", "Members"),
         Binding("pageup", "page(-1)", "Older", show=False, priority=True),
         Binding("pagedown", "page(1)", "Newer", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -129,9 +136,22 @@ class ChatApp(App[None]):
     def _request(self, request: Callable[[], None]) -> None:
         self._requests.put(request)
 
+    # what mqchat.client.ui.room_commands uses
+    request = _request
+    post_from_thread = _post
+
+    def open_room(self, name: str) -> None:
+        """Show ``name`` now if it is here, else as soon as the listener has it."""
+        if name in self.state.rooms:
+            self._select(name)
+        else:
+            self.joining = name
+
     # ------------------------------------------------------------------ what chatd said
     @on(FromChatd)
     def _from_chatd(self, message: FromChatd) -> None:
+        if self._stopping.is_set() or not self.query("#log"):
+            return  # the app is closing: its widgets are going or gone
         kind, data = message.kind, message.data
         state = self.state
         if kind == "status":
@@ -170,6 +190,11 @@ class ChatApp(App[None]):
                 state.rooms[room].answered(result.get("members") or [])
         elif kind == "no_presence":
             state.presence = False
+        elif kind == "who_said":
+            room_name, result = data
+            for line in who_lines(room_name, result, self.today()):
+                self._say("note", line)
+            return
         elif kind in ("error", "dropped", "lost", "note"):
             self._say(kind, data)
             if kind == "dropped" and data.get("count") is None:  # chatd restarted
@@ -195,7 +220,7 @@ class ChatApp(App[None]):
             return
         room = state.rooms.get(changed)
         if changed == state.current and room is not None and room.entries[-1:] == [event]:
-            self.query_one("#log", MessageLog).add(entry_line(event, self.today()))
+            self.query_one("#log", MessageLog).add(event, self.today())
         if event.get("type") == "presence":
             self._draw_members()
         self.query_one("#rooms", RoomList).show(state)
@@ -207,7 +232,7 @@ class ChatApp(App[None]):
         notice = {"type": "notice", "room": self.state.current, "kind": kind, "text": text}
         if self.state.room is not None:
             self.state.room.add(notice)
-        self.query_one("#log", MessageLog).add(entry_line(notice, self.today()))
+        self.query_one("#log", MessageLog).add(notice, self.today())
 
     # ------------------------------------------------------------------ drawing
     def draw(self) -> None:
@@ -266,7 +291,26 @@ class ChatApp(App[None]):
         self._request(who)
 
     def action_who(self) -> None:
-        self._ask_who(again=True)
+        """/who: the members, in the log (the panel may be hidden at this width)."""
+        room = self.state.room
+        if room is None:
+            self._say("error", "no room here: /who lists the members of the room shown")
+            return
+        name, link = room.name, self.link
+
+        def who() -> None:
+            result = link.who(name)
+            self._post("no_presence" if result is None else "members", (name, result))
+            self._post("who_said", (name, result))
+
+        self._request(who)
+
+    def action_toggle_members(self) -> None:
+        """F4: show the members panel, or hide it, whatever the width says."""
+        main = self.query_one("#main")
+        shown = self.query_one("#members").display
+        main.set_class(not shown, "-members-shown")
+        main.set_class(shown, "-members-hidden")
 
     def action_page(self, step: int) -> None:
         log = self.query_one("#log", MessageLog)
@@ -286,20 +330,23 @@ class ChatApp(App[None]):
 
     def action_join(self, options: dict[str, Any] | None = None) -> None:
         options = dict(options or {})
+        if options.pop("invite", False):
+            room_commands.join_by_invite(self)
+            return
         room = options.pop("room", "")
         if room:
-            self.push_screen(JoinScreen(self._join, room, **options), self._release_input)
+            self.push_screen(JoinScreen(self._join, room, **options), self.release_input)
             return
 
         def chosen(name: str | None) -> None:
             if name:
-                self.push_screen(JoinScreen(self._join, name, **options), self._release_input)
+                self.push_screen(JoinScreen(self._join, name, **options), self.release_input)
             else:
-                self._release_input()
+                self.release_input()
 
         self.push_screen(RoomPrompt(), chosen)
 
-    def _release_input(self, _: object = None) -> None:
+    def release_input(self, _: object = None) -> None:
         """The join dialog is gone: the input line takes keys again (HistoryInput.held)."""
         self.query_one("#input", HistoryInput).held = False
 
@@ -337,7 +384,10 @@ class ChatApp(App[None]):
             if leave:
                 self._request(lambda: link.call("leave", {"room": name}))
 
-        self.push_screen(ConfirmLeave(name), answered)
+        held = self.state.rooms.get(name)
+        self.push_screen(
+            ConfirmLeave(name, by_invite=held is not None and held.by_invite), answered
+        )
 
     # ------------------------------------------------------------------ the input line
     @on(HistoryInput.Line)
@@ -351,7 +401,7 @@ class ChatApp(App[None]):
             try:
                 self._command(line)
             except MqchatError as exc:
-                self._release_input()  # no dialog came
+                self.release_input()  # no dialog came
                 self._say("error", exc.message)
             return
         self._send(line)
@@ -387,5 +437,7 @@ class ChatApp(App[None]):
             self.action_join(parse_join(args))
         elif name == "/leave":
             self.action_leave(normalize_room(args[0]) if args else None)
+        elif name in room_commands.ROOM_COMMANDS:
+            room_commands.run(self, name, args)
         else:
             raise unknown_command(name)

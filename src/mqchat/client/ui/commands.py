@@ -1,4 +1,5 @@
-"""The interface's slash commands: ``/join ROOM [--legacy] [--weak] [--cipher C]`` and others.
+"""The interface's slash commands: ``/join ROOM [--legacy] [--weak] [--cipher C]``,
+``/join --invite`` and others (the room commands: mqchat.client.ui.room_commands).
 
 A line that starts with ``/`` is a command and is never sent, as in ``chatctl
 chat``; ``//text`` sends ``/text``.
@@ -35,12 +36,15 @@ def unknown_command(name: str) -> UsageError:
 
 def parse_join(words: list[str]) -> dict[str, Any]:
     """``/join``'s words as JoinScreen's options (``room`` empty: ask for it)."""
-    options: dict[str, Any] = {"room": "", "cipher": "fernet", "legacy": False, "weak": False}
+    # cipher None: chatd's default for a new room, as `chatctl join` (room_options).
+    options: dict[str, Any] = {"room": "", "cipher": None, "legacy": False, "weak": False}
     rest = list(words)
     while rest:
         word = rest.pop(0)
         if word in ("--legacy", "--weak"):
             options[word[2:]] = True
+        elif word == "--invite" and not options["room"] and not rest:
+            return {"invite": True}  # the invite is pasted into a masked field
         elif word == "--cipher" and rest and rest[0] in CIPHERS:
             options["cipher"] = rest.pop(0)
         elif not word.startswith("--") and not options["room"]:
@@ -48,6 +52,7 @@ def parse_join(words: list[str]) -> dict[str, Any]:
         else:
             raise UsageError(
                 f"/join takes ROOM [--legacy] [--weak] [--cipher {'|'.join(CIPHERS)}], "
+                f"or --invite alone, "
                 f"not {escape(word)}"
             )
     return options

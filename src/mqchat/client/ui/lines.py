@@ -16,6 +16,7 @@ from rich.text import Text
 from mqchat.client.render import escape, when
 from mqchat.client.ui.members import member_line, sorted_members
 from mqchat.client.ui.state import RoomView
+from mqchat.protocol.fingerprints import short_fingerprint
 
 Event = dict[str, Any]
 
@@ -82,6 +83,17 @@ def entry_line(event: Event, today: dt.date) -> Text:
     return notice_line(event)
 
 
+def hanging_split(line: Text, event: Event) -> tuple[Text, Text]:
+    """``line`` as (what the indent is measured by, the rest): a message's time and
+    sender, a notice's ``-- ``; wrapped lines of the rest start under its first."""
+    if event.get("type") == "message":
+        sender_end = line.plain.find("> ")
+        cut = sender_end + 2 if sender_end >= 0 else 0
+    else:
+        cut = 3 if line.plain.startswith("-- ") else 0
+    return line[:cut], line[cut:]
+
+
 def room_label(room: RoomView, current: bool) -> Text:
     """A room in the side list: ``lobby (3)`` with unread messages; ``!`` for legacy."""
     label = Text(escape(room.name), style="bold" if room.unread or current else "")
@@ -92,9 +104,30 @@ def room_label(room: RoomView, current: bool) -> Text:
     return label
 
 
+WELCOME = (
+    "No room yet. To start, one of:",
+    "  /create ROOM    a new room; then /invite to add people",
+    "  /join --invite  with an invite you were given (hidden)",
+    "  /join ROOM      a room with a shared passphrase (F2)",
+    "F1 lists every key and command.",
+)
+"""The empty screen: the recommended flow first, as in README."""
+
+
+def who_lines(room: str, result: dict[str, Any] | None, today: dt.date) -> list[str]:
+    """/who's answer, for the log: the members panel may be hidden at this width."""
+    if result is None:
+        return ["/who is not available: this chatd does not report presence"]
+    members = sorted_members(result.get("members") or [])
+    lines = [f"members of {escape(room)}: {len(members)}"]
+    for m in members:
+        lines.append(f"  {member_line(m, today)}  {short_fingerprint(str(m.get('fingerprint')))}")
+    return lines
+
+
 def room_title(room: RoomView | None) -> Text:
     if room is None:
-        return Text("no room: /join ROOM (or F2) joins one", style="dim")
+        return Text("no room yet", style="dim")
     title = Text(f"# {escape(room.name)}", style="bold")
     if room.legacy:
         title.append(f"  ! legacy room: {escape(room.warning or 'unverified, unsafe')}", "red")

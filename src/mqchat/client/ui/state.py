@@ -22,6 +22,8 @@ class RoomView:
     name: str
     legacy: bool = False
     warning: str | None = None
+    by_invite: bool = False
+    """A random-key room: after leaving it, only a new invite brings it back."""
     entries: list[Event] = field(default_factory=list)
     """Messages and notices in the order they came (older pages before them)."""
     unread: int = 0
@@ -105,7 +107,10 @@ class ChatState:
 
     def add_room(self, info: Event, messages: list[Event]) -> RoomView:
         room = RoomView(
-            name=info["name"], legacy=bool(info.get("legacy")), warning=info.get("warning")
+            name=info["name"],
+            legacy=bool(info.get("legacy")),
+            warning=info.get("warning"),
+            by_invite=info.get("key") == "random",
         )
         room.entries = list(messages[-MAX_ENTRIES:])
         room.oldest_seq = messages[0]["seq"] if messages else None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
@@ -12,7 +13,7 @@ from textual.message import Message
 from textual.widgets import Input, OptionList, RichLog
 from textual.widgets.option_list import Option
 
-from mqchat.client.ui.lines import entry_line, room_label
+from mqchat.client.ui.lines import WELCOME, entry_line, hanging_split, room_label
 from mqchat.client.ui.state import ChatState, RoomView
 
 INPUT_HISTORY = 500
@@ -49,14 +50,25 @@ class MessageLog(RichLog):
         self._shown = (room, today)
         self.clear()
         if room is None:
+            for line in WELCOME:
+                self.write(Text(line, style="" if line.startswith("  ") else "bold"))
             return
         if room.more_above:
             self.write(Text("-- PageUp at the top shows older messages", style="dim"))
         for entry in room.entries:
-            self.write(entry_line(entry, today))
+            self.add(entry, today)
 
-    def add(self, entry: Text) -> None:
-        self.write(entry)
+    def add(self, event: dict[str, Any], today: dt.date) -> None:
+        """One entry, its wrapped lines indented under its text (a hanging indent)."""
+        prefix, body = hanging_split(entry_line(event, today), event)
+        if not prefix:
+            self.write(body)
+            return
+        grid = Table.grid()
+        grid.add_column(no_wrap=True, width=prefix.cell_len)
+        grid.add_column(overflow="fold")
+        grid.add_row(prefix, body)
+        self.write(grid)
 
     def on_resize(self, event: events.Resize) -> None:
         # Written lines keep the width they were wrapped at: wrap them again.

@@ -81,6 +81,19 @@ class Messages(StagedRows):
         row = self._db.execute("SELECT COUNT(*) FROM messages WHERE room = ?", (room,)).fetchone()
         return int(row[0])
 
+    def sent_as(
+        self, room: str, sender: str, fingerprint: str
+    ) -> tuple[int, int | None, int | None]:
+        """(messages, first ts, last ts) that ``fingerprint`` signed as ``sender`` in
+        ``room``, of those the store still holds: what `chatctl trust` lists."""
+        self._staging.flush()
+        row = self._db.execute(
+            "SELECT COUNT(*), MIN(ts_ms), MAX(ts_ms) FROM messages "
+            "WHERE room = ? AND sender = ? AND fingerprint = ?",
+            (room, sender, fingerprint),
+        ).fetchone()
+        return int(row[0]), row[1], row[2]
+
     def history(
         self, room: str, *, limit: int | None, since: int | None
     ) -> tuple[list[StoredMessage], bool]:
