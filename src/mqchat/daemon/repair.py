@@ -278,6 +278,10 @@ class Repair:
     def _queue_body(self, room: Room, kind: int, body: bytes) -> None:
         if room.v2_topic is not None:
             self._store.outbox.add(OutboxEntry(0, room.name, room.v2_topic, room.qos, body, kind))
+            # Pushed at once (after the commit, when in a batch): a repair answer
+            # queued by a sender that has nothing else to send must not wait for
+            # its next message (issue 22 item 8).
+            self._fill_outbox()
 
     def on_request(self, room: Room, from_key: bytes, record: RepairRequest) -> None:
         """A repair request seen in the room: ours to answer, or another member's."""

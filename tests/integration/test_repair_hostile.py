@@ -1,0 +1,95 @@
+"""Issue 22: repairs and control records that a hostile member or broker cannot turn
+against the room, and repairs that do not wait for the sender to speak again.
+
+A real mosquitto and real daemons; the hostile member is a forged sender (its own
+Ed25519 key, batches sealed by hand with the room's key, as a member could), the
+hostile broker a raw MQTT client that captures payloads and publishes them again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from forge import epoch_zero
+from harness import PASSPHRASE, Broker, Daemon, wait_until
+from mqchat.errors import ProtocolError
+from mqchat.protocol.batch import Batch, open_batch, seal_batch
+from mqchat.protocol.records import Heads, Record, RepairRequest, Text
+from mqchat.protocol.signing import SigningIdentity
+from rawmqtt import RawClient
+
+MakeDaemon = Callable[..., Daemon]
+
+
+class Forger:
+    """A member of ``room`` that chatd does not run: seals what it is told, with a
+    signed time that goes forward unless it is told otherwise."""
+
+    def __init__(self, room: str, name: str = "carol") -> None:
+        self.keys = epoch_zero(PASSPHRASE, room)
+        self.topic = self.keys.topic("mqchat/v1")
+        self.identity = SigningIdentity.generate(os.urandom)
+        self.name = name
+        self._last_ms = 0
+
+    def seal(self, records: list[Record], sent_ms: int | None = None) -> bytes:
+        if sent_ms is None:
+            sent_ms = self._last_ms = max(self._last_ms + 1, int(time.time() * 1000))
+        return seal_batch(
+            self.keys, self.identity, name=self.name, records=records, sent_ms=sent_ms,
+            random=os.urandom,
+        )  # fmt: skip
+
+    def batches(self, raw: RawClient) -> list[Batch]:
+        """Every batch of the room the broker carried, opened."""
+        opened = []
+        for payload in raw.on_topic(self.topic):
+            try:
+                opened.append(open_batch(payload, self.keys))
+            except ProtocolError:
+                continue
+        return opened
+
+
+def texts_of(batches: list[Batch], key: bytes, *, repaired: bool) -> list[Text]:
+    return [
+        r
+        for b in batches
+        if b.sender_key == key
+        for r in b.records
+        if isinstance(r, Text) and r.repaired == repaired
+    ]
+
+
+def heads_of(batches: list[Batch], key: bytes) -> list[Heads]:
+    return [r for b in batches if b.sender_key == key for r in b.records if isinstance(r, Heads)]
+
+
+def test_an_idle_sender_answers_a_repair_request_at_once(
+    broker: Broker, make_daemon: MakeDaemon, room: str
+) -> None:
+    """Item 8: alice sent three messages and is quiet; a request for them is answered
+    within seconds, not at her next heads (10 s later) or her next message."""
+    alice = make_daemon("alice")
+    alice.join(room)
+    carol = Forger(room)
+    with RawClient(broker) as raw:
+        alice.ok("send", room, "one", "two", "three")
+        alice_key = wait_until(
+            lambda: next((b.sender_key for b in carol.batches(raw) if b.records), None),
+            "alice's texts on the broker",
+        )
+        sent = wait_until(lambda: texts_of(carol.batches(raw), alice_key, repaired=False), "texts")
+        wait_until(lambda: heads_of(carol.batches(raw), alice_key), "alice's heads after 1 s")
+        stream = sent[0].stream
+        asked_at = time.monotonic()
+        raw.publish(carol.topic, carol.seal([RepairRequest(alice_key, stream, ((1, 1),))]))
+        repaired = wait_until(
+            lambda: texts_of(carol.batches(raw), alice_key, repaired=True),
+            "alice's answer",
+            timeout=5,
+        )
+        assert time.monotonic() - asked_at < 5
+        assert [t.seq for t in repaired] == [1]
