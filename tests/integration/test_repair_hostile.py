@@ -93,3 +93,28 @@ def test_an_idle_sender_answers_a_repair_request_at_once(
         )
         assert time.monotonic() - asked_at < 5
         assert [t.seq for t in repaired] == [1]
+
+
+def test_a_text_dated_after_9999_is_dropped_once_a_line_and_history_still_works(
+    broker: Broker, make_daemon: MakeDaemon, room: str
+) -> None:
+    """Item 7: version 2 texts get version 1's time bound. Fifty texts dated in the
+    year 144,000 are dropped and counted, without a traceback, and neither the
+    running tail nor `tail --since 0` afterwards fails."""
+    bob = make_daemon("bob")
+    bob.join(room)
+    tail = bob.tail(room, "--since", "0")
+    carol = Forger(room)
+    far = 2**52
+    with RawClient(broker) as raw:
+        for seq in range(1, 51):
+            mid = os.urandom(16)
+            raw.publish(carol.topic, carol.seal([Text(5 + seq, 1, mid, far, f"far {seq}")]))
+        raw.publish(carol.topic, carol.seal([Text(77, 1, os.urandom(16), 1_900_000_000_000, "ok")]))
+        assert tail.messages(1)[0]["text"] == "ok"
+    assert bob.status()["dropped"].get("undecryptable") == 50
+    shown = bob.ok("tail", room, "--no-follow", "--since", "0")
+    assert "ok" in shown and "far" not in shown
+    log = bob.log()
+    assert "Traceback" not in log
+    assert log.count("after 9999-12-31") == 1
