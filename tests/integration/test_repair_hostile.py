@@ -118,3 +118,23 @@ def test_a_text_dated_after_9999_is_dropped_once_a_line_and_history_still_works(
     log = bob.log()
     assert "Traceback" not in log
     assert log.count("after 9999-12-31") == 1
+
+
+def test_a_broker_that_allows_only_qos_0_is_named_in_status_and_the_log(
+    make_broker: Callable[..., Broker], make_daemon: MakeDaemon
+) -> None:
+    """Item 11: mosquitto with `max_qos 0` (as mqttools) would drop the connection at
+    every QoS 1 publish; chatd says so once (retries only at debug level), and status
+    does not say connected."""
+    broker = make_broker(extra=("max_qos 0",))
+    alice = make_daemon("alice", on=broker, start=False)
+    alice.start(wait_connected=False)
+    error = wait_until(
+        lambda: (alice.status()["broker"].get("last_error") or {}).get("reason"),
+        "status to say what is wrong",
+    )
+    assert "allows only QoS 0" in error
+    assert alice.status()["broker"]["connected"] is False
+    assert "allows only QoS 0" in alice.ok("status")
+    warnings = [line for line in alice.log().splitlines() if "WARNING" in line]
+    assert sum("allows only QoS 0" in line for line in warnings) == 1
