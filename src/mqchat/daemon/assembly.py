@@ -23,6 +23,7 @@ import zmq
 
 from mqchat.config import Settings
 from mqchat.daemon.broker import BrokerLink
+from mqchat.daemon.control_order import SignedClock
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.events import EventPublisher
@@ -103,8 +104,9 @@ def assemble_core(
     """Wire the core parts to each other (tests and benchmarks use them as chatd does)."""
     rooms = RoomRegistry()
     rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
+    signed_ms = SignedClock(clock_ms)
     sealer = BatchSealer(
-        rooms=rooms, identity=identity, name=settings.name, clock_ms=clock_ms, random=os.urandom
+        rooms=rooms, identity=identity, name=settings.name, clock_ms=signed_ms, random=os.urandom
     )
     outbox = OutboxWindow(store, events, work, clock_ms, rooms.names, sealer)
     kdf = KeyDerivation()
@@ -157,6 +159,9 @@ def assemble_core(
     inbox.repair = repair
     repair.show = inbox.show
     presence.extra_records = repair.presence_heads
+    presence.signed_ms = signed_ms
+    presence.refused = drops.drop
+    presence.came_online = repair.came_online
     service = ChatService(
         settings,
         store,
