@@ -81,6 +81,15 @@ class EventStream:
             elif event and self._awaiting is None:
                 yield event
 
+    def mark_read(self, marks: dict[str, int]) -> None:
+        """A ``read`` line: per room, the highest seq shown (docs/ipc.md, "Events")."""
+        if self._sock is None or not marks:
+            return
+        try:
+            self._sock.sendall((json.dumps({"read": marks}) + "\n").encode())
+        except OSError:
+            return  # the reader notices the lost connection and subscribes again
+
     # ------------------------------------------------------------------ internals
     @property
     def _path(self) -> Path:

@@ -162,6 +162,12 @@ class Client:
             raise RuntimeError("subscribe first")
         return self._events.events(timeout)
 
+    def mark_read(self, marks: dict[str, int]) -> None:
+        """Tell chatd how far each room has been shown, so that its retention keeps
+        the rest while we follow (a no-op when not subscribed)."""
+        if self._events is not None:
+            self._events.mark_read(marks)
+
 
 def result_of(reply: Reply) -> Any:
     if reply.error_code is not None:

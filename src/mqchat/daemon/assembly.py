@@ -212,6 +212,7 @@ def assemble(
             path.unlink()
     drops = DropCounter()
     events = EventPublisher(events_path, drops)
+    store.messages.lowest_unread = events.clients.followers.lowest_unread
     work = UnitOfWork(store, events)
     core = assemble_core(settings, store, identity, events, drops, work, die)
     rooms, outbox, kdf = core.rooms, core.outbox, core.kdf

@@ -24,6 +24,7 @@ from itertools import chain
 from typing import Any, NamedTuple
 
 from mqchat.daemon.drops import DropCounter
+from mqchat.daemon.followers import Followers, parse_read
 from mqchat.errors import InvalidRoomName
 from mqchat.protocol.limits import normalize_room
 
@@ -265,6 +266,7 @@ class EventClients:
         self._roomless: set[EventClient] = set()
         self._room_entries = 0
         self._backlog_estimate = 0  # over all clients; recounted when it looks too high
+        self.followers = Followers()
 
     def __len__(self) -> int:
         return len(self._order)
@@ -276,9 +278,13 @@ class EventClients:
 
     def remove(self, client: EventClient) -> None:
         self._unsubscribe(client)
+        self.followers.forget(client)
         self._order.pop(client, None)
 
     def request(self, client: EventClient, line: bytes) -> None:
+        if line.startswith(b'{"read"'):
+            self._read(client, line)
+            return
         try:
             sub = parse_subscription(line)
         except ValueError as exc:
@@ -299,6 +305,19 @@ class EventClients:
         while self._room_entries > MAX_ROOM_ENTRIES:
             self._evict(f"chatd keeps at most {MAX_ROOM_ENTRIES} subscribed room names")
         client.send_control({"type": "sync", "id": sub.id})
+
+    def _read(self, client: EventClient, line: bytes) -> None:
+        """A follower says how far it has shown its rooms (mqchat.daemon.followers)."""
+        try:
+            marks = parse_read(line)
+        except ValueError as exc:
+            self.drops.drop("bad_subscription", str(exc))
+            return
+        sub = client.subscription
+        if sub is not None and sub.rooms is not None:
+            marks = {room: seq for room, seq in marks.items() if room in sub.rooms}
+        if sub is not None:
+            self.followers.mark(client, marks)
 
     def _unsubscribe(self, client: EventClient) -> None:
         sub = client.subscription
