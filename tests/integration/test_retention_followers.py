@@ -1,7 +1,7 @@
 """Issue 22 item 10: the store's retention never removes what a following tail has
 not shown yet (docs/store.md, "Retention and tails that follow").
 
-A receiver with a small retention (2,000) takes a burst ten times that size;
+A receiver with a small retention (1,000) takes a burst ten times that size;
 its tail, following from the start, prints every line once, in order, and no
 `skipped` notice; once the tail has read them, retention applies again.
 """
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from harness import Daemon, wait_until
 
 MakeDaemon = Callable[..., Daemon]
-RETENTION = 2_000
-BURST = 20_000
+RETENTION = 1_000
+BURST = 10_000
 
 
 def test_a_following_tail_gets_a_burst_far_over_retention_whole(

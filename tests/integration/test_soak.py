@@ -10,5 +10,5 @@ from soak import soak
 
 
 def test_a_short_chaos_soak_loses_nothing_and_shows_nothing_twice(tmp_path: Path) -> None:
-    problems = soak(seed=22, minutes=0.5, workdir=tmp_path, log=lambda line: None)
+    problems = soak(seed=22, minutes=0.25, workdir=tmp_path, log=lambda line: None)
     assert problems == []
