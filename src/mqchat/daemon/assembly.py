@@ -158,10 +158,10 @@ def assemble_core(
     )
     inbox.repair = repair
     repair.show = inbox.show
-    presence.extra_records = repair.presence_heads
+    presence.extra_records = repair.sending.presence_heads
     presence.signed_ms = signed_ms
     presence.refused = drops.drop
-    presence.came_online = repair.came_online
+    presence.came_online = repair.sending.came_online
     service = ChatService(
         settings,
         store,
@@ -217,7 +217,7 @@ def assemble(
     core = assemble_core(settings, store, identity, events, drops, work, die)
     rooms, outbox, kdf = core.rooms, core.outbox, core.kdf
     presence, inbox, service = core.presence, core.inbox, core.service
-    core.repair.final_heads_at_start()
+    core.repair.sending.final_heads_at_start()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     server = IpcServer(ctx, f"ipc://{ctl_path}", service, work, drops)
     link = BrokerLink(

@@ -39,7 +39,7 @@ from mqchat.daemon.store import Store, StoredMessage, StreamRow
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.protocol import gaps
 from mqchat.protocol.ipc import notice_event
-from mqchat.protocol.records import Heads, Record, RepairRequest
+from mqchat.protocol.records import Heads, RepairRequest
 from mqchat.protocol.signing import fingerprint, format_fingerprint
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,7 @@ class Repair:
         self._order = itertools.count()  # ties in the heaps
         self._wanting: dict[tuple[str, bytes], set[int]] = {}
         """Streams with missing numbers, per (room, sender key)."""
-        self._unpinned: set[StreamId] = set()
-        """Of those, the streams of keys not pinned to their name."""
+        self._unpinned: set[StreamId] = set()  # of those, of keys not pinned to their name
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -384,15 +383,6 @@ class Repair:
     # ------------------------------------------------------------------ sending
     def sent(self, room: Room) -> None:
         self.sending.sent(room)
-
-    def presence_heads(self, room: Room) -> list[Record]:
-        return self.sending.presence_heads(room)
-
-    def final_heads_at_start(self) -> None:
-        self.sending.final_heads_at_start()
-
-    def came_online(self, room: Room, member: bytes) -> None:
-        self.sending.came_online(room, member)
 
     def forget(self, room: Room) -> None:
         """``leave``: what we tracked of the room's senders goes."""
