@@ -3,13 +3,11 @@
 Receiving: every text and heads record of another member passes through the
 pure rules of mqchat.protocol.gaps, per (sender key, room, stream); the state
 is in the store (mqchat.daemon.store.gaps). A text after a gap is held back
-(stored, not shown) until the gap is filled or given up, then shown in the
-sender's order. Missing numbers are asked for with repair requests in the room,
-first after a random 0.2-1 s, then after 2, 4, 8 ... 64 s and every 10 minutes;
-a number is lost when the sender's heads say it no longer holds it, or after
-``give_up_s`` (24 hours by default): a ``lost`` notice and a counter in
-``status``. Asks and give-ups are kept in heaps by when they are due, so a
-pass costs what is due, not what is tracked.
+until the gap is filled or given up, then shown in the sender's order. Missing
+numbers are asked for in the room after a random 0.2-1 s, then 2, 4 ... 64 s,
+then every 10 minutes; a number is lost when the sender's heads say it no
+longer holds it, or after ``give_up_s`` (24 h by default). Asks and give-ups
+wait in heaps by when they are due: a pass costs what is due, not what is tracked.
 
 What a sender (or a key posing as one) can make us track is bounded: a heads
 claims at most ``MAX_HEADS_AHEAD`` numbers past what we know, a sender key has
@@ -66,6 +64,7 @@ MAX_WANTING_UNPINNED = 256
 MAX_SUPPRESSED = 3
 """Times another member's request may postpone ours for one gap."""
 TICK_S = 0.1
+LOG_LOST_EVERY_S = 10.0
 
 
 class Asking(NamedTuple):
@@ -100,6 +99,7 @@ class Repair:
         self.show: Callable[[Room, StoredMessage], None] = lambda room, message: None
         """Numbers and shows a message (the inbox sets it)."""
         self.counts = {"asked": 0, "republished": 0, "repaired": 0, "lost": 0}
+        self._lost_logged_at, self._lost_unlogged = float("-inf"), 0
         self.sending = RepairSender(
             store=store,
             rooms=rooms,
@@ -257,7 +257,12 @@ class Repair:
         # A key not pinned to the name it claims must not put a loss under that
         # name unmarked (issue 22 item 4).
         who = name if verified else f"{name}? (key {format_fingerprint(fp)}, not pinned to {name})"
-        log.warning("%d %s of a sender could not be repaired; shown as lost", n, what)
+        now = self._monotonic()
+        self._lost_unlogged += n
+        if now - self._lost_logged_at >= LOG_LOST_EVERY_S:
+            # A member's heads can give numbers up again and again: one line per 10 s.
+            log.warning("%d messages could not be repaired; shown as lost", self._lost_unlogged)
+            self._lost_logged_at, self._lost_unlogged = now, 0
         self._work.publish(
             room,
             notice_event(
@@ -373,7 +378,7 @@ class Repair:
             return
         if gaps.count(record.ranges) > PER_REQUESTER_RECORDS_S:
             return
-        if not all(_covered(gap, record.ranges) for gap in row.gaps.missing):
+        if not all(gaps.covered(gap, record.ranges) for gap in row.gaps.missing):
             return
         now = self._monotonic()
         delay = ASK_BACKOFF_S[min(asking.step, len(ASK_BACKOFF_S) - 1)]
@@ -391,9 +396,3 @@ class Repair:
             del self._asking[sid]
             self._unwant(sid)
         self.sending.forget(room)
-
-
-def _covered(gap: gaps.Gap, ranges: tuple[gaps.Range, ...]) -> bool:
-    """Whether every number of ``gap`` is in one of ``ranges`` (a request's ranges do
-    not overlap or touch, so a gap covered at all is covered by one)."""
-    return any(first <= gap.first and gap.last <= last for first, last in ranges)
