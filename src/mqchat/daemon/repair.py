@@ -56,11 +56,10 @@ MAX_HEADS_AHEAD = gaps.MAX_MISSING
 """Numbers a heads may claim past the highest we know of its stream (4,096); a heads
 claiming more is dropped (``dropped.heads_too_far``)."""
 MAX_WANTING_PER_SENDER = 4
-"""Streams of one sender key in a room with missing numbers at most. Past it a
-heads that would open another is dropped (``dropped.too_many_streams``) and a
-text's new gap is given up at once (shown as lost)."""
-MAX_WANTING_UNPINNED = 256
-"""Streams with missing numbers, in all, of keys not pinned to their name."""
+"""Streams with missing numbers of one sender key in a room; past it (or the two
+below) a heads opening another is dropped (``too_many_streams``), a text's gap lost."""
+MAX_WANTING_UNPINNED = 256  # of all keys not pinned to their name
+MAX_WANTING = 1024  # of all keys (a fresh name is pinned to a fresh key)
 MAX_SUPPRESSED = 3
 """Times another member's request may postpone ours for one gap."""
 TICK_S = 0.1
@@ -138,6 +137,8 @@ class Repair:
         if stream in streams:
             return True
         if len(streams) >= MAX_WANTING_PER_SENDER:
+            return False
+        if sum(len(wanted) for wanted in self._wanting.values()) >= MAX_WANTING:
             return False
         return self._pinned(room, name, key) or len(self._unpinned) < MAX_WANTING_UNPINNED
 
