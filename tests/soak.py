@@ -15,7 +15,7 @@ each tail printed each exactly once (over its restarts). Messages whose `send`
 failed (their chatd was killed or frozen) may be there or not, but at most once.
 
 TODO (the lead's rekey rework, issue 21): a rekey, and a member away across a
-rekey, are faults to add here (``FAULTS``) once rekeys have settled.
+rekey, are faults to add (``Soak.rekey`` is the hook) once rekeys have settled.
 
 Exit status 0 when the ledger holds; 1 with what broke, and the seed to repeat it.
 """
@@ -173,6 +173,13 @@ class Soak:
         self.rng_wait(0.1, 2.0)
         t.start()
         self.faults.append(f"tail {t.d.name} SIGKILL")
+
+    def rekey(self) -> None:  # pragma: no cover - not drawn yet
+        """TODO (issue 21, the lead's rekey rework): a member runs `chatctl rekey`
+        while the others send; and `member_away_across_rekey`: a chatd stopped
+        before a rekey and started after it must catch up (docs/protocol.md §17).
+        Add both to ``faults`` in ``run`` once rekeys have settled."""
+        raise NotImplementedError("rekey faults wait for issue 21")
 
     def rng_wait(self, low: float, high: float) -> None:
         time.sleep(self.rng.uniform(low, high))  # the fault's length, drawn from the seed
