@@ -84,3 +84,20 @@ def test_quiet_reason_logs_again_after_the_interval(
 
 def test_counters_start_empty() -> None:
     assert DropCounter().as_dict() == {}
+
+
+def test_drop_says_whether_it_logged(clock: Clock) -> None:
+    """A caller logs its traceback only with the drop's own line, as rarely."""
+    drops = DropCounter(10.0, clock)
+    assert drops.drop("internal_error") is True
+    assert drops.drop("internal_error") is False
+    clock.now += 10
+    assert drops.drop("internal_error") is True
+
+
+def test_a_time_past_9999_is_shown_at_the_end_of_9999() -> None:
+    """A row stored before version 2 texts were bounded must not fail the history."""
+    from mqchat.daemon.events import iso_ts
+
+    assert iso_ts(2**62) == "9999-12-31T23:59:59.999Z"
+    assert iso_ts(-5) == "1970-01-01T00:00:00.000Z"

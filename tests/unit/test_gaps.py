@@ -186,3 +186,12 @@ def test_any_arrival_order_shows_the_whole_stream_in_order(
         r.text(seq, 0)
         r.check(1)
     assert r.shown == list(range(1, 41))
+
+
+def test_a_request_covers_a_gap_only_when_one_range_holds_all_of_it() -> None:
+    """What lets another member's request postpone ours (PGM's NAK suppression)."""
+    gap = gaps.Gap(5, 9, 0)
+    assert gaps.covered(gap, ((1, 10),))
+    assert not gaps.covered(gap, ((1, 7),))
+    assert not gaps.covered(gap, ((1_000_000, 1_000_100),))
+    assert not gaps.covered(gap, ((5, 6), (7, 9)))  # conservative: no suppression

@@ -21,6 +21,9 @@ def message(room: str, seq: int) -> dict[str, Any]:
 class PagingChatd:
     """Answers ``history`` from a list of seqs, ``page`` messages at a time."""
 
+    def mark_read(self, marks: dict[str, int]) -> None:
+        """A tail tells chatd how far it has shown (nothing to hold here)."""
+
     def __init__(self, seqs: dict[str, list[int]], page: int | None) -> None:
         """``page``: messages per reply; None answers as today's chatd, without ``more``."""
         self.seqs = seqs

@@ -104,6 +104,8 @@ class Client:
         self._req.connect(f"ipc://{ctl}")
         self._ids = itertools.count(1)
         self._events: EventSubscriber | None = None
+        self._follower: str | None = None
+        """Drawn at the first read mark (docs/ipc.md, ``read``)."""
 
     def close(self) -> None:
         self._req.close()
@@ -173,6 +175,14 @@ class Client:
         if self._events is None:
             raise RuntimeError("subscribe first")
         return self._events.events(timeout)
+
+    def mark_read(self, marks: dict[str, int]) -> None:
+        """Tell chatd how far each room has been shown, so that its retention keeps
+        the rest while we follow (docs/ipc.md, ``read``)."""
+        if self._follower is None:
+            self._follower = os.urandom(8).hex()
+        for room, seq in marks.items():
+            self.call("read", {"follower": self._follower, "room": room, "seq": seq})
 
 
 def result_of(reply: Reply) -> Any:

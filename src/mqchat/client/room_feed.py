@@ -16,6 +16,7 @@ chatctl holds a whole room in memory. Several rooms are merged lazily.
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -69,12 +70,28 @@ def _retention_notice(room: str, count: int) -> Event:
     )
 
 
+MARK_EVERY_S = 0.1
+"""How often at most chatd is told how far each room has been shown."""
+
+
 class RoomFeed:
     def __init__(self, c: Client, rooms: list[str]) -> None:
         self._c = c
         self._rooms = rooms
         self.last: dict[str, int] = {}
         """Per room, the highest seq passed on (or deliberately skipped, as by ``-n``)."""
+        self._shown: dict[str, int] = {}
+        """Per room, the highest seq the caller has taken (and so shown)."""
+        self._marked_at = 0.0
+
+    def _shown_up_to(self, room: str, seq: int, *, now: bool = False) -> None:
+        """Say how far a room has been shown, so that chatd's retention keeps what
+        follows while we read it (mqchat.daemon.followers); at most every 0.1 s."""
+        self._shown[room] = max(seq, self._shown.get(room, 0))
+        clock = time.monotonic()
+        if now or clock - self._marked_at >= MARK_EVERY_S:
+            self._marked_at = clock
+            self._c.mark_read(dict(self._shown))
 
     def history(self, *, lines: int, since: int | None) -> Iterator[Event]:
         """The last ``lines`` messages of each room, or (``since``) all after that seq."""
@@ -83,6 +100,9 @@ class RoomFeed:
     def _room_history(self, room: str, lines: int, since: int | None) -> Iterator[Event]:
         limit = None if since is not None else lines
         for page in history_pages(self._c, room, since=since, limit=limit):
+            if room not in self._shown:
+                first = page["messages"][0]["seq"] - 1 if page["messages"] else page["last_seq"]
+                self._shown_up_to(room, first, now=True)
             # Everything up to the room's last_seq is now either shown or
             # deliberately left out (-n), so live events are new exactly when
             # their seq is above it.
@@ -90,6 +110,7 @@ class RoomFeed:
             for message in page["messages"]:
                 self.last[room] = max(self.last[room], message["seq"])
                 yield message
+                self._shown_up_to(room, message["seq"])
 
     def follow(self, timeout: float | None = None) -> Iterator[Event | None]:
         """Live events (None after ``timeout`` s of silence), with every gap filled."""
@@ -121,6 +142,7 @@ class RoomFeed:
                     yield from self._fill(room, seen, before=seq)
             self.last[room] = seq
             yield event
+            self._shown_up_to(room, seq)
 
     def _catch_up(self) -> Iterator[Event]:
         """Everything the store holds past what each room has shown."""
@@ -139,6 +161,7 @@ class RoomFeed:
                             yield _retention_notice(room, gone)
                         self.last[room] = seq
                         yield message
+                        self._shown_up_to(room, seq)
             if before is not None and before - 1 > self.last.get(room, after):
                 yield _retention_notice(room, before - 1 - self.last.get(room, after))
         except DaemonRefused as exc:

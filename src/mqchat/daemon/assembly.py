@@ -25,9 +25,11 @@ import zmq
 from mqchat.config import Settings
 from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.catch_up import CatchUp
+from mqchat.daemon.control_order import SignedClock
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.events import EventPublisher
+from mqchat.daemon.followers import Followers
 from mqchat.daemon.inbox import Inbox
 from mqchat.daemon.ipc_server import IpcServer
 from mqchat.daemon.key_derivation import KeyDerivation
@@ -112,8 +114,9 @@ def assemble_core(
     rooms = RoomRegistry()
     rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
     rooms.left_by_invite = _names(store.meta.get(LEFT_INVITE_ROOMS_KEY))
+    signed_ms = SignedClock(clock_ms)
     sealer = BatchSealer(
-        rooms=rooms, identity=identity, name=settings.name, clock_ms=clock_ms, random=os.urandom
+        rooms=rooms, identity=identity, name=settings.name, clock_ms=signed_ms, random=os.urandom
     )
     outbox = OutboxWindow(store, events, work, clock_ms, rooms.names, sealer)
     kdf = KeyDerivation()
@@ -190,9 +193,12 @@ def assemble_core(
     inbox.repair = repair
     repair.show = inbox.show
     presence.extra_records = lambda room: [
-        *repair.presence_heads(room),
+        *repair.sending.presence_heads(room),
         *membership.presence_records(room),
     ]
+    presence.signed_ms = signed_ms
+    presence.refused = drops.drop
+    presence.came_online = repair.sending.came_online
     service = ChatService(
         settings,
         store,
@@ -206,7 +212,10 @@ def assemble_core(
         drops=drops,
         clock_ms=clock_ms,
     )
+    followers = Followers(clock_ms)
+    store.messages.lowest_unread = followers.lowest_unread
     service.handlers.update(
+        read=followers.read,
         create=admin.create,
         invite=admin.invite,
         join_invite=admin.join_invite,
@@ -266,7 +275,7 @@ def assemble(
     core = assemble_core(settings, store, identity, events, drops, work, die)
     rooms, outbox, kdf = core.rooms, core.outbox, core.kdf
     presence, inbox, service = core.presence, core.inbox, core.service
-    core.repair.final_heads_at_start()
+    core.repair.sending.final_heads_at_start()
     server = IpcServer(
         ctx, f"ipc://{ctl_path}", service, work, drops, kdf_busy=lambda: kdf.running > 0
     )

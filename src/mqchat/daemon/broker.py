@@ -375,6 +375,16 @@ class BrokerLink:
             if reason.value not in PROTOCOL_REFUSED or self._settings.protocol != "auto":
                 self._failed(f"{self.url} refused the connection: {reason}")
             return
+        max_qos = getattr(properties, "MaximumQoS", None) if properties else None
+        if max_qos == 0:
+            # Such a broker (mqttools; mosquitto's `max_qos 0`) drops the connection
+            # at our first QoS 1 publish: connected would be a lie (issue 22 item 11).
+            self._failed(
+                f"{self.url} allows only QoS 0 (Maximum QoS 0 in its CONNACK); chatd needs "
+                f"QoS 1 to deliver without loss: use another broker"
+            )
+            client.disconnect()
+            return
         self._connacks += 1
         self._v5_answered = self._v5_answered or self.protocol == "5"
         self.failing_since = None

@@ -25,14 +25,17 @@ class DropCounter:
         self._last_logged: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
 
-    def drop(self, reason: str, detail: str = "") -> None:
-        """Count one dropped item; log it unless this reason logged recently."""
+    def drop(self, reason: str, detail: str = "") -> bool:
+        """Count one dropped item; log it unless this reason logged recently.
+
+        True when a line was logged: a caller with more to say (a traceback) says
+        it then, and so as rarely."""
         self.counts[reason] += 1
         now = self._clock()
         last = self._last_logged.get(reason)
         if last is not None and now - last < self._interval:
             self._suppressed[reason] += 1
-            return
+            return False
         self._last_logged[reason] = now
         more = self._suppressed.pop(reason, 0)
         # Routine drops (a broker's redelivery, a repaired copy) are part of normal
@@ -44,6 +47,7 @@ class DropCounter:
             f" ({detail})" if detail else "",
             f"; {more} more since the last report" if more else "",
         )
+        return True
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)

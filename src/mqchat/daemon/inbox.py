@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
 
 from mqchat.daemon.broker import BrokerLink, Incoming
+from mqchat.daemon.control_order import SignedTimeOrder
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher, to_event
 from mqchat.daemon.repair import Repair
@@ -66,6 +67,10 @@ class Opened(NamedTuple):
     repaired: bool = False
     control: Heads | RepairRequest | None = None
     """A record of the batch that is not a text, handled in order with its texts."""
+    sent_ms: int = 0
+    batch: int = 0
+    """The signed time of a control record's batch, and the batch's number here
+    (mqchat.daemon.control_order)."""
 
 
 def legacy_id(payload: bytes) -> bytes:
@@ -107,6 +112,8 @@ class Inbox:
         self._incoming: list[Incoming] = []
         self._failures = 0  # store failures in a row
         self._unsubscribed: set[str] = set()
+        self.order = SignedTimeOrder()
+        self._batches = 0  # batches opened, to number them for self.order
 
     def on_message(self, inc: Incoming) -> None:
         """Queue a payload; the queue is stored in one transaction per loop pass."""
@@ -189,8 +196,10 @@ class Inbox:
         except Exception as exc:
             if is_failure(exc):
                 raise
-            self.drops.drop("internal_error", type(exc).__name__)
-            log.error("a payload could not be handled; dropped", exc_info=True)
+            # A bug that a payload can trigger can be triggered for every payload:
+            # its traceback is logged as rarely as the drop's own line.
+            if self.drops.drop("internal_error", type(exc).__name__):
+                log.error("a payload could not be handled; dropped", exc_info=True)
             return None
 
     def _retry_later(self, queued: list[Incoming], exc: Exception) -> None:
@@ -270,9 +279,14 @@ class Inbox:
         if batch is None:
             return []
         texts: list[Opened] = []
+        self._batches += 1
         seq_keys: dict[int, bytes] = {}  # a batch's texts are mostly of one stream: hash once
         for record in batch.records:
             if isinstance(record, Text):
+                if record.timestamp_ms > MAX_TIMESTAMP_MS:
+                    # Version 1's bound (docs/protocol.md §6): no date after 9999-12-31.
+                    self.drops.drop("undecryptable", "a text's timestamp is after 9999-12-31")
+                    continue
                 seq_key = seq_keys.get(record.stream)
                 if seq_key is None:
                     seq_key = seq_keys[record.stream] = stream_key(
@@ -292,7 +306,12 @@ class Inbox:
                 arrival = Arrival(
                     room.name, room.joined_ms, batch.sender_name, batch.sender_key, b"", None, 0
                 )
-                texts.append(Opened(room, arrival, "", legacy=False, control=record))
+                texts.append(
+                    Opened(
+                        room, arrival, "", legacy=False, control=record,
+                        sent_ms=batch.sent_ms, batch=self._batches,
+                    )
+                )  # fmt: skip
             # Rekeys go to on_batch (the epoch keeper).
         if batch.skipped:
             self.drops.drop("unknown_record", f"{batch.skipped} of an unknown kind")
@@ -318,6 +337,12 @@ class Inbox:
         """Heads and repair requests (docs/protocol.md §20)."""
         key = o.arrival.sender_key
         if self.repair is None or key is None:
+            return
+        kind = "heads" if isinstance(o.control, Heads) else "request"
+        if not self.order.accept(o.room.name, key, kind, o.sent_ms, o.batch):
+            # A replay (or a batch overtaken by a newer one of the sender): it must
+            # cost nothing, above all not a republication (issue 22 item 5).
+            self.drops.drop("replayed_control", f"{kind} older than the sender's last")
             return
         if isinstance(o.control, Heads):
             dropped = self.repair.on_heads(o.room, key, o.arrival.sender_name, o.control)

@@ -249,7 +249,8 @@ class IpcServer:
     def _error_reply(self, req: Request, exc: Exception) -> bytes:
         if isinstance(exc, MqchatError):
             return encode_error(req.id, error_code(exc), exc.message)
-        log.exception("internal error in %s", req.method)
+        if self._drops.drop("internal_error", req.method):
+            log.error("internal error in %s", req.method, exc_info=exc)
         return encode_error(req.id, INTERNAL_ERROR, f"internal error in {req.method}")
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mqchat.daemon.broker import BrokerLink
+from mqchat.daemon.control_order import SignedTimeOrder
 from mqchat.daemon.events import EventPublisher, iso_ts
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Member, Store
@@ -30,6 +31,9 @@ from mqchat.protocol.signing import SigningIdentity, fingerprint
 
 log = logging.getLogger(__name__)
 
+MAX_MEMBER_ROWS = 256
+"""Member rows kept per room: past this a new key first evicts the member offline the
+longest, and is not kept when all are online (issue 22: 20,000 throw-away keys)."""
 OFFLINE_AFTER_INTERVALS = 3
 """A member not heard from for this many of its own intervals is offline."""
 REPLY_WITHIN_S = 2.0
@@ -64,6 +68,14 @@ class PresenceKeeper:
         self.link: BrokerLink | None = None
         self.extra_records: Callable[[Room], list[Record]] = lambda room: []
         """More records for every presence batch of a room (heads: mqchat.daemon.repair)."""
+        self.signed_ms: Callable[[], int] = clock_ms
+        """The time our batches are signed with (mqchat.daemon.control_order.SignedClock)."""
+        self.order = SignedTimeOrder()
+        self.refused: Callable[[str, str], object] = lambda reason, detail: None
+        """Counts a batch refused here (the drop counter's ``drop``)."""
+        self.came_online: Callable[[Room, bytes], None] = lambda room, key: None
+        """A member said "online" (mqchat.daemon.repair sends it our heads)."""
+        self._batches = 0
 
     # ------------------------------------------------------------------ sending
     def announce(self, room: Room, state: PresenceState) -> None:
@@ -82,7 +94,7 @@ class PresenceKeeper:
             self._identity,
             name=self._name,
             records=found,
-            sent_ms=self._clock_ms(),
+            sent_ms=self.signed_ms(),
             random=self._random,
             cipher=room.cipher,
         )
@@ -112,6 +124,16 @@ class PresenceKeeper:
         if batch.sender_key == self._identity.public_key:
             return
         presence = next((r for r in batch.records if isinstance(r, Presence)), None)
+        self._batches += 1
+        if not self.order.accept(
+            room.name, batch.sender_key, "alive", batch.sent_ms, self._batches
+        ):
+            # Replayed, or older than what we heard from it (issue 22 item 5): says
+            # nothing of whether the sender is here now. (Its texts and control
+            # records are counted where they are refused.)
+            if presence is not None:
+                self.refused("replayed_presence", "older than the sender's last batch")
+            return
         member_key = next((r for r in batch.records if isinstance(r, MemberKey)), None)
         before = self._store.members.get(room.name, batch.sender_key)
         leaving = presence is not None and presence.state == PresenceState.LEAVING
@@ -120,6 +142,9 @@ class PresenceKeeper:
             if presence is not None
             else (before.interval_s if before else self.interval_s)
         )
+        if before is None and not self._room_for_one_more(room.name):
+            self.refused("too_many_members", f"over {MAX_MEMBER_ROWS} in a room")
+            return
         member = Member(
             room.name,
             batch.sender_key,
@@ -135,6 +160,11 @@ class PresenceKeeper:
             self._publish(member, reason)
         if presence is not None and presence.state == PresenceState.ONLINE:
             self._reply_soon(room.name)
+            self.came_online(room, batch.sender_key)
+
+    def _room_for_one_more(self, room_name: str) -> bool:
+        members = self._store.members
+        return members.count(room_name) < MAX_MEMBER_ROWS or members.evict_one_offline(room_name)
 
     def _reply_soon(self, room_name: str) -> None:
         """Answer a member that just came online, so it learns who is here."""

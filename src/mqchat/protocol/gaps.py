@@ -170,6 +170,12 @@ def to_ask(gaps: StreamGaps, limit: int = MAX_RANGES) -> tuple[Range, ...]:
     return tuple(ranges)
 
 
+def covered(gap: Gap, ranges: tuple[Range, ...]) -> bool:
+    """Whether every number of ``gap`` is in one range of ``ranges`` (a conservative
+    test: a gap split over two touching ranges counts as not covered)."""
+    return any(first <= gap.first and gap.last <= last for first, last in ranges)
+
+
 def count(ranges: tuple[Range, ...]) -> int:
     return sum(last - first + 1 for first, last in ranges)
 

@@ -69,6 +69,7 @@ METHODS: Final[dict[str, _ParamSpec]] = {
         "text": (str, False, None),
         "texts": (list, False, None),
     },
+    "read": {"follower": (str, True, None), "room": (str, True, None), "seq": (int, True, None)},
     "history": {
         "room": (str, True, None),
         "limit": (int, False, None),

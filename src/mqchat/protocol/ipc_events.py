@@ -20,7 +20,7 @@ import json
 from typing import Any, Final, Literal, Protocol
 
 from mqchat.errors import InvalidRoomName
-from mqchat.protocol.limits import normalize_room
+from mqchat.protocol.limits import MAX_TIMESTAMP_MS, normalize_room
 
 TOPIC_END: Final = b"\x00"
 NO_ROOM_TOPIC: Final = TOPIC_END
@@ -90,8 +90,10 @@ DAY_MS: Final = 86_400_000
 
 def iso_ts(ms: int) -> str:
     """``2026-11-26T21:04:14.123Z``: UTC, to the millisecond. The date is worked out
-    once a day (every message's event has one); the time of day is arithmetic."""
-    day, of_day = divmod(ms, DAY_MS)
+    once a day (every message's event has one); the time of day is arithmetic.
+    A time outside 1970..9999 (stored by a version that did not bound version 2
+    texts) is shown at the nearest end rather than failing the whole history."""
+    day, of_day = divmod(min(max(ms, 0), MAX_TIMESTAMP_MS), DAY_MS)
     seconds, millis = divmod(of_day, 1000)
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
+from mqchat.daemon.followers import HELD_FOR_FOLLOWERS_TIMES
 from mqchat.daemon.store.records import StoredMessage
 from mqchat.daemon.store.staging import StagedRows, Staging
 
@@ -29,6 +31,9 @@ class Messages(StagedRows):
     def __init__(self, db: sqlite3.Connection, retention: int, staging: Staging) -> None:
         super().__init__(db, staging)
         self.retention = retention
+        self.lowest_unread: Callable[[str], int | None] = lambda room: None
+        """The lowest seq of a room a connected tail has not shown yet
+        (mqchat.daemon.followers): retention keeps it, within a bound."""
 
     def insert(self, m: StoredMessage) -> None:
         self._staged.append(
@@ -65,11 +70,13 @@ class Messages(StagedRows):
         # one seek on the primary key per room, and it removes what a lowered
         # retention left behind too.
         for room, seq in newest.items():
-            if seq > self.retention:
-                db.execute(
-                    "DELETE FROM messages WHERE room = ? AND seq <= ?",
-                    (room, seq - self.retention),
-                )
+            cut = seq - self.retention
+            unread = self.lowest_unread(room) if cut > 0 else None
+            if unread is not None:
+                # A following tail has not shown these yet (issue 22 item 10).
+                cut = max(min(cut, unread - 1), cut - HELD_FOR_FOLLOWERS_TIMES * self.retention)
+            if cut > 0:
+                db.execute("DELETE FROM messages WHERE room = ? AND seq <= ?", (room, cut))
 
     def last_seq(self, room: str) -> int:
         self._staging.flush()

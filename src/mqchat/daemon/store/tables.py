@@ -185,6 +185,22 @@ class Members:
         ).fetchall()
         return [Member(r, bytes(k), n, x, seen, i, bool(o)) for r, k, n, x, seen, i, o in rows]
 
+    def count(self, room: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM members WHERE room = ?", (room,)).fetchone()
+        return int(row[0])
+
+    def evict_one_offline(self, room: str) -> bool:
+        """Forget the member of ``room`` offline and silent the longest; False if none is."""
+        row = self._db.execute(
+            "SELECT sender_key FROM members WHERE room = ? AND online = 0 "
+            "ORDER BY last_seen_ms LIMIT 1",
+            (room,),
+        ).fetchone()
+        if row is None:
+            return False
+        self.forget(room, bytes(row[0]))
+        return True
+
     def forget_room(self, room: str) -> None:
         self._db.execute("DELETE FROM members WHERE room = ?", (room,))
 
