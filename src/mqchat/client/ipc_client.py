@@ -8,6 +8,7 @@ socket could be theirs, and a join would hand them its passphrase.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -108,6 +109,12 @@ class Client:
         """Drawn at the first read mark (docs/ipc.md, ``read``)."""
 
     def close(self) -> None:
+        if self._follower is not None:
+            # Our read marks no longer hold chatd's retention back (a killed client's
+            # lapse after 30 s). Sent, not awaited: the socket's linger delivers it.
+            follower, self._follower = self._follower, None
+            with contextlib.suppress(zmq.ZMQError):
+                self.submit("unfollow", {"follower": follower})
         self._req.close()
         if self._events is not None:
             self._events.close()

@@ -7,6 +7,7 @@ then print live events; mqchat.client.room_feed fills every gap from the store.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 from mqchat.client.ipc_client import Client
@@ -26,6 +27,9 @@ def run_tail(
     err: Callable[[str], None],
 ) -> None:
     if follow:
+        # SIGTERM ends a tail as Ctrl-C does, through its clean-up (it releases its
+        # read marks: docs/ipc.md, ``unfollow``), not in the middle of it.
+        signal.signal(signal.SIGTERM, _terminate)
         c.subscribe(rooms, notices=True, say_away=True)
     names = rooms if rooms is not None else [r["name"] for r in c.call("rooms")]
     feed = RoomFeed(c, names)
@@ -44,3 +48,7 @@ def run_tail(
                 (out if renderer.as_json else err)(notice(event))
     except KeyboardInterrupt:
         return
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

@@ -153,6 +153,7 @@ def assemble_core(
         work=work,
         drops=drops,
         identity=identity,
+        clock_ms=clock_ms,
     )
     admin = RoomAdmin(
         store=store,
@@ -216,6 +217,7 @@ def assemble_core(
     store.messages.lowest_unread = followers.lowest_unread
     service.handlers.update(
         read=followers.read,
+        unfollow=followers.unfollow,
         create=admin.create,
         invite=admin.invite,
         join_invite=admin.join_invite,

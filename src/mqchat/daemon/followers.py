@@ -51,6 +51,11 @@ class Followers:
             self._read.popitem(last=False)
         return {}
 
+    def unfollow(self, follower: str) -> dict[str, Any]:
+        """The ``unfollow`` request: a client that closes releases its marks."""
+        self._read.pop(follower, None)
+        return {}
+
     def lowest_unread(self, room: str) -> int | None:
         """The lowest seq of ``room`` that a live follower has not shown yet."""
         live = self._clock_ms() - LEASE_MS

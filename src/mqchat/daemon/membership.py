@@ -38,7 +38,7 @@ from mqchat.protocol.membership import (
 )
 from mqchat.protocol.records import Presence, PresenceState, Record, Rekey, record_body
 from mqchat.protocol.room_log import Offered
-from mqchat.protocol.roster import Role, RoomState, commitment
+from mqchat.protocol.roster import Member, Role, RoomState, commitment
 from mqchat.protocol.signing import SigningIdentity
 
 
@@ -54,8 +54,10 @@ class Membership:
         work: UnitOfWork,
         drops: DropCounter,
         identity: SigningIdentity,
+        clock_ms: Callable[[], int],
     ) -> None:
         self._store = store
+        self._clock_ms = clock_ms
         self.logs = logs
         self._catch_up = catch_up
         self._keeper = keeper
@@ -170,7 +172,7 @@ class Membership:
         if added:
             body = pack_member(state.hash, member)
             self.logs.keep(room, LogRow(room.name, b"join:" + member.sign_key, JOIN, body))
-            self._store.memory.set_pin(room.name, member.name, member.sign_key)
+            self._pin(room, member)
             inviter = state.member(join.inviter_key)
             self._notice(
                 room,
@@ -193,7 +195,7 @@ class Membership:
         admins = ", ".join(m.name for m in state.members if m.role == Role.ADMIN)
         self._notice(room, "admitted", f"joined {room.name}: its admins are {admins}")
         for m in state.members:
-            self._store.memory.set_pin(room.name, m.name, m.sign_key)
+            self._pin(room, m)
         # Again, now that we can judge joins: the others' replies carry theirs.
         self._presence.announce(room, PresenceState.ONLINE)
         self.follow(room, now_ms)
@@ -239,7 +241,7 @@ class Membership:
             self._keeper.switch(room, keys, secret, now_ms)
             self.logs.clear_out(room)
             for m in cand.state.members:
-                self._store.memory.set_pin(room.name, m.name, m.sign_key)
+                self._pin(room, m)
             self._presence.announce(room, PresenceState.ONLINE)
             self._notice(
                 room, "rekeyed", self._describe(room, commit, who, cand.state, cand.prev),
@@ -302,6 +304,13 @@ class Membership:
         del self.own_commits[room.name]
         if still and head.is_admin(self.own_key):
             asyncio.get_running_loop().call_soon(self.rekey_again, room.name, still)
+
+    def _pin(self, room: Room, member: Member) -> None:
+        """A member's name is pinned to its key by the room's state, not on first use;
+        the key is one `trust` can name (docs/security.md)."""
+        memory = self._store.memory
+        memory.set_pin(room.name, member.name, member.sign_key)
+        memory.saw_key(room.name, member.name, member.sign_key, self._clock_ms())
 
     def _notice(self, room: Room, kind: str, text: str, **extra: Any) -> None:
         # Held with the batch's texts, published after its commit (or now, outside one).

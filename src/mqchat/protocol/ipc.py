@@ -70,6 +70,7 @@ METHODS: Final[dict[str, _ParamSpec]] = {
         "texts": (list, False, None),
     },
     "read": {"follower": (str, True, None), "room": (str, True, None), "seq": (int, True, None)},
+    "unfollow": {"follower": (str, True, None)},
     "history": {
         "room": (str, True, None),
         "limit": (int, False, None),
