@@ -437,7 +437,9 @@ class Daemon:
         return result.stdout
 
     def join(self, room: str, passphrase: str = PASSPHRASE, *extra: str) -> str:
-        return self.ok("join", room, *extra, input=passphrase + "\n")
+        # Argon2id (64 MiB, 3 passes, 4 lanes) on a 2-core machine running four test
+        # workers can take seconds: chatctl waits up to 25 s, not its default 10.
+        return self.ok("--timeout", "25", "join", room, *extra, input=passphrase + "\n")
 
     def write_config(self, text: str) -> Daemon:
         """Write chatd's config file (``$XDG_CONFIG_HOME/mqchat/config.toml``), before start."""

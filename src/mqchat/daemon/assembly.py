@@ -133,6 +133,7 @@ def assemble_core(
     keeper = EpochKeeper(store=store, rooms=rooms, grace_s=settings.grace_period, clock_ms=clock_ms)
     keeper.load()
     logs = RoomLogs(store=store, rooms=rooms, keeper=keeper, own_key=identity.public_key)
+    work.on_rollback(logs.reload)
     keeper.on_expire = logs.on_expire
     catch_up = CatchUp(
         logs=logs,

@@ -71,6 +71,9 @@ class Opened(NamedTuple):
     batch: int = 0
     """The signed time of a control record's batch, and the batch's number here
     (mqchat.daemon.control_order)."""
+    membership: tuple[Batch, bytes] | None = None
+    """A version 2 batch itself, with its payload: its membership records and presence
+    (mqchat.daemon.membership), handled before its texts in the same unit of work."""
 
 
 def legacy_id(payload: bytes) -> bytes:
@@ -165,7 +168,7 @@ class Inbox:
 
     def _accept_all(self, opened: list[Opened], *, write_now: bool) -> None:
         self.memory.prefetch(
-            [o.arrival.message_id for o in opened if o.control is None],
+            [o.arrival.message_id for o in opened if o.control is None and o.membership is None],
             [
                 (key, o.arrival.seq)
                 for o in opened
@@ -179,7 +182,14 @@ class Inbox:
         last_seq = o.room.last_seq
         try:
             with self._work.part():
-                if o.control is None:
+                if o.membership is not None:
+                    # The batch's membership records and presence first, in this unit
+                    # of work: what they change is written and told with its texts.
+                    self.on_batch(o.room, o.membership[0], o.membership[1], self.clock_ms())
+                elif not self.hears(o.room, o.arrival.sender_key or b""):
+                    # Only the room's members are heard, in every epoch and version (§27.4).
+                    self.drops.drop("not_member", "a text or record from no member of the room")
+                elif o.control is None:
                     self._accept(o)
                 else:
                     self._control(o)
@@ -234,22 +244,14 @@ class Inbox:
         else:
             epoch_keys = room.epoch_keys_for(inc.topic)
             if epoch_keys is not None and inc.payload[:1] == V2:
-                return self._heard(self._open_v2(room, epoch_keys, inc.payload))
+                return self._open_v2(room, epoch_keys, inc.payload)
             # Version 1 payloads of a passphrase room, until its first rekey's grace
             # period ends (docs/protocol.md §17.4).
             if room.keys is None or not room.opens_v1:
                 self.drops.drop("undecryptable", "not a version 2 payload of this room's epochs")
                 return []
             one = self._open(room, room.keys, inc.payload)
-            return self._heard([] if one is None else [one])
         return [] if one is None else [one]
-
-    def _heard(self, opened: list[Opened]) -> list[Opened]:
-        """Only the room's members are heard, in every epoch and version (§27.4)."""
-        heard = [o for o in opened if self.hears(o.room, o.arrival.sender_key or b"")]
-        for _ in range(len(opened) - len(heard)):
-            self.drops.drop("not_member", "a text or control record from no member of the room")
-        return heard
 
     def _opened(self, payload: bytes, opener: Callable[[], T]) -> T | None:
         """Run a decoder; count and drop what it refuses."""
@@ -273,8 +275,9 @@ class Inbox:
         return Opened(room, arrival, m.text, legacy=False)
 
     def _open_v2(self, room: Room, keys: EpochKeys, payload: bytes) -> list[Opened]:
-        """A version 2 batch (docs/protocol.md §19, §20): its texts, to be judged one
-        by one like any message; the rest (presence, member keys) is handled at once."""
+        """A version 2 batch (docs/protocol.md §19, §20): the batch itself (for its
+        membership records and presence), then its texts and control records, each
+        judged as a part of the unit of work like any message. Opening uses no store."""
         batch = self._opened(payload, lambda: open_batch(payload, keys))
         if batch is None:
             return []
@@ -315,8 +318,10 @@ class Inbox:
             # Rekeys go to on_batch (the epoch keeper).
         if batch.skipped:
             self.drops.drop("unknown_record", f"{batch.skipped} of an unknown kind")
-        self.on_batch(room, batch, payload, self.clock_ms())
-        return texts
+        membership = Arrival(
+            room.name, room.joined_ms, batch.sender_name, batch.sender_key, b"", None, 0
+        )
+        return [Opened(room, membership, "", legacy=False, membership=(batch, payload)), *texts]
 
     def _open_legacy(
         self, room: Room, key: legacy_codec.LegacyKey, payload: bytes

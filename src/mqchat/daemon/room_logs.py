@@ -16,7 +16,16 @@ from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, GRACE, EpochRow
-from mqchat.daemon.store.room_log import ANCHOR, COMMIT, EXPECT, JOIN, OUT, OWN_JOIN, LogRow
+from mqchat.daemon.store.room_log import (
+    ANCHOR,
+    COMMIT,
+    EXPECT,
+    JOIN,
+    OUT,
+    OWN_JOIN,
+    LogRow,
+)
+from mqchat.daemon.store.room_log import TAG_KIND as TAG
 from mqchat.errors import ProtocolError
 from mqchat.protocol.keybox import usable_member_key
 from mqchat.protocol.membership import (
@@ -32,7 +41,6 @@ from mqchat.protocol.records import Rekey, decode_record, record_body
 from mqchat.protocol.room_log import Offered, RoomLog
 from mqchat.protocol.roster import NO_STATE, Member, Role, RoomState, decode_roster
 
-TAG: str = "tag"
 _COMMIT_ROW = struct.Struct(">32sQ26sH")
 _MEMBER_ROW = struct.Struct(">32s32s32sBQ")
 
@@ -79,8 +87,15 @@ class RoomLogs:
         self._own_join: dict[str, Join] = {}
         self._heard: dict[str, tuple[int, frozenset[bytes]]] = {}
         """Per room: the log's version, and the signing keys heard at it (a cache)."""
-        for room in list(rooms):
-            rows = store.room_log.of(room.name)
+        self.reload()
+
+    def reload(self) -> None:
+        """Everything from the store: at start, and when a batch rolled back (the
+        logs in memory are the store's cache, never ahead of it)."""
+        for table in (self._logs, self._tags, self._rows, self._out, self._own_join, self._heard):
+            table.clear()
+        for room in list(self._rooms):
+            rows = self._store.room_log.of(room.name)
             if rows:
                 self._restore(room, rows)
 

@@ -56,7 +56,7 @@ class Store:
         self.gaps = GapStreams(self._db, self._staging)
         self.held = HeldTexts(self._db, self._staging)
         self.epochs = RoomEpochs(self._db)
-        self.room_log = RoomLogRows(self._db)
+        self.room_log = RoomLogRows(self._db, self._staging)
 
     @contextmanager
     def batch(self) -> Iterator[None]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final, NamedTuple
 
-from mqchat.daemon.store.connection import transaction
+from mqchat.daemon.store.staging import StagedRows, Staging
 
 ANCHOR: Final = "anchor"
 EXPECT: Final = "expect"
@@ -20,6 +20,8 @@ COMMIT: Final = "commit"
 JOIN: Final = "join"
 OWN_JOIN: Final = "own_join"
 OUT: Final = "out"
+TAG_KIND: Final = "tag"
+"""An epoch tag's state hash (id ``tag:`` + tag)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS room_log (
@@ -43,31 +45,38 @@ class LogRow(NamedTuple):
     topic: str | None = None
 
 
-class RoomLogRows:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+class RoomLogRows(StagedRows):
+    """Staged like the messages: written with the batch that made them, undone with a
+    part that failed (mqchat.daemon.store.staging); at once outside a batch."""
+
+    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
         db.executescript(_SCHEMA)
+        super().__init__(db, staging)
 
     def of(self, room: str) -> list[LogRow]:
+        self._staging.flush()
         rows = self._db.execute(
             "SELECT room, id, kind, body, payload, topic FROM room_log WHERE room = ?", (room,)
         ).fetchall()
         return [LogRow(*row) for row in rows]
 
     def save(self, row: LogRow) -> None:
-        with transaction(self._db) as db:
-            db.execute("INSERT OR REPLACE INTO room_log VALUES (?, ?, ?, ?, ?, ?)", row)
+        self._stage("INSERT OR REPLACE INTO room_log VALUES (?, ?, ?, ?, ?, ?)", tuple(row))
 
     def delete(self, room: str, kinds: tuple[str, ...]) -> None:
-        with transaction(self._db) as db:
-            db.executemany(
-                "DELETE FROM room_log WHERE room = ? AND kind = ?", [(room, k) for k in kinds]
-            )
+        for kind in kinds:
+            self._stage("DELETE FROM room_log WHERE room = ? AND kind = ?", (room, kind))
 
     def delete_id(self, room: str, row_id: bytes) -> None:
-        with transaction(self._db) as db:
-            db.execute("DELETE FROM room_log WHERE room = ? AND id = ?", (room, row_id))
+        self._stage("DELETE FROM room_log WHERE room = ? AND id = ?", (room, row_id))
 
     def forget_room(self, room: str) -> None:
-        with transaction(self._db) as db:
-            db.execute("DELETE FROM room_log WHERE room = ?", (room,))
+        self._stage("DELETE FROM room_log WHERE room = ?", (room,))
+
+    def _stage(self, sql: str, args: tuple[object, ...]) -> None:
+        self._staged.append((sql, args))
+        self._staging.settle()
+
+    def write(self, db: sqlite3.Connection) -> None:
+        for sql, args in self._staged:  # in order: a delete after a save undoes it
+            db.execute(sql, args)
