@@ -10,6 +10,7 @@ applies them.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 from mqchat.daemon.epoch_keeper import EpochKeeper
@@ -110,16 +111,9 @@ class RoomLogs:
         if anchor is not None and anchor.topic is not None:
             tags[anchor.topic] = state.hash if state is not None else NO_STATE
         self._rows[room.name] = {r.id: r for r in rows}
+        self._offer_in_order(book, tags, [r for r in rows if r.kind == COMMIT])
         for row in rows:
-            if row.kind == COMMIT:
-                author, new_epoch, tag, commit, rekey = unpack_commit(row.body)
-                offered = Offered(row.id, author, commit, new_epoch, rekey.recipients)
-                try:
-                    book.offer(offered)
-                except Refused:
-                    continue
-                tags.setdefault(tag, commit.prev)
-            elif row.kind == OUT:
+            if row.kind == OUT:
                 self._out[room.name] = row.body.decode()
             elif row.kind == OWN_JOIN:
                 self._own_join[room.name] = decode_join(row.body)
@@ -132,6 +126,33 @@ class RoomLogs:
         for row in rows:
             if row.kind == TAG and row.topic is not None:
                 tags[row.topic] = row.body
+
+    @staticmethod
+    def _offer_in_order(book: RoomLog, tags: dict[str, bytes], rows: list[LogRow]) -> None:
+        """Stored commits, each once its state is known: the store keeps them in no
+        order, and the log takes a commit only of a state it holds."""
+        waiting = []
+        for row in rows:
+            author, new_epoch, tag, commit, rekey = unpack_commit(row.body)
+            waiting.append((Offered(row.id, author, commit, new_epoch, rekey.recipients), tag))
+        while waiting:
+            later = []
+            for offered, tag in waiting:
+                known = offered.commit.genesis or book.state(offered.commit.prev) is not None
+                if not known:
+                    later.append((offered, tag))
+                    continue
+                try:
+                    book.offer(offered)
+                except Refused:
+                    continue
+                tags.setdefault(tag, offered.commit.prev)
+            if len(later) == len(waiting):
+                for offered, _ in later:  # a newcomer's, of the state it waits for
+                    with contextlib.suppress(Refused):
+                        book.offer(offered)
+                return
+            waiting = later
 
     def book(self, room: Room) -> RoomLog:
         book = self._logs.get(room.name)

@@ -30,7 +30,8 @@ every member keeps the same two)."""
 MAX_STATES: Final = 512
 """States a room's log holds (the anchor, and where each valid commit leads)."""
 MAX_ORPHANS: Final = 64
-"""Commits kept while the state they change has not arrived."""
+"""Commits a newcomer keeps while the state they change (its invite's) has not arrived;
+at most two of them per author."""
 MAX_PENDING_JOINS: Final = 64
 """Newcomers admitted into one state before a commit adds them."""
 
@@ -129,9 +130,16 @@ class RoomLog:
         return candidate
 
     def _keep_orphan(self, offered: Offered) -> None:
+        """Only a newcomer keeps commits of a state it does not hold yet: those of the
+        state it waits for (its invite's), at most two per author, so that a member who
+        floods them cannot push out an admin's. A member holds every state it can be
+        sent a commit of (it followed the commit that made it first)."""
         if offered.id in self._orphans:
             return
-        if len(self._orphans) >= MAX_ORPHANS:
+        if self.expect is None or offered.commit.prev != self.expect:
+            raise Refused("unknown_state", "a commit of a state this member does not hold")
+        own = sum(o.author == offered.author for o in self._orphans.values())
+        if own >= MAX_COMMITS_PER_AUTHOR or len(self._orphans) >= MAX_ORPHANS:
             raise Refused("too_many", f"more than {MAX_ORPHANS} commits of unknown states")
         self._orphans[offered.id] = offered
 
