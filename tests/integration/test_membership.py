@@ -318,3 +318,21 @@ def test_in_a_passphrase_room_the_removed_are_not_heard_in_version_1_either(
     bob.ok("send", room, "after carol's")
     wait_until(lambda: "after carol's" in texts(alice, room), "alice to hear bob")
     assert "version 1, from the removed" not in texts(alice, room) + texts(bob, room)
+
+
+def test_a_restart_finds_the_room_where_its_commits_led(make_member: MakeMember, room: str) -> None:
+    """Several commits in the store (kept in no particular order): after a restart, a
+    member is still on the head's epoch, with its members, and talks there."""
+    alice, bob, _ = three_members(make_member, room)
+    for _ in range(3):
+        alice.ok("rekey", room)
+        wait_until(lambda: tag(bob, room) == tag(alice, room), "bob to follow")
+    before = members(bob, room)
+    bob.stop()
+    bob.start()
+    after = members(bob, room)
+    assert (after["epoch"], after["state"], after["tag"]) == (
+        before["epoch"], before["state"], before["tag"]
+    )  # fmt: skip
+    bob.ok("send", room, "after my restart")
+    wait_until(lambda: "after my restart" in texts(alice, room), "alice to hear bob")
