@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from mqchat.errors import ProtocolError
 from mqchat.protocol.batch import open_batch, seal_batch
-from mqchat.protocol.epochs import EpochKeys, rekey_id, winning_rekey
+from mqchat.protocol.epochs import EpochKeys, rekey_id
 from mqchat.protocol.keybox import MemberKeyPair, build_rekey, open_box, seal_box, secret_for
 from mqchat.protocol.records import (
     MAX_REKEY_RECIPIENTS,
@@ -274,29 +274,6 @@ def test_rekey_travels_with_other_records() -> None:
     payload = seal_batch(E0, ALICE, name="alice", records=records, sent_ms=0,
                          random=counting_random())  # fmt: skip
     assert open_batch(payload, E0).records == tuple(records)
-
-
-# -- the winner rule ----------------------------------------------------------------
-
-
-@settings(max_examples=50, deadline=None, database=None)
-@given(order=st.permutations(range(4)))
-def test_every_member_picks_the_same_winner_whatever_the_arrival_order(order: list[int]) -> None:
-    rekeyers = [ALICE, BOB, CAROL, ALICE]
-    candidates = []
-    for i, rekeyer in enumerate(rekeyers):
-        rekey = build_rekey(bytes([i + 1]) * 32, [BOB_X25519], tag=E0.tag, new_epoch=1,
-                            rekeyer_key=rekeyer.public_key, random=counting_random(i))  # fmt: skip
-        rid = rekey_id(rekeyer_key=rekeyer.public_key, epoch=0, tag=E0.tag, rekey=rekey)
-        candidates.append((rid, i))
-    expected = min(candidates)
-    assert winning_rekey(candidates[i] for i in order) == expected
-    assert len({rid for rid, _ in candidates}) == 4
-
-
-def test_no_candidate_is_an_error() -> None:
-    with pytest.raises(ProtocolError):
-        winning_rekey([])
 
 
 def doc_without_white_space() -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final, TypeVar
 
 # The crypto core loads cryptography at import, as kdf.py and envelope.py do.
@@ -109,18 +109,8 @@ class EpochKeys:
 
 
 def rekey_id(*, rekeyer_key: bytes, epoch: int, tag: str, rekey: Rekey) -> bytes:
-    """SHA-256 naming one rekey record; of two rekeys to one epoch, the lower id wins."""
+    """SHA-256 naming one rekey record (docs/protocol.md §17.3, the rule before issue 21;
+    the vectors of §23.4 keep it). Which rekey wins is now mqchat.protocol.membership's."""
     _, body = record_body(rekey)
     head = REKEY_ID_LABEL + rekeyer_key + struct.pack(">Q", check_epoch(epoch)) + tag.encode()
     return hashlib.sha256(head + body).digest()
-
-
-def winning_rekey(candidates: Iterable[tuple[bytes, T]]) -> tuple[bytes, T]:
-    """The (rekey id, value) with the lowest id, byte by byte. Every member picks the same."""
-    best: tuple[bytes, T] | None = None
-    for candidate in candidates:
-        if best is None or candidate[0] < best[0]:
-            best = candidate
-    if best is None:
-        raise ProtocolError("no rekey to choose from")
-    return best
