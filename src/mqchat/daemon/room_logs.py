@@ -191,8 +191,9 @@ class RoomLogs:
         self.keep(room, LogRow(room.name, b"own_join", OWN_JOIN, join_body(join)))
 
     def on_expire(self, room: Room, closed: list[EpochRow]) -> None:
-        """Epochs closed: the log settles on the oldest state still open, and forgets
-        the commits before it (its bounds hold however long a room lives)."""
+        """Epochs closed (``closed``; what stays open is read from the keeper): the log
+        settles on the oldest state still open and forgets the commits before it, so
+        its bounds hold however long a room lives."""
         book = self._logs.get(room.name)
         if book is None or not book.anchored:
             return
@@ -213,7 +214,6 @@ class RoomLogs:
         for cid in [i for i, r in rows.items() if r.kind == COMMIT and i not in kept]:
             del rows[cid]
             self._store.room_log.delete_id(room.name, cid)
-        del closed
 
     def forget(self, room: Room) -> None:
         for table in (self._logs, self._tags, self._rows, self._out, self._own_join, self._heard):
