@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from harness import Broker, Daemon, free_port, wait_until
+from harness import Broker, Daemon, Gate, free_port, wait_until
 
 MakeDaemon = Callable[..., Daemon]
 MakeBroker = Callable[..., Broker]
@@ -30,14 +30,6 @@ def silent_to_mqtt5(broker: Broker) -> Iterator[str]:
     listener.bind(("127.0.0.1", free_port()))
     listener.listen()
     held: list[socket.socket] = []
-
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
     def serve() -> None:
         while True:
@@ -54,7 +46,7 @@ def silent_to_mqtt5(broker: Broker) -> Iterator[str]:
             held.append(upstream)
             upstream.sendall(first)
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pump, args=(src, dst), daemon=True).start()
+                threading.Thread(target=Gate._pump, args=(src, dst), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     try:
