@@ -38,6 +38,8 @@ from mqchat.daemon.assembly import assemble_core  # noqa: E402
 from mqchat.daemon.broker import Incoming  # noqa: E402
 from mqchat.daemon.drops import DropCounter  # noqa: E402
 from mqchat.daemon.events import EventPublisher  # noqa: E402
+from mqchat.daemon.followers import Followers  # noqa: E402
+from mqchat.daemon.publisher import OfflinePublisher  # noqa: E402
 from mqchat.daemon.rooms import Room  # noqa: E402
 from mqchat.daemon.store import Store as RealStore  # noqa: E402
 from mqchat.daemon.unit_of_work import UnitOfWork  # noqa: E402
@@ -80,11 +82,22 @@ class Daemon:
         drops = DropCounter()
         self.events = EventPublisher(home / "ev.sock", drops)
         self.work = EventsWanted(self.store, self.events)
+        self.loop = asyncio.new_event_loop()
         core = assemble_core(
-            settings, self.store, identity, self.events, drops, self.work, sys.exit, now_ms
+            settings,
+            self.store,
+            identity,
+            self.events,
+            drops,
+            self.work,
+            sys.exit,
+            OfflinePublisher(),
+            self.loop,
+            Followers(now_ms),
+            clock_ms=now_ms,
         )
         self.rooms, self.kdf = core.rooms, core.kdf
-        self.service, self.inbox = core.service, core.inbox
+        self.sending, self.inbox = core.sending, core.inbox
         self.room = Room.passphrase_room(
             ROOM, CIPHER, keys, DEFAULT_KDF, "mqchat/v1", weak=False, joined_ms=now_ms()
         )
@@ -92,6 +105,7 @@ class Daemon:
         self.rooms.add(self.room)
 
     def close(self) -> None:
+        self.loop.close()
         self.kdf.close()
         self.events.close()
         self.store.close()
@@ -128,7 +142,7 @@ def old_receives(old: OldPath, payloads: list[bytes]) -> None:
 
 
 def new_sends(d: Daemon, count: int, per_request: int) -> None:
-    """As ipc_server drives rpc_send: a batch of requests, each a part of it."""
+    """As ipc_server drives send: a batch of requests, each a part of it."""
     requests = batches(count, per_request)
     for batch in batches(len(requests), SEND_BATCH):
         with d.work.batch():
@@ -136,9 +150,9 @@ def new_sends(d: Daemon, count: int, per_request: int) -> None:
                 texts = [f"{i} {TEXT}" for i in requests[j]]
                 with d.work.part():
                     if per_request == 1:
-                        d.service.rpc_send(ROOM, texts[0])
+                        d.sending.send(ROOM, texts[0])
                     else:
-                        d.service.rpc_send(ROOM, texts=texts)
+                        d.sending.send(ROOM, texts=texts)
 
 
 def new_receives(d: Daemon, payloads: list[bytes]) -> None:
@@ -153,7 +167,7 @@ def new_receives(d: Daemon, payloads: list[bytes]) -> None:
             loop.call_soon(done.set_result, None)  # after the inbox's next pass
             await done
 
-    asyncio.run(deliver())
+    d.loop.run_until_complete(deliver())
 
 
 # ---------------------------------------------------------------------- measuring

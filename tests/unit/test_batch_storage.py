@@ -28,11 +28,14 @@ from mqchat.daemon.assembly import assemble_core
 from mqchat.daemon.broker import Incoming
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.followers import Followers
+from mqchat.daemon.publisher import OfflinePublisher
 from mqchat.daemon.rooms import Room
 from mqchat.daemon.store import Store
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import MessageTooLong
 from mqchat.protocol import envelope
+from mqchat.protocol.ipc import Request
 from mqchat.protocol.kdf import DEFAULT_KDF, RoomKeys
 from mqchat.protocol.limits import MAX_TEXT_BYTES
 from mqchat.protocol.records import Text, decode_record
@@ -67,6 +70,7 @@ class Parts:
         self.events = EventPublisher(home / "ev.sock", self.drops)
         self.work = UnitOfWork(self.store, self.events)
         self.identity = SigningIdentity.generate(os.urandom)
+        self.loop = asyncio.new_event_loop()
         core = assemble_core(
             settings,
             self.store,
@@ -75,10 +79,13 @@ class Parts:
             self.drops,
             self.work,
             pytest.fail,
-            clock_ms,
+            OfflinePublisher(),
+            self.loop,
+            Followers(clock_ms),
+            clock_ms=clock_ms,
         )
         self.rooms, self.kdf = core.rooms, core.kdf
-        self.service, self.inbox = core.service, core.inbox
+        self.sending, self.methods, self.inbox = core.sending, core.methods, core.inbox
         # As rpc_join does, without its Argon2id run.
         self.room = Room.passphrase_room(
             ROOM, "aes-256-gcm", keys, DEFAULT_KDF, "mqchat/v1", weak=False, joined_ms=clock_ms()
@@ -94,7 +101,7 @@ class Parts:
             for p in params:
                 try:
                     with self.work.part():
-                        results.append(self.service.rpc_send(ROOM, **p))
+                        results.append(self.sending.send(ROOM, **p))
                 except Exception as exc:
                     results.append(exc)
         return results
@@ -110,7 +117,7 @@ class Parts:
             asyncio.get_running_loop().call_soon(stored.set_result, None)
             await stored
 
-        asyncio.run(deliver())
+        self.loop.run_until_complete(deliver())
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         """What a fresh connection reads: only what was committed."""
@@ -120,7 +127,12 @@ class Parts:
         finally:
             db.close()
 
+    def call(self, method: str, **params: Any) -> Any:
+        """A request as the IPC server serves it, by the method table."""
+        return self.methods.call(Request(1, method, params))
+
     def close(self) -> None:
+        self.loop.close()
         self.kdf.close()
         self.events.close()
         self.store.close()
@@ -260,9 +272,9 @@ def test_history_in_a_batch_sees_the_sends_before_it(parts: Parts) -> None:
     history: its event comes after the commit, below the last_seq history gave."""
     with parts.work.batch():
         with parts.work.part():
-            parts.service.rpc_send(ROOM, "just sent")
+            parts.call("send", room=ROOM, text="just sent")
         with parts.work.part():
-            history = parts.service.rpc_history(ROOM, limit=None, since=0)
+            history = parts.call("history", room=ROOM, limit=None, since=0)
     assert history["last_seq"] == 1
     assert [m["text"] for m in history["messages"]] == ["just sent"]
 
@@ -270,9 +282,9 @@ def test_history_in_a_batch_sees_the_sends_before_it(parts: Parts) -> None:
 def test_leave_in_a_batch_takes_the_sends_before_it_out_of_the_outbox(parts: Parts) -> None:
     with parts.work.batch():
         with parts.work.part():
-            parts.service.rpc_send(ROOM, "never sent")
+            parts.call("send", room=ROOM, text="never sent")
         with parts.work.part():
-            parts.service.rpc_leave(ROOM)
+            parts.call("leave", room=ROOM)
     assert parts.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
 
 
@@ -361,7 +373,7 @@ def test_a_pin_from_a_batch_that_did_not_commit_is_not_remembered(
         with parts.work.batch():
             memory.set_pin(ROOM, "bob", mallory.public_key)
             memory.remember(os.urandom(16), clock_ms(), mallory.public_key, 7)
-            parts.service.rpc_history(ROOM, limit=None, since=0)  # writes what is staged
+            parts.call("history", room=ROOM, limit=None, since=0)  # writes what is staged
             assert memory.pin(ROOM, "bob") == (mallory.public_key, None)
             assert memory.highest_seq(mallory.public_key) == 7
             raise sqlite3.OperationalError("disk I/O error")  # as a failed COMMIT would

@@ -19,34 +19,44 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 
 from mqchat.config import Settings
-from mqchat.daemon.broker import BrokerLink
+from mqchat.daemon.broker import BrokerLink, LinkSinks
 from mqchat.daemon.catch_up import CatchUp
 from mqchat.daemon.control_order import SignedClock
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.followers import Followers
+from mqchat.daemon.head_follower import HeadFollower
 from mqchat.daemon.inbox import Inbox
 from mqchat.daemon.ipc_server import IpcServer
+from mqchat.daemon.joining import RoomJoining
 from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.member_list import MemberList
 from mqchat.daemon.membership import Membership
+from mqchat.daemon.methods import MethodTable
+from mqchat.daemon.opening import PayloadOpener
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
+from mqchat.daemon.publisher import Publisher
+from mqchat.daemon.queries import Queries
+from mqchat.daemon.rekeying import Rekeying
 from mqchat.daemon.repair import Repair
+from mqchat.daemon.repair_sending import RepairSender
 from mqchat.daemon.room_admin import RoomAdmin
 from mqchat.daemon.room_logs import RoomLogs
 from mqchat.daemon.rooms import LEFT_INVITE_ROOMS_KEY, RoomRegistry
 from mqchat.daemon.sealing import BatchSealer
-from mqchat.daemon.service import ChatService
+from mqchat.daemon.send_path import Sending
 from mqchat.daemon.state import load_identity
 from mqchat.daemon.store import Checkpointer, Store
+from mqchat.daemon.timeline import Timeline
+from mqchat.daemon.trust import Trust
 from mqchat.daemon.unit_of_work import UnitOfWork
-from mqchat.errors import MqchatError
 from mqchat.protocol.ipc import notice_event
 from mqchat.protocol.records import PresenceState
 from mqchat.protocol.signing import SigningIdentity
@@ -65,19 +75,15 @@ class Parts:
     checkpointer: Checkpointer
     ctx: zmq.Context[zmq.Socket[bytes]]
     events: EventPublisher
-    outbox: OutboxWindow
-    kdf: KeyDerivation
-    presence: PresenceKeeper
-    inbox: Inbox
-    service: ChatService
+    core: Core
     server: IpcServer
     link: BrokerLink
-    keeper: EpochKeeper
-    repair: Repair
+    sinks: LinkSinks
 
     def close(self) -> None:
         """After the link has stopped: everything else, in order."""
-        self.kdf.close()
+        self.core.repair.close()
+        self.core.kdf.close()
         self.server.close()
         self.events.close()
         self.ctx.term()
@@ -94,10 +100,10 @@ class Core:
     kdf: KeyDerivation
     presence: PresenceKeeper
     inbox: Inbox
-    service: ChatService
     keeper: EpochKeeper
     repair: Repair
-    catch_up: CatchUp
+    sending: Sending
+    methods: MethodTable
 
 
 def assemble_core(
@@ -108,80 +114,36 @@ def assemble_core(
     drops: DropCounter,
     work: UnitOfWork,
     die: Callable[[str], None],
+    link: Publisher,
+    loop: asyncio.AbstractEventLoop,
+    followers: Followers,
+    link_status: Callable[[], dict[str, Any]] = dict,
     clock_ms: Callable[[], int] = now_ms,
 ) -> Core:
-    """Wire the core parts to each other (tests and benchmarks use them as chatd does)."""
-    rooms = RoomRegistry()
+    """Build the core parts once, in order, each given what it needs (tests and
+    benchmarks build them as chatd does, with an ``OfflinePublisher``)."""
+    rooms = RoomRegistry(left_by_invite=_names(store.meta.get(LEFT_INVITE_ROOMS_KEY)))
     rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
-    rooms.left_by_invite = _names(store.meta.get(LEFT_INVITE_ROOMS_KEY))
     signed_ms = SignedClock(clock_ms)
     sealer = BatchSealer(
         rooms=rooms, identity=identity, name=settings.name, clock_ms=signed_ms, random=os.urandom
     )
-    outbox = OutboxWindow(store, events, work, clock_ms, rooms.names, sealer)
+    outbox = OutboxWindow(store, events, work, clock_ms, rooms.names, sealer, link)
     kdf = KeyDerivation()
-    presence = PresenceKeeper(
-        store=store,
-        rooms=rooms,
-        events=events,
-        identity=identity,
-        name=settings.name,
-        interval_s=settings.presence_interval,
-        clock_ms=clock_ms,
-        random=os.urandom,
-    )
-    keeper = EpochKeeper(store=store, rooms=rooms, grace_s=settings.grace_period, clock_ms=clock_ms)
-    keeper.load()
-    logs = RoomLogs(store=store, rooms=rooms, keeper=keeper, own_key=identity.public_key)
+    logs = RoomLogs(store=store, rooms=rooms, own_key=identity.public_key)
     work.on_rollback(logs.reload)
-    keeper.on_expire = logs.on_expire
-    catch_up = CatchUp(
-        logs=logs,
-        rooms=rooms,
-        keeper=keeper,
-        presence=presence,
-        identity=identity,
-        name=settings.name,
-        clock_ms=clock_ms,
-        random=os.urandom,
-    )
-    membership = Membership(
-        store=store,
-        logs=logs,
-        catch_up=catch_up,
-        keeper=keeper,
-        presence=presence,
-        work=work,
-        drops=drops,
-        identity=identity,
-        clock_ms=clock_ms,
-    )
-    admin = RoomAdmin(
+    keeper = EpochKeeper(
         store=store,
         rooms=rooms,
-        keeper=keeper,
-        membership=membership,
-        catch_up=catch_up,
-        presence=presence,
-        work=work,
-        identity=identity,
-        name=settings.name,
-        topic_prefix=settings.topic_prefix,
+        link=link,
+        grace_s=settings.grace_period,
         clock_ms=clock_ms,
-        random=os.urandom,
+        on_expire=logs.on_expire,
     )
-    membership.rekey_again = functools.partial(_rekey_again, work, admin)
-    inbox = Inbox(
-        store=store,
-        identity=identity,
-        events=events,
-        drops=drops,
-        rooms=rooms,
-        work=work,
-        clock_ms=clock_ms,
-        on_fatal=die,
-        on_batch=membership.on_batch,  # which passes them on to presence
-        hears=logs.hears,
+    keeper.load()
+    timeline = Timeline(store, work)
+    repair_sender = RepairSender(
+        store=store, rooms=rooms, work=work, fill_outbox=outbox.fill, loop=loop
     )
     repair = Repair(
         store=store,
@@ -191,62 +153,167 @@ def assemble_core(
         clock_ms=clock_ms,
         give_up_s=settings.repair_give_up,
         fill_outbox=outbox.fill,
+        sending=repair_sender,
+        show=timeline.show,
+        loop=loop,
     )
-    inbox.repair = repair
-    repair.show = inbox.show
-    presence.extra_records = lambda room: [
-        *repair.sending.presence_heads(room),
-        *membership.presence_records(room),
-    ]
-    presence.signed_ms = signed_ms
-    presence.refused = drops.drop
-    presence.came_online = repair.sending.came_online
-    service = ChatService(
-        settings,
-        store,
-        identity,
+    presence = PresenceKeeper(
+        store=store,
         rooms=rooms,
         events=events,
-        work=work,
-        outbox=outbox,
-        kdf=kdf,
+        identity=identity,
+        name=settings.name,
+        interval_s=settings.presence_interval,
+        clock_ms=clock_ms,
+        random=os.urandom,
+        link=link,
+        signed_ms=signed_ms,
+        extra_records=(repair_sender.presence_heads, logs.join_to_repeat),
+        refused=drops.drop,
+        came_online=repair_sender.came_online,
+    )
+    catch_up = CatchUp(
+        logs=logs,
+        rooms=rooms,
+        keeper=keeper,
         presence=presence,
+        identity=identity,
+        name=settings.name,
+        clock_ms=clock_ms,
+        random=os.urandom,
+        link=link,
+        loop=loop,
+    )
+    follower = HeadFollower(
+        store=store,
+        logs=logs,
+        keeper=keeper,
+        presence=presence,
+        work=work,
         drops=drops,
+        identity=identity,
         clock_ms=clock_ms,
     )
-    followers = Followers(clock_ms)
-    store.messages.lowest_unread = followers.lowest_unread
-    service.handlers.update(
-        read=followers.read,
-        unfollow=followers.unfollow,
-        create=admin.create,
-        invite=admin.invite,
-        join_invite=admin.join_invite,
-        rekey=admin.rekey,
-        members=MemberList(
-            store=store,
-            rooms=rooms,
-            keeper=keeper,
-            logs=logs,
-            identity=identity,
-            name=settings.name,
-        ).members,
+    rekeying = Rekeying(
+        store=store,
+        rooms=rooms,
+        logs=logs,
+        follower=follower,
+        link=link,
+        work=work,
+        identity=identity,
+        name=settings.name,
+        loop=loop,
+        clock_ms=clock_ms,
+        random=os.urandom,
     )
-    service.refusal = logs.out_reason
-    service.on_leave.append(admin.forget)
-    service.repair = repair
-    service.on_leave.append(repair.forget)
-    return Core(rooms, outbox, kdf, presence, inbox, service, keeper, repair, catch_up)
-
-
-def _rekey_again(work: UnitOfWork, admin: RoomAdmin, room: str, removed: list[str]) -> None:
-    """Our rekey lost to another (§27.2): make it again on the winner, or the removal
-    is undone."""
-    try:
-        with work.batch():
-            admin.rekey(room, removed, again=True)
-    except MqchatError as exc:
-        log.warning("could not make a lost rekey again: %s", exc.message)
+    membership = Membership(
+        logs=logs,
+        follower=follower,
+        catch_up=catch_up,
+        keeper=keeper,
+        presence=presence,
+        drops=drops,
+        identity=identity,
+        after_follow=rekeying.again_if_lost,
+    )
+    admin = RoomAdmin(
+        store=store,
+        rooms=rooms,
+        keeper=keeper,
+        logs=logs,
+        follower=follower,
+        link=link,
+        catch_up=catch_up,
+        presence=presence,
+        work=work,
+        identity=identity,
+        name=settings.name,
+        topic_prefix=settings.topic_prefix,
+        clock_ms=clock_ms,
+        random=os.urandom,
+    )
+    inbox = Inbox(
+        store=store,
+        identity=identity,
+        drops=drops,
+        work=work,
+        opener=PayloadOpener(rooms=rooms, drops=drops, link=link),
+        timeline=timeline,
+        repair=repair,
+        link=link,
+        clock_ms=clock_ms,
+        on_fatal=die,
+        on_batch=membership.on_batch,  # which passes them on to presence
+        hears=logs.hears,
+    )
+    sending = Sending(
+        name=settings.name,
+        state_dir=settings.state_dir,
+        identity=identity,
+        store=store,
+        rooms=rooms,
+        work=work,
+        outbox=outbox,
+        repair=repair_sender,
+        refusal=logs.out_reason,
+        random=os.urandom,
+        clock_ms=clock_ms,
+    )
+    queries = Queries(
+        settings=settings,
+        identity=identity,
+        store=store,
+        rooms=rooms,
+        outbox=outbox,
+        presence=presence,
+        repair=repair,
+        drops=drops,
+        link_status=link_status,
+    )
+    joining = RoomJoining(
+        settings=settings,
+        identity=identity,
+        store=store,
+        rooms=rooms,
+        kdf=kdf,
+        presence=presence,
+        link=link,
+        events=events,
+        work=work,
+        forgetters=(
+            keeper.forget,
+            logs.forget,
+            rekeying.forget,
+            repair.forget,
+            repair_sender.forget,
+        ),
+        clock_ms=clock_ms,
+    )
+    members = MemberList(
+        store=store, rooms=rooms, keeper=keeper, logs=logs, identity=identity, name=settings.name
+    )
+    methods = MethodTable(
+        {
+            "status": queries.status,
+            "rooms": queries.rooms,
+            "identity": queries.identity,
+            "history": queries.history,
+            "who": queries.who,
+            "join": joining.join,
+            "leave": joining.leave,
+            "send": sending.send,
+            "trust": Trust(store=store, rooms=rooms, publish=work.publish).trust,
+            "create": admin.create,
+            "invite": admin.invite,
+            "join_invite": admin.join_invite,
+            "rekey": rekeying.rekey,
+            "members": members.members,
+            "read": followers.read,
+            "unfollow": followers.unfollow,
+        }
+    )
+    return Core(rooms, outbox, kdf, presence, inbox, keeper, repair, sending, methods)
 
 
 def assemble(
@@ -262,7 +329,8 @@ def assemble(
         else None
     )
     identity = load_identity(settings.state_dir, os.urandom)
-    store = Store(settings.state_dir / "mqchat.db", settings.retention)
+    followers = Followers(now_ms)
+    store = Store(settings.state_dir / "mqchat.db", settings.retention, followers.lowest_unread)
     client_id = store.meta.get("client_id") or f"mqchat-{os.urandom(8).hex()}"
     store.meta.set("client_id", client_id)
     checkpointer = Checkpointer(store.path)
@@ -275,47 +343,28 @@ def assemble(
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     events = EventPublisher(events_path, drops, ctx)
     work = UnitOfWork(store, events)
-    core = assemble_core(settings, store, identity, events, drops, work, die)
-    rooms, outbox, kdf = core.rooms, core.outbox, core.kdf
-    presence, inbox, service = core.presence, core.inbox, core.service
-    core.repair.sending.final_heads_at_start()
-    server = IpcServer(
-        ctx, f"ipc://{ctl_path}", service, work, drops, kdf_busy=lambda: kdf.running > 0
+    # The link first: every part that publishes is given it. It delivers to the
+    # inbox and the outbox only once started (main.serve), after all is built.
+    link = BrokerLink(settings, client_id, password, loop, on_fatal=die)
+    core = assemble_core(
+        settings, store, identity, events, drops, work, die, link, loop, followers, link.status
     )
-    link = BrokerLink(
-        settings,
-        client_id,
-        password,
-        loop,
-        on_message=inbox.on_message,
-        on_state=functools.partial(broker_state, outbox, events, presence),
-        on_published=outbox.on_published,
-        on_fatal=die,
+    server = IpcServer(
+        ctx, f"ipc://{ctl_path}", core.methods, work, drops, kdf_busy=lambda: core.kdf.running > 0
+    )
+    sinks = LinkSinks(
+        on_message=core.inbox.on_message,
+        on_state=functools.partial(broker_state, core.outbox, events, core.presence),
+        on_published=core.outbox.on_published,
     )
     # Subscriptions first, then the outbox a previous run left (on CONNACK), so a
     # send made just after a restart cannot overtake older messages.
-    service.link = inbox.link = outbox.link = presence.link = core.keeper.link = link
-    core.catch_up.link = link
-    for room in rooms:
+    for room in core.rooms:
         for topic in room.topics:
             link.subscribe(topic, room.qos)
     for topic in core.keeper.subscriptions_to_drop():
         link.unsubscribe(topic)  # ended epochs a persistent session may still hold
-    return Parts(
-        store,
-        checkpointer,
-        ctx,
-        events,
-        outbox,
-        kdf,
-        presence,
-        inbox,
-        service,
-        server,
-        link,
-        core.keeper,
-        core.repair,
-    )
+    return Parts(store, checkpointer, ctx, events, core, server, link, sinks)
 
 
 def broker_state(

@@ -86,6 +86,19 @@ def backoff_delays(rng: random.Random) -> Callable[[], float]:
     return next_delay
 
 
+@dataclass(frozen=True)
+class LinkSinks:
+    """Where the link delivers, on the event loop: messages, ups and downs, PUBACKs."""
+
+    on_message: Callable[[Incoming], None]
+    on_state: Callable[[bool, str], None]
+    on_published: Callable[[int, str | None], None]
+
+
+def _ignore(*args: object) -> None:
+    """A sink before ``start``: nothing arrives before the link connects."""
+
+
 class BrokerLink:
     """One MQTT connection (5, or 3.1.1) with a persistent session, QoS 1 both ways."""
 
@@ -96,18 +109,13 @@ class BrokerLink:
         password: str | None,
         loop: asyncio.AbstractEventLoop,
         *,
-        on_message: Callable[[Incoming], None],
-        on_state: Callable[[bool, str], None],
-        on_published: Callable[[int, str | None], None],
         on_fatal: Callable[[str], None],
     ) -> None:
         self._settings = settings
         self._client_id = client_id
         self._password = password
         self._loop = loop
-        self._on_message = on_message
-        self._on_state = on_state
-        self._on_published = on_published
+        self._sinks = LinkSinks(_ignore, _ignore, _ignore)  # until start
         self._on_fatal = on_fatal
         # What we want subscribed, what we still must unsubscribe, and whether a
         # session is up: changed only under the lock, by the loop's calls and by
@@ -184,7 +192,9 @@ class BrokerLink:
         return client
 
     # called from the asyncio thread ------------------------------------
-    def start(self) -> None:
+    def start(self, sinks: LinkSinks) -> None:
+        """Connect, and deliver to ``sinks`` from now on."""
+        self._sinks = sinks
         self._thread = threading.Thread(target=self._supervised, name="mqtt-link", daemon=True)
         self._thread.start()
 
@@ -353,7 +363,7 @@ class BrokerLink:
         was = self.connected
         self.connected = connected
         if was != connected or not connected:
-            self._loop.call_soon_threadsafe(self._on_state, connected, reason)
+            self._loop.call_soon_threadsafe(self._sinks.on_state, connected, reason)
 
     def _cb_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         # Nagle plus delayed ACKs stalls a QoS 1 round trip by 40 ms or more.
@@ -439,7 +449,7 @@ class BrokerLink:
         except UnicodeDecodeError:
             topic = ""  # no room has it: counted and dropped, but still acknowledged
         self._loop.call_soon_threadsafe(
-            self._on_message, Incoming(topic, payload, msg.mid, msg.qos)
+            self._sinks.on_message, Incoming(topic, payload, msg.mid, msg.qos)
         )
 
     def _cb_publish(
@@ -451,4 +461,4 @@ class BrokerLink:
         properties: Properties,
     ) -> None:
         refusal = str(reason) if reason.is_failure else None
-        self._loop.call_soon_threadsafe(self._on_published, mid, refusal)
+        self._loop.call_soon_threadsafe(self._sinks.on_published, mid, refusal)

@@ -15,9 +15,9 @@ import logging
 import random as random_module
 from collections.abc import Callable
 
-from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.presence import PresenceKeeper
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.room_logs import RoomLogs
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.protocol.batch import Batch, seal_batch
@@ -51,6 +51,8 @@ class CatchUp:
         name: str,
         clock_ms: Callable[[], int],
         random: Callable[[int], bytes],
+        link: Publisher,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._logs = logs
         self._rooms = rooms
@@ -63,10 +65,11 @@ class CatchUp:
         self._jitter = random_module.Random()  # noqa: S311 -- timing jitter, not a secret
         self._answered: dict[tuple[str, str], float] = {}
         self._rosters_seen: dict[tuple[str, bytes], float] = {}
-        self.link: BrokerLink | None = None
+        self._link = link
+        self._loop = loop
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self._loop.time()
 
     # ------------------------------------------------------------------ old epochs
     def may_ask(self, room: Room, batch: Batch) -> bool:
@@ -92,11 +95,11 @@ class CatchUp:
             return
         self._answered[key] = asked = self._now()
         delay = self._jitter.uniform(*ANSWER_DELAY_S)
-        asyncio.get_running_loop().call_later(delay, self._answer, room.name, tag, asked)
+        self._loop.call_later(delay, self._answer, room.name, tag, asked)
 
     def _answer(self, room_name: str, tag: str, asked: float) -> None:
         room = self._rooms.get(room_name)
-        if room is None or self.link is None or not self.link.connected:
+        if room is None or not self._link.connected:
             return
         if self._answered.get((room_name, tag), 0.0) > asked:
             return  # another member answered meanwhile
@@ -111,7 +114,7 @@ class CatchUp:
         state = book.state(state_hash)
         if state is not None:
             self._send_roster(room, tag, state, row.topic)
-        self.link.publish(row.topic, row.payload, 1)
+        self._link.publish(row.topic, row.payload, 1)
         self._answered[(room_name, tag)] = self._now()
         log.info("sent a member left behind the commit to epoch %d", nxt.state.epoch)
 
@@ -126,7 +129,7 @@ class CatchUp:
         if seen is not None and asked - seen < ANSWER_EVERY_S:
             return
         delay = self._jitter.uniform(*ANSWER_DELAY_S)
-        asyncio.get_running_loop().call_later(delay, self._roster_now, room.name, state, asked)
+        self._loop.call_later(delay, self._roster_now, room.name, state, asked)
 
     def _roster_now(self, room_name: str, state: RoomState, asked: float) -> None:
         """The roster goes out in its own epoch, where the newcomer listens."""
@@ -140,7 +143,7 @@ class CatchUp:
 
     def _send_roster(self, room: Room, tag: str, state: RoomState, topic: str) -> None:
         row = self._keeper.row(room, tag)
-        if row is None or row.secret is None or self.link is None:
+        if row is None or row.secret is None:
             return
         payload = seal_batch(
             EpochKeys(row.secret, row.epoch),
@@ -152,11 +155,11 @@ class CatchUp:
             cipher=room.cipher,
         )
         self.roster_seen(room, state.hash)
-        self.link.publish(topic, payload, 1)
+        self._link.publish(topic, payload, 1)
 
     # ------------------------------------------------------------------ our join
     def join_again_later(self, room: Room) -> None:
-        asyncio.get_running_loop().call_later(JOIN_AGAIN_S, self._join_again, room.name, 1)
+        self._loop.call_later(JOIN_AGAIN_S, self._join_again, room.name, 1)
 
     def _join_again(self, room_name: str, attempt: int) -> None:
         """No roster yet (lost, or nobody answered): say the join again, with back-off."""
@@ -165,4 +168,4 @@ class CatchUp:
             return
         self._presence.announce(room, PresenceState.ONLINE)
         delay = JOIN_AGAIN_S * 2**attempt
-        asyncio.get_running_loop().call_later(delay, self._join_again, room_name, attempt + 1)
+        self._loop.call_later(delay, self._join_again, room_name, attempt + 1)

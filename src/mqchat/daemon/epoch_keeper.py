@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from mqchat.daemon.broker import BrokerLink
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.rooms import GraceEpoch, Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, EXPIRED, GRACE, EpochRow
@@ -39,17 +39,25 @@ def prefix_of(topic: str) -> str:
 
 class EpochKeeper:
     def __init__(
-        self, *, store: Store, rooms: RoomRegistry, grace_s: int, clock_ms: Callable[[], int]
+        self,
+        *,
+        store: Store,
+        rooms: RoomRegistry,
+        link: Publisher,
+        grace_s: int,
+        clock_ms: Callable[[], int],
+        on_expire: Callable[[Room, list[EpochRow], list[EpochRow]], None],
     ) -> None:
+        """``on_expire(room, closed, all its epochs)``: told which epochs closed (the
+        membership log settles on what follows them)."""
         self._store = store
         self._rooms = rooms
         self.grace_ms = grace_s * 1000
         self._clock_ms = clock_ms
         self._rows: dict[str, dict[str, EpochRow]] = {}
         self._keys: dict[tuple[str, str], EpochKeys] = {}
-        self.link: BrokerLink | None = None
-        self.on_expire: Callable[[Room, list[EpochRow]], None] = lambda room, rows: None
-        """Told which epochs closed (the membership log settles on what follows them)."""
+        self._link = link
+        self._on_expire = on_expire
 
     # ------------------------------------------------------------------ state
     def load(self) -> None:
@@ -116,14 +124,13 @@ class EpochKeeper:
         if room.keys is not None and not room.opens_v1:
             room.expired.add(room.topic)
         self._rooms.retopic(room, before)
-        if self.link is not None:
-            after = room.topics
-            for topic in after:
-                if topic not in subscribed:
-                    self.link.subscribe(topic, room.qos)
-            for topic in subscribed:
-                if topic not in after:
-                    self.link.unsubscribe(topic)
+        after = room.topics
+        for topic in after:
+            if topic not in subscribed:
+                self._link.subscribe(topic, room.qos)
+        for topic in subscribed:
+            if topic not in after:
+                self._link.unsubscribe(topic)
 
     def enter(self, room: Room, row: EpochRow) -> None:
         """A new random-key room's first epoch."""
@@ -166,7 +173,7 @@ class EpochKeeper:
         closed = [r._replace(state=EXPIRED, secret=None, until_ms=None) for r in graced[:excess]]
         self._save(room, changed + closed)
         if closed:
-            self.on_expire(room, closed)
+            self._on_expire(room, closed, list(self.rows_of(room).values()))
         log.info("a room moved to epoch %d", keys.epoch)
         return True
 
@@ -189,5 +196,5 @@ class EpochKeeper:
             ]
             if ended:
                 self._save(room, ended)
-                self.on_expire(room, ended)
+                self._on_expire(room, ended, list(self.rows_of(room).values()))
                 log.info("a grace period ended in a room: %d old epoch(s) closed", len(ended))

@@ -21,7 +21,7 @@ import zmq
 
 from mqchat.daemon.ctl_guard import CtlGuard
 from mqchat.daemon.drops import DropCounter
-from mqchat.daemon.service import ChatService
+from mqchat.daemon.methods import MethodTable
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import (
     IpcError,
@@ -90,7 +90,7 @@ class IpcServer:
         self,
         ctx: zmq.Context[Any],
         endpoint: str,
-        service: ChatService,
+        methods: MethodTable,
         work: UnitOfWork,
         drops: DropCounter,
         kdf_busy: Callable[[], bool] = lambda: False,
@@ -102,7 +102,7 @@ class IpcServer:
         self._sock.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         self._sock.bind(endpoint)
         self.guard = CtlGuard(self._sock, Path(endpoint.removeprefix("ipc://")), drops, kdf_busy)
-        self._service = service
+        self._methods = methods
         self._work = work
         self._drops = drops
         self._tasks: set[asyncio.Task[None]] = set()
@@ -228,7 +228,7 @@ class IpcServer:
         try:
             # A part of the batch: if the request fails, nothing it wrote stays.
             with self._work.part():
-                result = self._service.call(req)
+                result = self._methods.call(req)
         except Exception as exc:
             return (envelope, req, self._error_reply(req, exc)), weight
         if inspect.isawaitable(result):

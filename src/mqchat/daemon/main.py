@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from mqchat.errors import MqchatError
 
 if TYPE_CHECKING:
     from mqchat.daemon.outbox_window import OutboxWindow
-    from mqchat.daemon.service import ChatService
+    from mqchat.daemon.store import Store
 
 log = logging.getLogger("mqchat.daemon")
 
@@ -129,23 +130,24 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    parts.link.start()
+    core = parts.core
+    core.repair.start()  # what a previous run left missing, and its final heads
+    parts.link.start(parts.sinks)
     sd_notify(f"READY=1\nSTATUS=connecting to {settings.broker}\nMAINPID={os.getpid()}")
     log.info(
         "ready: name %s, broker %s, %d rooms, sockets in %s",
         settings.name,
         settings.broker,
-        len(parts.service.rooms),
+        len(core.rooms),
         settings.runtime_dir,
     )
     parts.server.start(loop)
     tasks = [
         asyncio.create_task(parts.events.serve_subscriptions(), name="ipc-events"),
         asyncio.create_task(parts.server.guard.run(), name="ctl-guard"),
-        asyncio.create_task(_upkeep(parts.service), name="upkeep"),
-        asyncio.create_task(parts.presence.run(), name="presence"),
-        asyncio.create_task(parts.repair.run(), name="repair"),
-        asyncio.create_task(parts.keeper.run(), name="epochs"),
+        asyncio.create_task(_upkeep(parts.store), name="upkeep"),
+        asyncio.create_task(core.presence.run(), name="presence"),
+        asyncio.create_task(core.keeper.run(), name="epochs"),
     ]
     for task in tasks:
         # A task that ends by itself is a bug: log it and stop non-zero, so the
@@ -156,8 +158,8 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
     finally:
         sd_notify("STOPPING=1")
         log.info("stopping")
-        parts.presence.announce_all(PresenceState.LEAVING)  # before the DISCONNECT
-        await _flush(loop, parts.outbox)
+        core.presence.announce_all(PresenceState.LEAVING)  # before the DISCONNECT
+        await _flush(loop, core.outbox)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -181,9 +183,9 @@ def _task_died(task: asyncio.Task[Any], die: Callable[[str], None]) -> None:
     die(f"task {task.get_name()} ended: {exc!r}")
 
 
-async def _upkeep(service: ChatService) -> None:
+async def _upkeep(store: Store) -> None:
     while True:
-        service.prune()
+        store.memory.prune(time.time_ns() // 1_000_000)
         await asyncio.sleep(PRUNE_INTERVAL_S)
 
 

@@ -9,36 +9,29 @@ left behind is sent the way on by mqchat.daemon.catch_up.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from mqchat.daemon.catch_up import CatchUp
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.epoch_keeper import EpochKeeper
+from mqchat.daemon.head_follower import HeadFollower
 from mqchat.daemon.presence import PresenceKeeper
-from mqchat.daemon.room_logs import RoomLogs, pack_commit, pack_member, unpack_commit
+from mqchat.daemon.room_logs import RoomLogs, pack_commit, pack_member
 from mqchat.daemon.rooms import Room
-from mqchat.daemon.store import Store
 from mqchat.daemon.store.room_log import COMMIT, JOIN, LogRow
-from mqchat.daemon.unit_of_work import UnitOfWork
-from mqchat.errors import ProtocolError
 from mqchat.protocol.batch import Batch
-from mqchat.protocol.epochs import EpochKeys
-from mqchat.protocol.ipc import notice_event
-from mqchat.protocol.keybox import MemberKeyPair, secret_for, usable_member_key
+from mqchat.protocol.keybox import usable_member_key
 from mqchat.protocol.membership import (
     Commit,
     Join,
-    OpKind,
     Refused,
     Roster,
     check_join,
     commit_id,
 )
-from mqchat.protocol.records import Presence, PresenceState, Record, Rekey, record_body
+from mqchat.protocol.records import Presence, PresenceState, Rekey, record_body
 from mqchat.protocol.room_log import Offered
-from mqchat.protocol.roster import Member, Role, RoomState, commitment
+from mqchat.protocol.roster import Role, RoomState
 from mqchat.protocol.signing import SigningIdentity
 
 
@@ -46,43 +39,25 @@ class Membership:
     def __init__(
         self,
         *,
-        store: Store,
         logs: RoomLogs,
+        follower: HeadFollower,
         catch_up: CatchUp,
         keeper: EpochKeeper,
         presence: PresenceKeeper,
-        work: UnitOfWork,
         drops: DropCounter,
         identity: SigningIdentity,
-        clock_ms: Callable[[], int],
+        after_follow: Callable[[Room], None],
     ) -> None:
-        self._store = store
-        self._clock_ms = clock_ms
+        """``after_follow``: the room followed a new head (mqchat.daemon.rekeying makes
+        our rekey again should it have lost)."""
         self.logs = logs
+        self._follower = follower
         self._catch_up = catch_up
         self._keeper = keeper
         self._presence = presence
-        self._work = work
         self._drops = drops
         self.own_key = identity.public_key
-        self.member_key = MemberKeyPair.from_identity(identity)
-        self.own_commits: dict[str, tuple[bytes, tuple[bytes, ...]]] = {}
-        """Per room: our last commit, and whom it removed (made again should it lose)."""
-        self.rekey_again: Callable[[str, list[str]], None] = lambda room, names: None
-
-    def forget(self, room: Room) -> None:
-        self.own_commits.pop(room.name, None)
-        self.logs.forget(room)
-
-    def presence_records(self, room: Room) -> list[Record]:
-        """Our join, with every presence batch until a commit adds us."""
-        join = self.logs.own_join(room)
-        if join is None:
-            return []
-        head = self.logs.head(room)
-        if head is not None and head.member(self.own_key) is not None:
-            return []
-        return [join]
+        self._after_follow = after_follow
 
     # ------------------------------------------------------------------ receiving
     def on_batch(self, room: Room, batch: Batch, payload: bytes, now_ms: int) -> None:
@@ -146,7 +121,8 @@ class Membership:
         )
         if epoch_state is None:
             self.logs.tag_state(room, batch.room_tag, commit.prev)
-        self.follow(room, now_ms)
+        self._follower.follow(room, now_ms)
+        self._after_follow(room)
 
     def _on_join(self, room: Room, batch: Batch, join: Join, current: bool) -> None:
         if batch.sender_key == self.own_key or not current:
@@ -172,9 +148,9 @@ class Membership:
         if added:
             body = pack_member(state.hash, member)
             self.logs.keep(room, LogRow(room.name, b"join:" + member.sign_key, JOIN, body))
-            self._pin(room, member)
+            self._follower.pin(room, member)
             inviter = state.member(join.inviter_key)
-            self._notice(
+            self._follower.notice(
                 room,
                 "member_joined",
                 f"{member.name} joined {room.name}, invited by "
@@ -193,125 +169,10 @@ class Membership:
             return
         self.logs.anchored_on_roster(room, state, room.epoch.tag)
         admins = ", ".join(m.name for m in state.members if m.role == Role.ADMIN)
-        self._notice(room, "admitted", f"joined {room.name}: its admins are {admins}")
+        self._follower.notice(room, "admitted", f"joined {room.name}: its admins are {admins}")
         for m in state.members:
-            self._pin(room, m)
+            self._follower.pin(room, m)
         # Again, now that we can judge joins: the others' replies carry theirs.
         self._presence.announce(room, PresenceState.ONLINE)
-        self.follow(room, now_ms)
-
-    # ------------------------------------------------------------------ following the head
-    def follow(self, room: Room, now_ms: int) -> None:
-        """Move the room along the log's winning path: open each new epoch's box,
-        switch, and say what changed; stop where we are not in the room."""
-        book = self.logs.book(room)
-        held = {h: t for t, h in self.logs.tags(room).items()}
-        for cand in book.path():
-            if cand.state.hash in held:
-                continue
-            prev_tag = held.get(cand.prev)
-            row = self.logs.row(room, cand.id)
-            if prev_tag is None or row is None:
-                return
-            author, new_epoch, tag, commit, rekey = unpack_commit(row.body)
-            author_m = cand.state.member(author)
-            who = author_m.name if author_m else "an admin"
-            if cand.state.member(self.own_key) is None:
-                self._set_out(room, commit, who)
-                return
-            try:
-                secret = secret_for(rekey, self.member_key, tag=tag, rekeyer_key=author)
-            except ProtocolError as exc:
-                secret = None
-                self._drops.drop("bad_key_box", str(exc))
-            if secret is None or commitment(secret, new_epoch) != commit.commitment:
-                self._drops.drop("bad_key_box", "a key box that does not match its commitment")
-                self._notice(
-                    room,
-                    "key_alarm",
-                    f"{who}'s rekey of {room.name} gave you a key that does not match what it "
-                    f"committed to: you cannot read {room.name} from epoch {new_epoch} on; "
-                    f"tell {who} or another admin",
-                    sender=who,
-                )
-                return
-            keys = EpochKeys(secret, new_epoch)
-            self.logs.tag_state(room, keys.tag, cand.state.hash)
-            held[cand.state.hash] = keys.tag
-            self._keeper.switch(room, keys, secret, now_ms)
-            self.logs.clear_out(room)
-            for m in cand.state.members:
-                self._pin(room, m)
-            self._presence.announce(room, PresenceState.ONLINE)
-            self._notice(
-                room, "rekeyed", self._describe(room, commit, who, cand.state, cand.prev),
-                sender=who, epoch=new_epoch,
-            )  # fmt: skip
-        head = book.head()
-        target = held.get(head.hash) if head is not None else None
-        if target is not None and target != self._keeper.current(room).tag:
-            # The winner changed to a branch whose epoch is held already (§27.2).
-            epoch = self._keeper.row(room, target)
-            if epoch is not None and epoch.secret is not None:
-                keys = EpochKeys(epoch.secret, epoch.epoch)
-                self._keeper.switch(room, keys, epoch.secret, now_ms)
-        self._again_if_lost(room)
-
-    def _describe(self, room: Room, commit: Commit, who: str, state: RoomState, prev: bytes) -> str:
-        before = self.logs.book(room).state(prev)
-        names = {m.sign_key: m.name for m in (before.members if before else ())}
-        removed = [names.get(op.sign_key, "?") for op in commit.ops if op.kind == OpKind.REMOVE]
-        added = [op.name for op in commit.ops if op.kind == OpKind.ADD and op.name != who]
-        text = f"{who} rekeyed {room.name}: epoch {state.epoch}"
-        if removed:
-            text += f"; removed {', '.join(removed)}"
-        if added and before is not None:
-            text += f"; added {', '.join(added)}"
-        return text
-
-    def _set_out(self, room: Room, commit: Commit, who: str) -> None:
-        removed = any(op.kind == OpKind.REMOVE and op.sign_key == self.own_key for op in commit.ops)
-        expected = self.logs.own_join(room) is not None and not removed
-        if removed:
-            kind, why = "removed", f"{who} removed you from {room.name}"
-        elif expected and self.logs.book(room).anchor is not None:
-            kind, why = (
-                "moved_on",
-                f"{room.name} has moved on since your invite ({who} rekeyed it): ask {who} for "
-                "a new one",
-            )
-        else:
-            kind, why = "left_out", f"{who} rekeyed {room.name} without you"
-        if not self.logs.set_out(room, why):
-            return
-        self._notice(
-            room,
-            kind,
-            f"{why}: nothing said there from now on reaches you; run `chatctl leave "
-            f"{room.name}` to forget it",
-            sender=who,
-        )
-
-    def _again_if_lost(self, room: Room) -> None:
-        mine = self.own_commits.get(room.name)
-        head = self.logs.head(room)
-        if mine is None or head is None:
-            return
-        cid, removed = mine
-        if any(c.id == cid for c in self.logs.book(room).path()):
-            return
-        still = [m.name for m in head.members if m.sign_key in removed]
-        del self.own_commits[room.name]
-        if still and head.is_admin(self.own_key):
-            asyncio.get_running_loop().call_soon(self.rekey_again, room.name, still)
-
-    def _pin(self, room: Room, member: Member) -> None:
-        """A member's name is pinned to its key by the room's state, not on first use;
-        the key is one `trust` can name (docs/security.md)."""
-        memory = self._store.memory
-        memory.set_pin(room.name, member.name, member.sign_key)
-        memory.saw_key(room.name, member.name, member.sign_key, self._clock_ms())
-
-    def _notice(self, room: Room, kind: str, text: str, **extra: Any) -> None:
-        # Held with the batch's texts, published after its commit (or now, outside one).
-        self._work.publish(room.name, notice_event(room.name, kind, text, **extra))
+        self._follower.follow(room, now_ms)
+        self._after_follow(room)

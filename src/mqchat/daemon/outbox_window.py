@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.store import OutboxEntry, Store
 from mqchat.daemon.unit_of_work import UnitOfWork
@@ -46,6 +46,7 @@ class OutboxWindow:
         clock_ms: Callable[[], int],
         room_names: Callable[[], set[str]],
         sealer: BatchSealer,
+        link: Publisher,
     ) -> None:
         self._store = store
         self._sealer = sealer
@@ -53,7 +54,7 @@ class OutboxWindow:
         self._work = work
         self._clock_ms = clock_ms
         self._room_names = room_names
-        self.link: BrokerLink | None = None
+        self._link = link
         self.connected = False
         self._inflight: dict[int, list[int]] = {}  # paho mid -> the outbox ids it carries
         self._handed: set[int] = set()  # outbox ids paho holds
@@ -82,10 +83,10 @@ class OutboxWindow:
         self._forget_published()  # before the cursor goes back to the oldest entry
         if not connected:
             return
-        if self.link is not None and self.link.generation != self._generation:
+        if self._link.generation != self._generation:
             # A new paho client (another protocol or broker URL) holds nothing of
             # what the old one was given: everything unacknowledged goes again.
-            self._generation = self.link.generation
+            self._generation = self._link.generation
             self._inflight.clear()
             self._handed.clear()
         self._cursor = 0  # refused or untaken entries go again, in order
@@ -96,9 +97,9 @@ class OutboxWindow:
         if self._work.active:
             self._work.after_commit(self.fill)
             return
-        if self.link is None or not self.connected:
+        if not self.connected:
             return  # paho holds nothing while offline
-        window = min(WINDOW, self.link.receive_maximum)
+        window = min(WINDOW, self._link.receive_maximum)
         while len(self._inflight) < window:
             page = self._store.outbox.after(self._cursor, PAGE)
             if not page:
@@ -131,9 +132,7 @@ class OutboxWindow:
                 self._store.outbox.remove([e.id for e in group])
                 return len(group)
             group, topic, payload = group[: sealed.count], sealed.topic, sealed.payload
-        if self.link is None:  # pragma: no cover - checked by fill
-            return 0
-        mid = self.link.publish(topic, payload, entry.qos)
+        mid = self._link.publish(topic, payload, entry.qos)
         if mid is None:
             return 0
         ids = [e.id for e in group]

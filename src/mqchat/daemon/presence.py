@@ -16,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random as random_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.control_order import SignedTimeOrder
-from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.events import EventPublisher
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Member, Store
 from mqchat.protocol.batch import Batch, seal_batch
+from mqchat.protocol.ipc_events import iso_ts
 from mqchat.protocol.keybox import MemberKeyPair
 from mqchat.protocol.records import MemberKey, Presence, PresenceState, Record
 from mqchat.protocol.signing import SigningIdentity, fingerprint
@@ -53,7 +54,17 @@ class PresenceKeeper:
         interval_s: int,
         clock_ms: Callable[[], int],
         random: Callable[[int], bytes],
+        link: Publisher,
+        signed_ms: Callable[[], int],
+        extra_records: Sequence[Callable[[Room], list[Record]]],
+        refused: Callable[[str, str], object],
+        came_online: Callable[[Room, bytes], None],
     ) -> None:
+        """``signed_ms``: the time our batches are signed with (mqchat.daemon.
+        control_order.SignedClock); ``extra_records``: more records for every presence
+        batch of a room (heads, our join until a commit adds us); ``refused``: counts a
+        batch refused here (the drop counter's ``drop``); ``came_online``: a member said
+        "online" (repair sends it our heads)."""
         self._store = store
         self._rooms = rooms
         self._events = events
@@ -65,40 +76,35 @@ class PresenceKeeper:
         self._jitter = random_module.Random()  # noqa: S311 -- timing jitter, not a secret
         self._member_key = MemberKeyPair.from_identity(identity)
         self._replies: set[str] = set()
-        self.link: BrokerLink | None = None
-        self.extra_records: Callable[[Room], list[Record]] = lambda room: []
-        """More records for every presence batch of a room (heads: mqchat.daemon.repair)."""
-        self.signed_ms: Callable[[], int] = clock_ms
-        """The time our batches are signed with (mqchat.daemon.control_order.SignedClock)."""
+        self._link = link
+        self._extra_records = tuple(extra_records)
+        self._signed_ms = signed_ms
         self.order = SignedTimeOrder()
-        self.refused: Callable[[str, str], object] = lambda reason, detail: None
-        """Counts a batch refused here (the drop counter's ``drop``)."""
-        self.came_online: Callable[[Room, bytes], None] = lambda room, key: None
-        """A member said "online" (mqchat.daemon.repair sends it our heads)."""
+        self._refused = refused
+        self._came_online = came_online
         self._batches = 0
 
     # ------------------------------------------------------------------ sending
     def announce(self, room: Room, state: PresenceState) -> None:
         """Publish one presence batch in ``room``, if the link is up (never queued:
         an announcement that waited out an outage would say nothing true)."""
-        if room.epoch is None or room.v2_topic is None or self.link is None:
-            return
-        if not self.link.connected:
+        if room.epoch is None or room.v2_topic is None or not self._link.connected:
             return
         found: list[Record] = [Presence(state, self.interval_s)]
         if state != PresenceState.LEAVING:
             found.append(MemberKey(self._member_key.public_key))
-        found.extend(self.extra_records(room))
+        for more in self._extra_records:
+            found.extend(more(room))
         payload = seal_batch(
             room.epoch,
             self._identity,
             name=self._name,
             records=found,
-            sent_ms=self.signed_ms(),
+            sent_ms=self._signed_ms(),
             random=self._random,
             cipher=room.cipher,
         )
-        self.link.publish(room.v2_topic, payload, 1)
+        self._link.publish(room.v2_topic, payload, 1)
 
     def announce_all(self, state: PresenceState) -> None:
         for room in self._rooms:
@@ -132,7 +138,7 @@ class PresenceKeeper:
             # nothing of whether the sender is here now. (Its texts and control
             # records are counted where they are refused.)
             if presence is not None:
-                self.refused("replayed_presence", "older than the sender's last batch")
+                self._refused("replayed_presence", "older than the sender's last batch")
             return
         member_key = next((r for r in batch.records if isinstance(r, MemberKey)), None)
         before = self._store.members.get(room.name, batch.sender_key)
@@ -143,7 +149,7 @@ class PresenceKeeper:
             else (before.interval_s if before else self.interval_s)
         )
         if before is None and not self._room_for_one_more(room.name):
-            self.refused("too_many_members", f"over {MAX_MEMBER_ROWS} in a room")
+            self._refused("too_many_members", f"over {MAX_MEMBER_ROWS} in a room")
             return
         member = Member(
             room.name,
@@ -160,7 +166,7 @@ class PresenceKeeper:
             self._publish(member, reason)
         if presence is not None and presence.state == PresenceState.ONLINE:
             self._reply_soon(room.name)
-            self.came_online(room, batch.sender_key)
+            self._came_online(room, batch.sender_key)
 
     def _room_for_one_more(self, room_name: str) -> bool:
         members = self._store.members

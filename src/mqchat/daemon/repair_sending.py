@@ -49,14 +49,16 @@ class RepairSender:
         rooms: RoomRegistry,
         work: UnitOfWork,
         fill_outbox: Callable[[], None],
-        counts: dict[str, int],
+        loop: asyncio.AbstractEventLoop,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._rooms = rooms
         self._work = work
         self._fill_outbox = fill_outbox
-        self._counts = counts
+        self._loop = loop
+        self.counts = {"asked": 0, "republished": 0, "repaired": 0, "lost": 0}
+        """What repair did, for `status` (the receiving side counts here too)."""
         self._monotonic = monotonic
         self.budget = RepairBudget(monotonic)
         self._answered: deque[tuple[float, str, int, int, int]] = deque()
@@ -107,7 +109,7 @@ class RepairSender:
                         (now, room.name, stream, lo, hi if whole else lo + queued - 1)
                     )
         self.budget.spend(requester, spent_records, spent_size)
-        self._counts["republished"] += spent_records
+        self.counts["republished"] += spent_records
         if below_trail:
             final = stream != room.stream
             self._queue(room, Heads(stream, trail, lead, final))
@@ -146,11 +148,7 @@ class RepairSender:
         if stage >= len(HEADS_AFTER_S):
             return
         delay = HEADS_AFTER_S[stage] - (HEADS_AFTER_S[stage - 1] if stage else 0.0)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a test driving the service by hand): no timers
-            return
-        handle = loop.call_later(delay, self._heads_due, room_name, stage)
+        handle = self._loop.call_later(delay, self._heads_due, room_name, stage)
         self._heads_timers[room_name] = (handle, stage)
 
     def _heads_due(self, room_name: str, stage: int) -> None:
@@ -175,12 +173,8 @@ class RepairSender:
         than at our next message. One heads for every "online" of the next 0.5 s."""
         if room.name in self._online_heads or room.stream == 0:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - presence runs on the loop
-            return
         self._online_heads.add(room.name)
-        loop.call_later(HEADS_ON_ONLINE_S, self._online_heads_due, room.name)
+        self._loop.call_later(HEADS_ON_ONLINE_S, self._online_heads_due, room.name)
 
     def _online_heads_due(self, room_name: str) -> None:
         self._online_heads.discard(room_name)

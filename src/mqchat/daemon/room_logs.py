@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import struct
 
-from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, GRACE, EpochRow
@@ -38,7 +37,7 @@ from mqchat.protocol.membership import (
     decode_join,
     join_body,
 )
-from mqchat.protocol.records import Rekey, decode_record, record_body
+from mqchat.protocol.records import Record, Rekey, decode_record, record_body
 from mqchat.protocol.room_log import Offered, RoomLog
 from mqchat.protocol.roster import NO_STATE, Member, Role, RoomState, decode_roster
 
@@ -73,12 +72,9 @@ def unpack_member(data: bytes) -> tuple[bytes, Member]:
 
 
 class RoomLogs:
-    def __init__(
-        self, *, store: Store, rooms: RoomRegistry, keeper: EpochKeeper, own_key: bytes
-    ) -> None:
+    def __init__(self, *, store: Store, rooms: RoomRegistry, own_key: bytes) -> None:
         self._store = store
         self._rooms = rooms
-        self._keeper = keeper
         self._own_key = own_key
         self._logs: dict[str, RoomLog] = {}
         self._tags: dict[str, dict[str, bytes]] = {}
@@ -190,17 +186,15 @@ class RoomLogs:
         self._own_join[room.name] = join
         self.keep(room, LogRow(room.name, b"own_join", OWN_JOIN, join_body(join)))
 
-    def on_expire(self, room: Room, closed: list[EpochRow]) -> None:
-        """Epochs closed (``closed``; what stays open is read from the keeper): the log
+    def on_expire(self, room: Room, closed: list[EpochRow], still: list[EpochRow]) -> None:
+        """Epochs closed (``closed``; ``still``: the room's other epochs): the log
         settles on the oldest state still open and forgets the commits before it, so
         its bounds hold however long a room lives."""
         book = self._logs.get(room.name)
         if book is None or not book.anchored:
             return
         tags = self._tags.get(room.name, {})
-        open_tags = {
-            r.tag for r in self._keeper.rows_of(room).values() if r.state in (CURRENT, GRACE)
-        }
+        open_tags = {r.tag for r in still if r.state in (CURRENT, GRACE)}
         open_states = {tags[t] for t in open_tags if t in tags}
         oldest = next((c for c in book.path() if c.state.hash in open_states), None)
         if oldest is None or not book.settle(oldest.state.hash):
@@ -249,6 +243,16 @@ class RoomLogs:
 
     def own_join(self, room: Room) -> Join | None:
         return self._own_join.get(room.name)
+
+    def join_to_repeat(self, room: Room) -> list[Record]:
+        """Our join, with every presence batch until a commit adds us."""
+        join = self._own_join.get(room.name)
+        if join is None:
+            return []
+        head = self.head(room)
+        if head is not None and head.member(self._own_key) is not None:
+            return []
+        return [join]
 
     def set_out(self, room: Room, why: str) -> bool:
         """Remember why we are out of ``room``; False if that was known already."""

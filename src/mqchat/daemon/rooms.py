@@ -228,10 +228,10 @@ LEFT_REMEMBERED = 64
 class RoomRegistry:
     """The joined rooms, by name and by topic: what requests and payloads are routed by."""
 
-    def __init__(self) -> None:
+    def __init__(self, left_by_invite: list[str] | None = None) -> None:
         self._by_name: dict[str, Room] = {}
         self._by_topic: dict[str, Room] = {}
-        self.left_by_invite: list[str] = []
+        self.left_by_invite: list[str] = list(left_by_invite or [])
         """Random-key rooms left, newest last (at most LEFT_REMEMBERED): a passphrase
         ``join`` of one of these names makes another room, and the hints must say so."""
 

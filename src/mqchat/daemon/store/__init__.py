@@ -13,7 +13,7 @@ checkpointed by a ``Checkpointer`` that the daemon starts and stops itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,13 +42,20 @@ __all__ = [
 
 
 class Store:
-    def __init__(self, path: Path, retention: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        retention: int,
+        lowest_unread: Callable[[str], int | None] = lambda room: None,
+    ) -> None:
+        """``lowest_unread``: per room, the lowest seq a following tail has not shown
+        (mqchat.daemon.followers); retention keeps it, within a bound."""
         self.path = path
         self._db = open_database(path)
         self._staging = Staging(self._db)
         self.meta = Meta(self._db, self._staging)
         self.rooms = Rooms(self._db, self._staging)
-        self.messages = Messages(self._db, retention, self._staging)
+        self.messages = Messages(self._db, retention, self._staging, lowest_unread)
         self.outbox = Outbox(self._db, self._staging)
         self.sent = SentRecords(self._db, retention, self._staging)
         self.memory = ReceiverMemory(self._db, self._staging)

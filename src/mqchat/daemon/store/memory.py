@@ -246,28 +246,7 @@ class ReceiverMemory:
                 self._staged_high.items(),
             )
         for change in self._pin_changes:
-            self._write_pin_change(db, change)
-
-    @staticmethod
-    def _write_pin_change(db: sqlite3.Connection, change: PinChange) -> None:
-        if change.kind == "pin":
-            db.execute(
-                "INSERT INTO pins VALUES (?, ?, ?, NULL) ON CONFLICT(room, name) "
-                "DO UPDATE SET sender_key = excluded.sender_key, pending_key = NULL",
-                (change.room, change.name, change.key),
-            )
-        elif change.kind == "pending":
-            db.execute(
-                "UPDATE pins SET pending_key = ? WHERE room = ? AND name = ?",
-                (change.key, change.room, change.name),
-            )
-        else:
-            db.execute(
-                "INSERT INTO sender_keys VALUES (?, ?, ?, ?, ?, 1) "
-                "ON CONFLICT(room, name, sender_key) DO UPDATE SET "
-                "last_ms = MAX(last_ms, excluded.last_ms), messages = messages + 1",
-                (change.room, change.name, change.key, change.at_ms, change.at_ms),
-            )
+            _write_pin_change(db, change)
 
     def written(self) -> None:
         for key, seq in self._staged_high.items():
@@ -300,3 +279,24 @@ def _cache(cache: dict[K, V], key: K, value: V) -> None:
     if len(cache) >= CACHE_ENTRIES:
         cache.clear()
     cache[key] = value
+
+
+def _write_pin_change(db: sqlite3.Connection, change: PinChange) -> None:
+    if change.kind == "pin":
+        db.execute(
+            "INSERT INTO pins VALUES (?, ?, ?, NULL) ON CONFLICT(room, name) "
+            "DO UPDATE SET sender_key = excluded.sender_key, pending_key = NULL",
+            (change.room, change.name, change.key),
+        )
+    elif change.kind == "pending":
+        db.execute(
+            "UPDATE pins SET pending_key = ? WHERE room = ? AND name = ?",
+            (change.key, change.room, change.name),
+        )
+    else:
+        db.execute(
+            "INSERT INTO sender_keys VALUES (?, ?, ?, ?, ?, 1) "
+            "ON CONFLICT(room, name, sender_key) DO UPDATE SET "
+            "last_ms = MAX(last_ms, excluded.last_ms), messages = messages + 1",
+            (change.room, change.name, change.key, change.at_ms, change.at_ms),
+        )

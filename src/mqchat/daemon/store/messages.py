@@ -28,10 +28,16 @@ class Messages(StagedRows):
     """Inside a batch, rows are staged and written with one statement at its end;
     retention is applied then, once per room the batch touched."""
 
-    def __init__(self, db: sqlite3.Connection, retention: int, staging: Staging) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        retention: int,
+        staging: Staging,
+        lowest_unread: Callable[[str], int | None],
+    ) -> None:
         super().__init__(db, staging)
         self.retention = retention
-        self.lowest_unread: Callable[[str], int | None] = lambda room: None
+        self.lowest_unread = lowest_unread
         """The lowest seq of a room a connected tail has not shown yet
         (mqchat.daemon.followers): retention keeps it, within a bound."""
 
