@@ -29,7 +29,6 @@ from mqchat.daemon.broker import Incoming
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher, iso_ts
 from mqchat.daemon.followers import Followers
-from mqchat.daemon.publisher import OfflinePublisher
 from mqchat.daemon.rooms import Room
 from mqchat.daemon.store import Store
 from mqchat.daemon.unit_of_work import UnitOfWork
@@ -52,6 +51,31 @@ class Injected(Exception):
     """A failure put into the middle of a request or payload on purpose."""
 
 
+class RecordingLink:
+    """A link that is up and keeps what it was given, in order (no broker: what the
+    daemon's parts hand the link is what these tests look at)."""
+
+    connected = True
+    generation = 1
+    receive_maximum = 65535
+
+    def __init__(self) -> None:
+        self.given: list[tuple[str, str]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> int | None:
+        self.given.append(("publish", topic))
+        return len(self.given)
+
+    def subscribe(self, topic: str, qos: int) -> None:
+        self.given.append(("subscribe", topic))
+
+    def unsubscribe(self, topic: str) -> None:
+        self.given.append(("unsubscribe", topic))
+
+    def ack(self, mid: int, qos: int) -> None:
+        pass
+
+
 class Parts:
     """chatd's storage-side parts as assembly.py wires them, minus the sockets to clients."""
 
@@ -71,6 +95,7 @@ class Parts:
         self.work = UnitOfWork(self.store, self.events)
         self.identity = SigningIdentity.generate(os.urandom)
         self.loop = asyncio.new_event_loop()
+        self.link = RecordingLink()
         core = assemble_core(
             settings,
             self.store,
@@ -79,7 +104,7 @@ class Parts:
             self.drops,
             self.work,
             pytest.fail,
-            OfflinePublisher(),
+            self.link,
             self.loop,
             Followers(clock_ms),
             clock_ms=clock_ms,
@@ -418,3 +443,61 @@ def test_cipher_objects_belong_to_the_room_keys(keys: RoomKeys) -> None:
     assert envelope.open_payload(payload, again)[1].text == "t"
     assert not hasattr(envelope, "_key")
     assert envelope.DEFAULT_CIPHER == "aes-256-gcm"
+
+
+# ---------------------------------------------------------------------- effects in the unit of work
+
+
+def test_a_batch_that_does_not_commit_leaves_no_room_no_epoch_and_nothing_for_the_broker(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26 item 1: the room registry, its epochs and what goes to the broker are
+    effects of the request like its rows: a batch that rolls back undoes all of them."""
+
+    def disk_full(db: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def create() -> None:
+        with parts.work.batch(), parts.work.part():
+            parts.call("create", room="side", cipher=None)
+
+    monkeypatch.setattr(parts.store.rooms, "write", disk_full)
+    with pytest.raises(sqlite3.OperationalError):
+        create()
+    monkeypatch.undo()
+    assert "side" not in parts.rooms.names()
+    assert parts.rows("SELECT COUNT(*) FROM rooms WHERE name = 'side'") == [(0,)]
+    assert parts.rows("SELECT COUNT(*) FROM room_epochs WHERE room = 'side'") == [(0,)]
+    assert parts.link.given == []
+    # And the room can be created again, as if the first had never been asked for.
+    parts.call("create", room="side", cipher=None)
+    assert "side" in parts.rooms.names()
+    assert ("subscribe", parts.rooms.require("side").v2_topic) in parts.link.given
+
+
+def test_a_part_that_breaks_after_a_rekey_publishes_nothing_and_leaves_the_epoch(
+    parts: Parts,
+) -> None:
+    """A bug after a handler changed things: its part is undone, in memory too, and
+    the rekey it made never reaches the broker; the other parts of the batch commit."""
+    parts.call("create", room="side", cipher=None)
+    before = parts.rooms.require("side").epoch
+    assert before is not None
+    parts.link.given.clear()
+
+    def rekey_then_break() -> None:
+        with parts.work.part():
+            parts.call("rekey", room="side", remove=None, admins=None, members=None)
+            raise Injected("a bug after the rekey")
+
+    with parts.work.batch():
+        with pytest.raises(Injected):
+            rekey_then_break()
+        with parts.work.part():
+            parts.call("send", room=ROOM, text="still sent")
+    room = parts.rooms.require("side")
+    assert room.epoch is not None
+    assert (room.epoch.epoch, room.epoch.tag) == (before.epoch, before.tag)
+    assert parts.rows("SELECT COUNT(*) FROM room_epochs WHERE room = 'side'") == [(1,)]
+    assert [what for what, topic in parts.link.given if topic == room.v2_topic] == []
+    assert parts.rows("SELECT text FROM messages") == [("still sent",)]

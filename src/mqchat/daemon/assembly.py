@@ -42,7 +42,7 @@ from mqchat.daemon.methods import MethodTable
 from mqchat.daemon.opening import PayloadOpener
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
-from mqchat.daemon.publisher import Publisher
+from mqchat.daemon.publisher import AfterCommit, Publisher
 from mqchat.daemon.queries import Queries
 from mqchat.daemon.rekeying import Rekeying
 from mqchat.daemon.repair import Repair
@@ -124,23 +124,30 @@ def assemble_core(
     benchmarks build them as chatd does, with an ``OfflinePublisher``)."""
     rooms = RoomRegistry(left_by_invite=_names(store.meta.get(LEFT_INVITE_ROOMS_KEY)))
     rooms.load(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
+    # In-memory state is the store's cache: after a rollback each part reloads it,
+    # in this order (rooms, their epochs, their logs, then counters: Sending's).
+    work.on_rollback(
+        lambda: rooms.resync(store.rooms.all(), store.messages.last_seq, settings.topic_prefix)
+    )
     signed_ms = SignedClock(clock_ms)
     sealer = BatchSealer(
         rooms=rooms, identity=identity, name=settings.name, clock_ms=signed_ms, random=os.urandom
     )
-    outbox = OutboxWindow(store, events, work, clock_ms, rooms.names, sealer, link)
+    outbox = OutboxWindow(store, work, clock_ms, rooms.names, sealer, link)
     kdf = KeyDerivation()
+    effects = AfterCommit(link, work)  # what handling a request or payload publishes
     logs = RoomLogs(store=store, rooms=rooms, own_key=identity.public_key)
-    work.on_rollback(logs.reload)
     keeper = EpochKeeper(
         store=store,
         rooms=rooms,
-        link=link,
+        link=effects,
         grace_s=settings.grace_period,
         clock_ms=clock_ms,
         on_expire=logs.on_expire,
     )
     keeper.load()
+    work.on_rollback(keeper.reload)
+    work.on_rollback(logs.reload)
     timeline = Timeline(store, work)
     repair_sender = RepairSender(
         store=store, rooms=rooms, work=work, fill_outbox=outbox.fill, loop=loop
@@ -160,13 +167,13 @@ def assemble_core(
     presence = PresenceKeeper(
         store=store,
         rooms=rooms,
-        events=events,
+        publish=work.publish,
         identity=identity,
         name=settings.name,
         interval_s=settings.presence_interval,
         clock_ms=clock_ms,
         random=os.urandom,
-        link=link,
+        link=effects,
         signed_ms=signed_ms,
         extra_records=(repair_sender.presence_heads, logs.join_to_repeat),
         refused=drops.drop,
@@ -181,7 +188,7 @@ def assemble_core(
         name=settings.name,
         clock_ms=clock_ms,
         random=os.urandom,
-        link=link,
+        link=effects,
         loop=loop,
     )
     follower = HeadFollower(
@@ -199,7 +206,7 @@ def assemble_core(
         rooms=rooms,
         logs=logs,
         follower=follower,
-        link=link,
+        link=effects,
         work=work,
         identity=identity,
         name=settings.name,
@@ -223,7 +230,7 @@ def assemble_core(
         keeper=keeper,
         logs=logs,
         follower=follower,
-        link=link,
+        link=effects,
         catch_up=catch_up,
         presence=presence,
         work=work,
@@ -238,10 +245,10 @@ def assemble_core(
         identity=identity,
         drops=drops,
         work=work,
-        opener=PayloadOpener(rooms=rooms, drops=drops, link=link),
+        opener=PayloadOpener(rooms=rooms, drops=drops, link=effects),
         timeline=timeline,
         repair=repair,
-        link=link,
+        link=link,  # acknowledges, after each batch's commit
         clock_ms=clock_ms,
         on_fatal=die,
         on_batch=membership.on_batch,  # which passes them on to presence
@@ -278,8 +285,7 @@ def assemble_core(
         rooms=rooms,
         kdf=kdf,
         presence=presence,
-        link=link,
-        events=events,
+        link=effects,
         work=work,
         forgetters=(
             keeper.forget,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.presence import PresenceKeeper
-from mqchat.daemon.publisher import Publisher
+from mqchat.daemon.publisher import LinkEffects
 from mqchat.daemon.room_logs import RoomLogs
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.protocol.batch import Batch, seal_batch
@@ -51,7 +51,7 @@ class CatchUp:
         name: str,
         clock_ms: Callable[[], int],
         random: Callable[[int], bytes],
-        link: Publisher,
+        link: LinkEffects,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._logs = logs

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from mqchat.daemon.publisher import Publisher
+from mqchat.daemon.publisher import LinkEffects
 from mqchat.daemon.rooms import GraceEpoch, Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, EXPIRED, GRACE, EpochRow
@@ -43,7 +43,7 @@ class EpochKeeper:
         *,
         store: Store,
         rooms: RoomRegistry,
-        link: Publisher,
+        link: LinkEffects,
         grace_s: int,
         clock_ms: Callable[[], int],
         on_expire: Callable[[Room, list[EpochRow], list[EpochRow]], None],
@@ -68,6 +68,16 @@ class EpochKeeper:
                 self._rows[room.name] = {r.tag: r for r in rows}
                 self._apply(room)
         self.expire(self._clock_ms())
+
+    def reload(self) -> None:
+        """After a rollback: the epochs the store holds (the rooms' keys and topics follow)."""
+        self._rows.clear()
+        self._keys.clear()
+        for room in list(self._rooms):
+            rows = self._store.epochs.of(room.name)
+            if rows:
+                self._rows[room.name] = {r.tag: r for r in rows}
+                self._apply(room)
 
     def rows_of(self, room: Room) -> dict[str, EpochRow]:
         """The room's epochs; a passphrase room never rekeyed has epoch 0 from its keys."""

@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mqchat.config import Settings
-from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.presence import PresenceKeeper
-from mqchat.daemon.publisher import Publisher
+from mqchat.daemon.publisher import LinkEffects
 from mqchat.daemon.queries import room_info
 from mqchat.daemon.rooms import LEFT_INVITE_ROOMS_KEY, Room, RoomRegistry, another_room_warning
 from mqchat.daemon.store import Store
@@ -44,8 +43,7 @@ class RoomJoining:
         rooms: RoomRegistry,
         kdf: KeyDerivation,
         presence: PresenceKeeper,
-        link: Publisher,
-        events: EventPublisher,
+        link: LinkEffects,
         work: UnitOfWork,
         forgetters: Sequence[Callable[[Room], None]],
         clock_ms: Callable[[], int],
@@ -57,7 +55,6 @@ class RoomJoining:
         self._kdf = kdf
         self._presence = presence
         self._link = link
-        self._events = events
         self._work = work
         self._forgetters = tuple(forgetters)
         """Every part that keeps something per room: told when we leave it."""
@@ -107,7 +104,7 @@ class RoomJoining:
             self._link.subscribe(topic, new.qos)
         self._presence.announce(new, PresenceState.ONLINE)
         log.info("joined a room (%s%s)", new.cipher, ", legacy" if new.legacy else "")
-        self._events.publish(name, notice_event(name, "joined", f"joined {name}"))
+        self._work.publish(name, notice_event(name, "joined", f"joined {name}"))
         info = room_info(new)
         if name in self._rooms.left_by_invite:
             info["warning"] = "; ".join(filter(None, (another_room_warning(name), info["warning"])))

@@ -13,7 +13,7 @@ from typing import NamedTuple, TypeVar
 
 from mqchat.daemon.broker import Incoming
 from mqchat.daemon.drops import DropCounter
-from mqchat.daemon.publisher import Publisher
+from mqchat.daemon.publisher import LinkEffects
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.errors import PayloadTooLarge, ProtocolError
 from mqchat.protocol import envelope
@@ -57,7 +57,7 @@ def legacy_id(payload: bytes) -> bytes:
 
 
 class PayloadOpener:
-    def __init__(self, *, rooms: RoomRegistry, drops: DropCounter, link: Publisher) -> None:
+    def __init__(self, *, rooms: RoomRegistry, drops: DropCounter, link: LinkEffects) -> None:
         self._rooms = rooms
         self._drops = drops
         self._link = link

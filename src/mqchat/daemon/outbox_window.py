@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.events import iso_ts
 from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.store import OutboxEntry, Store
@@ -41,7 +41,6 @@ class OutboxWindow:
     def __init__(
         self,
         store: Store,
-        events: EventPublisher,
         work: UnitOfWork,
         clock_ms: Callable[[], int],
         room_names: Callable[[], set[str]],
@@ -50,7 +49,6 @@ class OutboxWindow:
     ) -> None:
         self._store = store
         self._sealer = sealer
-        self._events = events
         self._work = work
         self._clock_ms = clock_ms
         self._room_names = room_names
@@ -166,7 +164,7 @@ class OutboxWindow:
         log.warning("the broker refused to publish a message (%s); kept for a retry", reason)
         room = self._store.outbox.room_of(entry_ids[0])
         if first and room is not None and room in self._room_names():
-            self._events.publish(
+            self._work.publish(
                 room,
                 notice_event(
                     room,

@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mqchat.daemon.control_order import SignedTimeOrder
-from mqchat.daemon.events import EventPublisher
-from mqchat.daemon.publisher import Publisher
+from mqchat.daemon.publisher import LinkEffects
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Member, Store
 from mqchat.protocol.batch import Batch, seal_batch
@@ -48,13 +47,13 @@ class PresenceKeeper:
         *,
         store: Store,
         rooms: RoomRegistry,
-        events: EventPublisher,
+        publish: Callable[[str | None, dict[str, Any]], None],
         identity: SigningIdentity,
         name: str,
         interval_s: int,
         clock_ms: Callable[[], int],
         random: Callable[[int], bytes],
-        link: Publisher,
+        link: LinkEffects,
         signed_ms: Callable[[], int],
         extra_records: Sequence[Callable[[Room], list[Record]]],
         refused: Callable[[str, str], object],
@@ -67,7 +66,8 @@ class PresenceKeeper:
         "online" (repair sends it our heads)."""
         self._store = store
         self._rooms = rooms
-        self._events = events
+        self._publish_event = publish
+        """Held until the unit of work commits (UnitOfWork.publish)."""
         self._identity = identity
         self._name = name
         self.interval_s = interval_s
@@ -197,7 +197,7 @@ class PresenceKeeper:
     def _publish(self, member: Member, reason: str) -> None:
         if self._rooms.get(member.room) is None:
             return
-        self._events.publish(
+        self._publish_event(
             member.room, {"type": "presence", **self._view(member), "reason": reason}
         )
 

@@ -7,7 +7,11 @@ benchmark) gives it ``OfflinePublisher``, so no part checks whether it has a lin
 
 from __future__ import annotations
 
-from typing import Protocol
+import functools
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from mqchat.daemon.unit_of_work import UnitOfWork
 
 
 class Publisher(Protocol):
@@ -51,3 +55,40 @@ class OfflinePublisher:
 
     def ack(self, mid: int, qos: int) -> None:
         pass
+
+
+class LinkEffects(Protocol):
+    """What a part that publishes or subscribes while handling a request or payload
+    uses of the link: effects that must wait for that unit of work's commit."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> None: ...
+
+    def subscribe(self, topic: str, qos: int) -> None: ...
+
+    def unsubscribe(self, topic: str) -> None: ...
+
+
+class AfterCommit:
+    """The link, with every publish and (un)subscription held until the unit of work
+    in progress commits, and dropped if it rolls back (at once outside one): what a
+    request or payload does to the broker is one of its effects, like its rows."""
+
+    def __init__(self, link: Publisher, work: UnitOfWork) -> None:
+        self._link = link
+        self._work = work
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> None:
+        self._work.after_commit(functools.partial(self._link.publish, topic, payload, qos))
+
+    def subscribe(self, topic: str, qos: int) -> None:
+        self._work.after_commit(functools.partial(self._link.subscribe, topic, qos))
+
+    def unsubscribe(self, topic: str) -> None:
+        self._work.after_commit(functools.partial(self._link.unsubscribe, topic))

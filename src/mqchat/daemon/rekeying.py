@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mqchat.daemon.head_follower import HeadFollower
-from mqchat.daemon.publisher import Publisher
+from mqchat.daemon.publisher import LinkEffects
 from mqchat.daemon.room_logs import RoomLogs, pack_commit
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
@@ -48,7 +48,7 @@ class Rekeying:
         rooms: RoomRegistry,
         logs: RoomLogs,
         follower: HeadFollower,
-        link: Publisher,
+        link: LinkEffects,
         work: UnitOfWork,
         identity: SigningIdentity,
         name: str,
@@ -140,13 +140,9 @@ class Rekeying:
         self._logs.keep(r, LogRow(r.name, cid, COMMIT, packed, payload, r.v2_topic))
         if head is None:
             self._logs.tag_state(r, r.epoch.tag, NO_STATE)
-        # Published once the commit is stored: a rekey that did not commit never left.
-        topic = r.v2_topic
-
-        def publish() -> None:
-            link.publish(topic, payload, 1)
-
-        self._work.after_commit(publish)
+        # Published once the commit is stored (the link holds it until then): a
+        # rekey that did not commit never left.
+        link.publish(r.v2_topic, payload, 1)
         gone = {op.sign_key for op in ops if op.kind == OpKind.REMOVE}
         self._own_commits[r.name] = (cid, tuple(gone))
         self._follower.follow(r, self._clock_ms())

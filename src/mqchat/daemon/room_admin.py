@@ -16,7 +16,7 @@ from mqchat.daemon.catch_up import CatchUp
 from mqchat.daemon.epoch_keeper import EpochKeeper, prefix_of
 from mqchat.daemon.head_follower import HeadFollower
 from mqchat.daemon.presence import PresenceKeeper
-from mqchat.daemon.publisher import Publisher
+from mqchat.daemon.publisher import LinkEffects
 from mqchat.daemon.room_logs import RoomLogs
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
@@ -53,7 +53,7 @@ class RoomAdmin:
         keeper: EpochKeeper,
         logs: RoomLogs,
         follower: HeadFollower,
-        link: Publisher,
+        link: LinkEffects,
         catch_up: CatchUp,
         presence: PresenceKeeper,
         work: UnitOfWork,

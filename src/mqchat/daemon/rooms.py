@@ -250,6 +250,16 @@ class RoomRegistry:
                 room.topic = topic_for(prefix, room.keys.tag)
             self.add(room.with_epoch(prefix))
 
+    def resync(
+        self, records: list[RoomRecord], last_seq: Callable[[str], int], prefix: str
+    ) -> None:
+        """After a rollback: the rooms the store holds, no more, no fewer. A room in
+        both keeps its object (and what it counts; its counters are reloaded too)."""
+        stored = {rec.name for rec in records}
+        for room in [r for r in self._by_name.values() if r.name not in stored]:
+            self.remove(room)
+        self.load([rec for rec in records if rec.name not in self._by_name], last_seq, prefix)
+
     def add(self, room: Room) -> None:
         self._by_name[room.name] = room
         for topic in (*room.topics, *room.expired):

@@ -7,9 +7,16 @@ longest way to go), then their events (and the IPC server's replies). If the
 commit fails, nothing of it is published, nothing after it runs, and the
 in-memory counters that the batch moved are reloaded from the store.
 
-Each request or payload is a ``part`` of the batch: if it fails, what it staged
-and the events it published are forgotten, and the other parts still commit.
-That is what a SAVEPOINT per message used to give, without a statement.
+Each request or payload is a ``part`` of the batch: if it fails, what it staged,
+the events it published and what it held for the broker are forgotten, and the
+other parts still commit. That is what a SAVEPOINT per message used to give,
+without a statement.
+
+In-memory state is the store's cache: the parts that keep some register a
+``reload`` (``on_rollback``), run when a batch rolls back and when a part fails
+with anything but an expected error. An expected error (an ``MqchatError``: a
+bad request, a refused payload) comes before its handler changes anything, so it
+costs no reload.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.store import Store
+from mqchat.errors import MqchatError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +37,7 @@ class UnitOfWork:
     def __init__(self, store: Store, events: EventPublisher) -> None:
         self._store = store
         self._events = events
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: list[Callable[[], object]] = []
         self._on_rollback: list[Callable[[], None]] = []
         self._held: list[tuple[str | None, dict[str, Any]]] = []
         self.active = False
@@ -38,7 +46,7 @@ class UnitOfWork:
         """Register what reloads in-memory state from the store after a failed batch."""
         self._on_rollback.append(reload)
 
-    def after_commit(self, action: Callable[[], None]) -> None:
+    def after_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` once the current batch has committed (now, if there is none)."""
         if self.active:
             if action not in self._after_commit:
@@ -75,8 +83,8 @@ class UnitOfWork:
                 except BaseException:
                     self._after_commit.clear()
                     self._held.clear()
-                    for reload in self._on_rollback:
-                        reload()
+                    self.active = False  # what a reload holds for the broker goes now
+                    self.reload()
                     raise
                 # Committed: into the publisher's hold, which writes each client
                 # the whole batch at once when this block ends; before that, what
@@ -89,6 +97,11 @@ class UnitOfWork:
             self.active = False
             self._held.clear()
             self._after_commit.clear()
+
+    def reload(self) -> None:
+        """In-memory state from the store again (what a failed part or batch left)."""
+        for reload in self._on_rollback:
+            reload()
 
     def _run_after_commit(self) -> None:
         after, self._after_commit = self._after_commit, []
@@ -108,24 +121,36 @@ class UnitOfWork:
         """
         if not self.active:
             return self.batch()
-        return _Part(self._store, self._held)
+        return _Part(self, self._store, self._held, self._after_commit)
 
 
 class _Part:
     """``UnitOfWork.part`` inside a batch. A class, not a generator: it runs once per
     message, and costs a third of what contextlib's machinery does."""
 
-    __slots__ = ("_events", "_held", "_mark", "_store")
+    __slots__ = ("_actions", "_after", "_events", "_held", "_mark", "_store", "_work")
 
-    def __init__(self, store: Store, held: list[tuple[str | None, dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        work: UnitOfWork,
+        store: Store,
+        held: list[tuple[str | None, dict[str, Any]]],
+        after: list[Callable[[], object]],
+    ) -> None:
+        self._work = work
         self._store = store
         self._held = held
+        self._after = after
 
     def __enter__(self) -> None:
         self._mark = self._store.mark()
         self._events = len(self._held)
+        self._actions = len(self._after)
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if kind is not None:
             self._store.undo(self._mark)
             del self._held[self._events :]
+            del self._after[self._actions :]
+            if not issubclass(kind, MqchatError):
+                self._work.reload()

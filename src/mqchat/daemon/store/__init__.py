@@ -59,10 +59,10 @@ class Store:
         self.outbox = Outbox(self._db, self._staging)
         self.sent = SentRecords(self._db, retention, self._staging)
         self.memory = ReceiverMemory(self._db, self._staging)
-        self.members = Members(self._db)
+        self.members = Members(self._db, self._staging)
         self.gaps = GapStreams(self._db, self._staging)
         self.held = HeldTexts(self._db, self._staging)
-        self.epochs = RoomEpochs(self._db)
+        self.epochs = RoomEpochs(self._db, self._staging)
         self.room_log = RoomLogRows(self._db, self._staging)
 
     @contextmanager

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final, NamedTuple
 
-from mqchat.daemon.store.connection import transaction
+from mqchat.daemon.store.staging import StagedStatements, Staging
 
 CURRENT: Final = "current"
 GRACE: Final = "grace"
@@ -60,27 +60,29 @@ class EpochRow(NamedTuple):
         return f"EpochRow(room={self.room!r}, epoch={self.epoch}, state={self.state!r})"
 
 
-class RoomEpochs:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+class RoomEpochs(StagedStatements):
+    """A room's epochs; written with the batch that changes them (mqchat.daemon.store.staging)."""
+
+    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
         db.executescript(_SCHEMA)
+        super().__init__(db, staging)
 
     def of(self, room: str) -> list[EpochRow]:
-        rows = self._db.execute(
-            "SELECT room, tag, epoch, state, secret, topic, until_ms, base_tag, rekeyer, "
-            "recipients, best_rekey_id FROM room_epochs WHERE room = ? ORDER BY epoch, tag",
-            (room,),
-        ).fetchall()
+        rows = (
+            self._reading()
+            .execute(
+                "SELECT room, tag, epoch, state, secret, topic, until_ms, base_tag, rekeyer, "
+                "recipients, best_rekey_id FROM room_epochs WHERE room = ? ORDER BY epoch, tag",
+                (room,),
+            )
+            .fetchall()
+        )
         return [EpochRow(*row) for row in rows]
 
     def save(self, rows: list[EpochRow]) -> None:
         """Write ``rows`` (replacing rows of the same room and tag), all or none."""
-        with transaction(self._db) as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO room_epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        sql = "INSERT OR REPLACE INTO room_epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        self._stage(*[(sql, row) for row in rows])
 
     def forget_room(self, room: str) -> None:
-        with transaction(self._db) as db:
-            db.execute("DELETE FROM room_epochs WHERE room = ?", (room,))
+        self._stage(("DELETE FROM room_epochs WHERE room = ?", (room,)))

@@ -18,7 +18,7 @@ back, so they never hold what the store does not.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 
@@ -81,6 +81,26 @@ class StagedRows:
         self._staged.clear()
 
     forget = written
+
+
+class StagedStatements(StagedRows):
+    """A table whose writes are statements, staged in order and run at the batch's end
+    (outside a batch: at once, in a transaction of their own). A read that must see
+    the batch's own writes calls ``_reading`` first, which writes what is staged."""
+
+    def _stage(self, *statements: tuple[str, Sequence[Any]]) -> None:
+        """Stage ``(sql, params)`` statements, all or none (outside a batch, one
+        transaction)."""
+        self._staged.extend(statements)
+        self._staging.settle()
+
+    def _reading(self) -> sqlite3.Connection:
+        self._staging.flush()
+        return self._db
+
+    def write(self, db: sqlite3.Connection) -> None:
+        for sql, params in self._staged:
+            db.execute(sql, params)
 
 
 class Mark(NamedTuple):

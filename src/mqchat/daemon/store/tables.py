@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mqchat.daemon.store.connection import transaction
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord
-from mqchat.daemon.store.staging import StagedRows, Staging
+from mqchat.daemon.store.staging import StagedRows, StagedStatements, Staging
 
 
 class Meta(StagedRows):
@@ -39,26 +39,26 @@ class Meta(StagedRows):
             )
 
 
-class Rooms:
+class Rooms(StagedStatements):
     """Joined rooms, with their keys (derived, never the passphrase)."""
 
-    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
-        self._db = db
-        self._staging = staging
-
     def all(self) -> list[RoomRecord]:
-        rows = self._db.execute(
-            "SELECT name, cipher, legacy, weak, kdf, key_a, key_b, topic, joined_ms FROM rooms "
-            "ORDER BY name"
-        ).fetchall()
+        rows = (
+            self._reading()
+            .execute(
+                "SELECT name, cipher, legacy, weak, kdf, key_a, key_b, topic, joined_ms "
+                "FROM rooms ORDER BY name"
+            )
+            .fetchall()
+        )
         return [
             RoomRecord(n, c, bool(lg), bool(w), json.loads(k), a, b, t, j)
             for n, c, lg, w, k, a, b, t, j in rows
         ]
 
     def save(self, room: RoomRecord) -> None:
-        with transaction(self._db) as db:
-            db.execute(
+        self._stage(
+            (
                 "INSERT OR REPLACE INTO rooms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     room.name,
@@ -72,16 +72,21 @@ class Rooms:
                     room.joined_ms,
                 ),
             )
+        )
 
     def delete(self, name: str) -> None:
-        """Forget a room and what it still had to send (sent earlier in this batch too)."""
+        """Forget a room and what it still had to send (sent earlier in this batch too:
+        what is staged is written first, so the deletes find it)."""
         self._staging.flush()
-        with transaction(self._db) as db:
-            db.execute("DELETE FROM rooms WHERE name = ?", (name,))
-            db.execute("DELETE FROM outbox WHERE room = ?", (name,))
-            db.execute("DELETE FROM sent WHERE room = ?", (name,))
-            for table in ("gap_streams", "gap_senders", "held"):
-                db.execute(f"DELETE FROM {table} WHERE room = ?", (name,))
+        self._stage(
+            ("DELETE FROM rooms WHERE name = ?", (name,)),
+            ("DELETE FROM outbox WHERE room = ?", (name,)),
+            ("DELETE FROM sent WHERE room = ?", (name,)),
+            *[(f"DELETE FROM {t} WHERE room = ?", (name,)) for t in _GAP_TABLES],
+        )
+
+
+_GAP_TABLES = ("gap_streams", "gap_senders", "held")
 
 
 class Outbox(StagedRows):
@@ -143,69 +148,137 @@ class Member(NamedTuple):
     online: bool
 
 
-class Members:
-    """Who was heard in each room (presence), with their X25519 member key."""
+class Members(StagedStatements):
+    """Who was heard in each room (presence), with their X25519 member key.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    Written with the batch like every table. ``get``, asked for each batch received,
+    answers from what the batch staged (kept in ``_saved``) and otherwise from the
+    store, without writing the batch first."""
+
+    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
+        super().__init__(db, staging)
+        self._saved: dict[tuple[str, bytes], Member | None] = {}
+        """What the staged statements say of a member (None: removed)."""
+        self._rooms_cleared: set[str] = set()
 
     def save(self, m: Member) -> None:
-        self._db.execute(
-            "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(room, sender_key) "
-            "DO UPDATE SET name = excluded.name, "
-            "x25519_key = COALESCE(excluded.x25519_key, members.x25519_key), "
-            "last_seen_ms = excluded.last_seen_ms, interval_s = excluded.interval_s, "
-            "online = excluded.online",
-            (m.room, m.sender_key, m.name, m.x25519_key, m.last_seen_ms, m.interval_s, m.online),
-        )
+        before = self._saved.get((m.room, m.sender_key))
+        if m.x25519_key is None and before is not None and before.x25519_key is not None:
+            m = m._replace(x25519_key=before.x25519_key)  # as the statement's COALESCE does
+        self._saved[(m.room, m.sender_key)] = m
+        self._stage((_SAVE_MEMBER, m))
 
     def get(self, room: str, sender_key: bytes) -> Member | None:
+        known = (room, sender_key) in self._saved
+        saved = self._saved.get((room, sender_key))
+        if (known and saved is None) or (not known and room in self._rooms_cleared):
+            return None
+        if saved is not None and (saved.x25519_key is not None or room in self._rooms_cleared):
+            return saved
+        # The store holds what no staged statement changed (or the member key a
+        # staged save keeps): no need to write the batch first.
         row = self._db.execute(
-            "SELECT room, sender_key, name, x25519_key, last_seen_ms, interval_s, online "
-            "FROM members WHERE room = ? AND sender_key = ?",
+            f"SELECT {_MEMBER_COLUMNS} FROM members WHERE room = ? AND sender_key = ?",
             (room, sender_key),
         ).fetchone()
-        if row is None:
-            return None
-        r, k, n, x, seen, i, o = row
-        return Member(r, bytes(k), n, x, seen, i, bool(o))
+        stored = None if row is None else _member(row)
+        if saved is None:
+            return stored
+        return saved._replace(x25519_key=stored.x25519_key if stored else None)
 
     def in_room(self, room: str) -> list[Member]:
-        rows = self._db.execute(
-            "SELECT room, sender_key, name, x25519_key, last_seen_ms, interval_s, online "
-            "FROM members WHERE room = ? ORDER BY name, last_seen_ms DESC",
-            (room,),
-        ).fetchall()
-        return [Member(r, bytes(k), n, x, seen, i, bool(o)) for r, k, n, x, seen, i, o in rows]
+        rows = (
+            self._reading()
+            .execute(
+                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE room = ? "
+                "ORDER BY name, last_seen_ms DESC",
+                (room,),
+            )
+            .fetchall()
+        )
+        return [_member(row) for row in rows]
 
     def online(self) -> list[Member]:
-        rows = self._db.execute(
-            "SELECT room, sender_key, name, x25519_key, last_seen_ms, interval_s, online "
-            "FROM members WHERE online = 1"
-        ).fetchall()
-        return [Member(r, bytes(k), n, x, seen, i, bool(o)) for r, k, n, x, seen, i, o in rows]
+        rows = (
+            self._reading()
+            .execute(f"SELECT {_MEMBER_COLUMNS} FROM members WHERE online = 1")
+            .fetchall()
+        )
+        return [_member(row) for row in rows]
 
     def count(self, room: str) -> int:
-        row = self._db.execute("SELECT COUNT(*) FROM members WHERE room = ?", (room,)).fetchone()
+        row = (
+            self._reading()
+            .execute("SELECT COUNT(*) FROM members WHERE room = ?", (room,))
+            .fetchone()
+        )
         return int(row[0])
 
     def evict_one_offline(self, room: str) -> bool:
         """Forget the member of ``room`` offline and silent the longest; False if none is."""
-        row = self._db.execute(
-            "SELECT sender_key FROM members WHERE room = ? AND online = 0 "
-            "ORDER BY last_seen_ms LIMIT 1",
-            (room,),
-        ).fetchone()
+        row = (
+            self._reading()
+            .execute(
+                "SELECT sender_key FROM members WHERE room = ? AND online = 0 "
+                "ORDER BY last_seen_ms LIMIT 1",
+                (room,),
+            )
+            .fetchone()
+        )
         if row is None:
             return False
-        self.forget(room, bytes(row[0]))
+        self.remove(room, bytes(row[0]))
         return True
 
     def forget_room(self, room: str) -> None:
-        self._db.execute("DELETE FROM members WHERE room = ?", (room,))
+        self._clear_room(room)
+        self._stage((_FORGET_ROOM, (room,)))
 
-    def forget(self, room: str, sender_key: bytes) -> None:
+    def remove(self, room: str, sender_key: bytes) -> None:
         """One member no longer in the room (a rekey left it out)."""
-        self._db.execute(
-            "DELETE FROM members WHERE room = ? AND sender_key = ?", (room, sender_key)
-        )
+        self._saved[(room, sender_key)] = None
+        self._stage((_REMOVE_MEMBER, (room, sender_key)))
+
+    def _clear_room(self, room: str) -> None:
+        for key in [k for k in self._saved if k[0] == room]:
+            del self._saved[key]
+        self._rooms_cleared.add(room)
+
+    # staged writes (mqchat.daemon.store.staging) ---------------------------
+
+    def undo(self, mark: int) -> None:
+        super().undo(mark)
+        self._saved.clear()
+        self._rooms_cleared.clear()
+        for sql, params in self._staged:  # what stays staged, again
+            if sql is _SAVE_MEMBER:
+                self._saved[(params[0], params[1])] = params
+            elif sql is _REMOVE_MEMBER:
+                self._saved[(params[0], params[1])] = None
+            else:
+                self._clear_room(params[0])
+
+    def written(self) -> None:
+        super().written()
+        self._saved.clear()
+        self._rooms_cleared.clear()
+
+    def forget(self) -> None:
+        self.written()
+
+
+_MEMBER_COLUMNS = "room, sender_key, name, x25519_key, last_seen_ms, interval_s, online"
+_SAVE_MEMBER = (
+    "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(room, sender_key) "
+    "DO UPDATE SET name = excluded.name, "
+    "x25519_key = COALESCE(excluded.x25519_key, members.x25519_key), "
+    "last_seen_ms = excluded.last_seen_ms, interval_s = excluded.interval_s, "
+    "online = excluded.online"
+)
+_REMOVE_MEMBER = "DELETE FROM members WHERE room = ? AND sender_key = ?"
+_FORGET_ROOM = "DELETE FROM members WHERE room = ?"
+
+
+def _member(row: Any) -> Member:
+    r, k, n, x, seen, i, o = row
+    return Member(r, bytes(k), n, x, seen, i, bool(o))
