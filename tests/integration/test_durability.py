@@ -92,7 +92,9 @@ def test_outage_sends_are_queued_and_sent_when_the_broker_returns(
     assert "queued" in result.stderr
     state = broker_state(alice)
     assert state["connected"] is False
-    assert state["outbox"] == 1
+    # The text waits in the outbox (with, on a slow machine, the heads that follow
+    # "before" by a second: they wait for the broker too).
+    assert state["outbox"] >= 1
     assert notices.messages(1)[0]["text"] == "sent in the dark"  # own echo, stored at once
     broker.start()
     notices.wait_for(is_notice("broker_up"))
