@@ -83,6 +83,8 @@ class Parts:
     def close(self) -> None:
         """After the link has stopped: everything else, in order."""
         self.core.repair.close()
+        self.core.presence.close()
+        self.core.keeper.close()
         self.core.kdf.close()
         self.server.close()
         self.events.close()
@@ -144,6 +146,8 @@ def assemble_core(
         grace_s=settings.grace_period,
         clock_ms=clock_ms,
         on_expire=logs.on_expire,
+        work=work,
+        loop=loop,
     )
     keeper.load()
     work.on_rollback(keeper.reload)
@@ -167,7 +171,8 @@ def assemble_core(
     presence = PresenceKeeper(
         store=store,
         rooms=rooms,
-        publish=work.publish,
+        work=work,
+        loop=loop,
         identity=identity,
         name=settings.name,
         interval_s=settings.presence_interval,

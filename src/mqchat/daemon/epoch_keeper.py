@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from mqchat.daemon.deadline import Deadline
 from mqchat.daemon.publisher import LinkEffects
 from mqchat.daemon.rooms import GraceEpoch, Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, EXPIRED, GRACE, EpochRow
+from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import UsageError
 from mqchat.protocol.epochs import EpochKeys, passphrase_epoch_zero
 
 log = logging.getLogger(__name__)
 
-TICK_S = 1.0
 """How often grace periods are checked for their end."""
 MAX_GRACE_EPOCHS = 8
 """Old epochs and losing candidates a room keeps open at once; past this the oldest
@@ -47,6 +48,8 @@ class EpochKeeper:
         grace_s: int,
         clock_ms: Callable[[], int],
         on_expire: Callable[[Room, list[EpochRow], list[EpochRow]], None],
+        work: UnitOfWork,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         """``on_expire(room, closed, all its epochs)``: told which epochs closed (the
         membership log settles on what follows them)."""
@@ -58,6 +61,10 @@ class EpochKeeper:
         self._keys: dict[tuple[str, str], EpochKeys] = {}
         self._link = link
         self._on_expire = on_expire
+        self._work = work
+        self._loop = loop
+        self._grace_ends = Deadline(loop, loop.time, self._grace_ended)
+        """Wakes us when the first grace period ends (and not before)."""
 
     # ------------------------------------------------------------------ state
     def load(self) -> None:
@@ -68,6 +75,7 @@ class EpochKeeper:
                 self._rows[room.name] = {r.tag: r for r in rows}
                 self._apply(room)
         self.expire(self._clock_ms())
+        self._wake_at_grace_end(r for rows in self._rows.values() for r in rows.values())
 
     def reload(self) -> None:
         """After a rollback: the epochs the store holds (the rooms' keys and topics follow)."""
@@ -78,6 +86,7 @@ class EpochKeeper:
             if rows:
                 self._rows[room.name] = {r.tag: r for r in rows}
                 self._apply(room)
+        self._wake_at_grace_end(r for rows in self._rows.values() for r in rows.values())
 
     def rows_of(self, room: Room) -> dict[str, EpochRow]:
         """The room's epochs; a passphrase room never rekeyed has epoch 0 from its keys."""
@@ -111,6 +120,12 @@ class EpochKeeper:
             rows[row.tag] = row
         self._store.epochs.save(changed)
         self._apply(room)
+        self._wake_at_grace_end(changed)
+
+    def _wake_at_grace_end(self, rows: Iterable[EpochRow]) -> None:
+        ends = [r.until_ms or 0 for r in rows if r.state == GRACE]
+        if ends:
+            self._grace_ends.at(self._loop.time() + max(0, min(ends) - self._clock_ms()) / 1000)
 
     def _apply(self, room: Room) -> None:
         """Make ``room`` (and the registry, and the broker's subscriptions) match its rows."""
@@ -188,10 +203,13 @@ class EpochKeeper:
         return True
 
     # ------------------------------------------------------------------ grace
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
+    def _grace_ended(self) -> None:
+        with self._work.batch():
             self.expire(self._clock_ms())
+        self._wake_at_grace_end(r for rows in self._rows.values() for r in rows.values())
+
+    def close(self) -> None:
+        self._grace_ends.cancel()
 
     def expire(self, now_ms: int) -> None:
         """End the grace periods that are over: forget their keys, leave their topics."""

@@ -132,6 +132,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
 
     core = parts.core
     core.repair.start()  # what a previous run left missing, and its final heads
+    core.presence.start()
     parts.link.start(parts.sinks)
     sd_notify(f"READY=1\nSTATUS=connecting to {settings.broker}\nMAINPID={os.getpid()}")
     log.info(
@@ -146,8 +147,6 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         asyncio.create_task(parts.events.serve_subscriptions(), name="ipc-events"),
         asyncio.create_task(parts.server.guard.run(), name="ctl-guard"),
         asyncio.create_task(_upkeep(parts.store), name="upkeep"),
-        asyncio.create_task(core.presence.run(), name="presence"),
-        asyncio.create_task(core.keeper.run(), name="epochs"),
     ]
     for task in tasks:
         # A task that ends by itself is a bug: log it and stop non-zero, so the

@@ -20,9 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mqchat.daemon.control_order import SignedTimeOrder
+from mqchat.daemon.deadline import Deadline
 from mqchat.daemon.publisher import LinkEffects
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Member, Store
+from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.protocol.batch import Batch, seal_batch
 from mqchat.protocol.ipc_events import iso_ts
 from mqchat.protocol.keybox import MemberKeyPair
@@ -38,7 +40,8 @@ OFFLINE_AFTER_INTERVALS = 3
 """A member not heard from for this many of its own intervals is offline."""
 REPLY_WITHIN_S = 2.0
 """An "online" from another member is answered with "still here" within this."""
-TICK_S = 1.0
+OFFLINE_SLACK_S = 0.05
+"""A member is looked at this long after it may have gone silent: past, not at, its time."""
 
 
 class PresenceKeeper:
@@ -47,7 +50,8 @@ class PresenceKeeper:
         *,
         store: Store,
         rooms: RoomRegistry,
-        publish: Callable[[str | None, dict[str, Any]], None],
+        work: UnitOfWork,
+        loop: asyncio.AbstractEventLoop,
         identity: SigningIdentity,
         name: str,
         interval_s: int,
@@ -66,8 +70,10 @@ class PresenceKeeper:
         "online" (repair sends it our heads)."""
         self._store = store
         self._rooms = rooms
-        self._publish_event = publish
-        """Held until the unit of work commits (UnitOfWork.publish)."""
+        self._work = work
+        self._loop = loop
+        self._announcing: asyncio.TimerHandle | None = None
+        self._offline_due = Deadline(loop, loop.time, self._silence_ends)
         self._identity = identity
         self._name = name
         self.interval_s = interval_s
@@ -110,16 +116,32 @@ class PresenceKeeper:
         for room in self._rooms:
             self.announce(room, state)
 
-    async def run(self) -> None:
-        """Say "still here" every interval (±10%), and mark the silent offline."""
-        loop = asyncio.get_running_loop()
-        next_announce = loop.time() + self._next_interval()
-        while True:
-            await asyncio.sleep(TICK_S)
+    def start(self) -> None:
+        """Say "still here" every interval (±10%); mark the silent offline when the
+        first of them is due (members a previous run saw online: at once)."""
+        self._announcing = self._loop.call_later(self._next_interval(), self._still_here)
+        self._offline_due.at(self._loop.time())
+
+    def _still_here(self) -> None:
+        self.announce_all(PresenceState.STILL_HERE)
+        self._announcing = self._loop.call_later(self._next_interval(), self._still_here)
+
+    def _silence_ends(self) -> None:
+        with self._work.batch():
             self.expire(self._clock_ms())
-            if loop.time() >= next_announce:
-                self.announce_all(PresenceState.STILL_HERE)
-                next_announce = loop.time() + self._next_interval()
+        for member in self._store.members.online():
+            self._offline_at(member)
+
+    def _offline_at(self, member: Member) -> None:
+        """Be woken when ``member`` has been silent too long, unless woken before."""
+        silent_ms = OFFLINE_AFTER_INTERVALS * member.interval_s * 1000
+        due_ms = member.last_seen_ms + silent_ms - self._clock_ms()
+        self._offline_due.at(self._loop.time() + max(0, due_ms) / 1000 + OFFLINE_SLACK_S)
+
+    def close(self) -> None:
+        if self._announcing is not None:
+            self._announcing.cancel()
+        self._offline_due.cancel()
 
     def _next_interval(self) -> float:
         return self.interval_s * self._jitter.uniform(0.9, 1.1)
@@ -161,6 +183,8 @@ class PresenceKeeper:
             not leaving,
         )
         self._store.members.save(member)
+        if member.online:
+            self._offline_at(member)
         if before is None or before.online != member.online:
             reason = "leaving" if leaving else ("joined" if before is None else "announce")
             self._publish(member, reason)
@@ -178,7 +202,7 @@ class PresenceKeeper:
             return
         self._replies.add(room_name)
         delay = self._jitter.uniform(0, REPLY_WITHIN_S)
-        asyncio.get_running_loop().call_later(delay, self._reply, room_name)
+        self._loop.call_later(delay, self._reply, room_name)
 
     def _reply(self, room_name: str) -> None:
         self._replies.discard(room_name)
@@ -197,7 +221,7 @@ class PresenceKeeper:
     def _publish(self, member: Member, reason: str) -> None:
         if self._rooms.get(member.room) is None:
             return
-        self._publish_event(
+        self._work.publish(
             member.room, {"type": "presence", **self._view(member), "reason": reason}
         )
 
