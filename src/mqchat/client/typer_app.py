@@ -13,17 +13,8 @@ from typing import Annotated, Any, TypeVar, cast
 
 import typer  # noqa: TID253 -- this module is the typer app; cli.main imports it off the fast path
 
+from mqchat.client import cli_values as v
 from mqchat.client import commands, key_commands, other_commands
-from mqchat.client.cli_values import (
-    DEFAULT_LINES,
-    DEFAULT_TIMEOUT,
-    MAX_TIMEOUT,
-    MIN_TIMEOUT,
-    read_cipher,
-    read_count,
-    read_path,
-    read_seconds,
-)
 from mqchat.client.commands import Options
 from mqchat.errors import MqchatError, UsageError
 from mqchat.protocol.ciphers import CIPHERS, DEFAULT_CIPHER
@@ -78,7 +69,7 @@ def _option(*flags: str, help: str, metavar: str, read: Callable[[str], Any]) ->
 
 
 def _file(help: str) -> Any:
-    return _option(help=help, metavar="FILE", read=read_path)
+    return _option(help=help, metavar="FILE", read=v.read_path)
 
 
 Room = Annotated[str, _arg("ROOM", "A room you have joined.", joined=True)]
@@ -90,7 +81,7 @@ def _cipher(help: str) -> Any:
     metavar = f"[{'|'.join(CIPHERS)}]"
     choices = list(CIPHERS)
     return typer.Option(
-        help=help, metavar=metavar, parser=_parser(read_cipher), autocompletion=lambda: choices
+        help=help, metavar=metavar, parser=_parser(v.read_cipher), autocompletion=lambda: choices
     )
 
 
@@ -115,23 +106,23 @@ def global_options(
             help="chatd's runtime directory (default: $MQCHAT_RUNTIME_DIR, "
             "else $XDG_RUNTIME_DIR/mqchat, else /tmp/mqchat-UID).",
             metavar="DIR",
-            read=read_path,
+            read=v.read_path,
         ),
     ] = None,
     timeout: Annotated[
         float,
         _option(
-            help=f"How long to wait for chatd ({MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}).",
+            help=f"How long to wait for chatd ({v.MIN_TIMEOUT:g} to {v.MAX_TIMEOUT:g}).",
             metavar="SECONDS",
-            read=read_seconds,
+            read=v.read_seconds,
         ),
-    ] = DEFAULT_TIMEOUT,
+    ] = v.DEFAULT_TIMEOUT,
 ) -> None:
     ctx.obj = Options.from_flags(runtime_dir, timeout)
 
 
 @app.command(
-    help="Create ROOM with a random 256-bit key (no passphrase); then `chatctl invite ROOM`.",
+    help="Create ROOM with a random 256-bit key (no passphrase); then `chatctl invite ROOM`."
 )
 def create(
     ctx: typer.Context,
@@ -182,9 +173,8 @@ def join(
     ] = False,
     weak: Annotated[bool, _flag("--weak", "Accept a passphrase under 12 characters.")] = False,
 ) -> None:
-    opts = ctx.obj
     commands.join(
-        opts,
+        ctx.obj,
         room,
         passphrase_file,
         cipher,
@@ -243,21 +233,20 @@ def tail(
     lines: Annotated[
         int,
         _option(
-            "-n", "--lines", help="Print the last N messages first.", metavar="N", read=read_count
+            "-n", "--lines", help="Print the last N messages first.", metavar="N", read=v.read_count
         ),
-    ] = DEFAULT_LINES,
+    ] = v.DEFAULT_LINES,
     no_follow: Annotated[bool, _flag("--no-follow", "Stop after the history.")] = False,
     since: Annotated[
-        int | None, _option(help="Print the messages after SEQ.", metavar="SEQ", read=read_count)
+        int | None, _option(help="Print the messages after SEQ.", metavar="SEQ", read=v.read_count)
     ] = None,
     as_json: Annotated[bool, _flag("--json", "One JSON event per line (notices too).")] = False,
     template: Annotated[
         str | None, typer.Option("--format", metavar="TEMPLATE", help=TEMPLATE_HELP)
     ] = None,
 ) -> None:
-    opts = ctx.obj
     commands.tail(
-        opts,
+        ctx.obj,
         rooms or [],
         lines=lines,
         since=since,
@@ -329,7 +318,7 @@ FINGERPRINT_HELP = (
 
 
 @app.command(
-    help="Pin the key of NAME in ROOM that has FINGERPRINT; without it, list the keys seen.",
+    help="Pin the key of NAME in ROOM that has FINGERPRINT; without it, list the keys seen."
 )
 def trust(
     ctx: typer.Context,
@@ -353,15 +342,14 @@ def show_config(ctx: typer.Context, as_json: AsJson = False) -> None:
 def man_pages(
     ctx: typer.Context,
     directory: Annotated[
-        Path | None, _option("--dir", help="Where to write them.", metavar="DIR", read=read_path)
+        Path | None, _option("--dir", help="Where to write them.", metavar="DIR", read=v.read_path)
     ] = None,
 ) -> None:
     other_commands.man_pages(ctx.obj, directory)
 
 
 @service.command(
-    "install",
-    help="Write ~/.config/systemd/user/chatd.service for this installation's chatd.",
+    "install", help="Write ~/.config/systemd/user/chatd.service for this installation's chatd."
 )
 def service_install(ctx: typer.Context) -> None:
     other_commands.service_install(ctx.obj)
