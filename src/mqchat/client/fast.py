@@ -96,10 +96,8 @@ def _join(opts: Options, args: Sequence[str]) -> Action:
     line = _Line(args, flags, ("--invite-file", "--passphrase-file", "--cipher"), rest=False)
     room = next(iter(line.words_between(0, 1)), None)
     passphrase_file = line.value("--passphrase-file", v.read_path, None)
-    cipher, invite_file = (
-        line.value("--cipher", v.read_cipher, None),
-        line.value("--invite-file", v.read_path, None),
-    )
+    cipher = line.value("--cipher", v.read_cipher, None)
+    invite_file = line.value("--invite-file", v.read_path, None)
     invite, legacy, weak = map(line.flag, flags)
     return partial(
         commands.join,
@@ -117,7 +115,8 @@ def _join(opts: Options, args: Sequence[str]) -> Action:
 def _tail(opts: Options, args: Sequence[str]) -> Action:
     line = _Line(args, ("--no-follow", "--json"), ("--lines", "--since", "--format"), rest=False)
     lines = line.value("--lines", v.read_count, v.DEFAULT_LINES)
-    since, template = line.value("--since", v.read_count, None), line.value("--format", str, None)
+    since = line.value("--since", v.read_count, None)
+    template = line.value("--format", str, None)
     no_follow, as_json = line.flag("--no-follow"), line.flag("--json")
     return partial(
         commands.tail,
