@@ -62,8 +62,8 @@ def commands() -> Iterator[tuple[list[str], Any]]:
 
     from mqchat.client.typer_app import app
 
-    group = typer.main.get_command(app)
-    todo = [([name], c) for name, c in group.commands.items()]  # type: ignore[attr-defined]
+    group: Any = typer.main.get_command(app)  # a group: the app has several commands
+    todo = [([name], c) for name, c in group.commands.items()]
     for words, command in todo:
         if hasattr(command, "commands"):
             todo += [([*words, name], c) for name, c in command.commands.items()]
