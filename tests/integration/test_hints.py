@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from harness import PASSPHRASE, Broker, Daemon, Terminal, command, wait_until
-from mqchat.client import cli_spec
+from mqchat.client.man_pages import commands
 from mqchat.client.ui.launch import install_hint
 from mqchat.drop_reasons import describe, is_routine
 from rawmqtt import RawClient, first_payload, text_topic
@@ -240,8 +240,8 @@ def test_man_pages_are_made_from_the_command_definitions(make_daemon: MakeDaemon
     assert made.returncode == 0, made.stderr
     pages = data / "man" / "man1"
     chatctl_page = (pages / "chatctl.1").read_text()
-    for c in cli_spec.COMMANDS:
-        assert f"\\fB{' '.join(filter(None, (c.group, c.name)))}\\fR" in chatctl_page, c
+    for words, _ in commands():
+        assert f"\\fB{' '.join(words)}\\fR" in chatctl_page, words
     chatd_page = (pages / "chatd.1").read_text()
     for flag in ("--broker", "--name", "--runtime-dir", "--state-dir", "--log-level"):
         assert f"\\fB{flag}\\fR" in chatd_page

@@ -209,19 +209,19 @@ def test_every_command_has_help() -> None:
     entry point once, for the top-level help."""
     from typer.testing import CliRunner
 
-    from mqchat.client import cli_spec
     from mqchat.client.cli import build_app
+    from mqchat.client.man_pages import commands
 
     app, runner = build_app(), CliRunner()
     for words in COMMANDS:
         shown = runner.invoke(app, [*words, "--help"])
         assert shown.exit_code == 0 and "Usage: chatctl" in shown.output, words
-    for declared in cli_spec.COMMANDS:  # and every option declared is offered
-        words = [declared.group, declared.name] if declared.group else [declared.name]
+    for words, declared in commands():  # and every option declared is offered
         assert words in COMMANDS, words
         shown = runner.invoke(app, [*words, "--help"])
-        for option in declared.options:
-            assert option.flags[-1] in shown.output, (words, option)
+        assert declared.help and declared.help[:30] in " ".join(shown.output.split()), words
+        for option in declared.params:
+            assert option.opts[-1] in shown.output or option.metavar in shown.output, words
     assert runner.invoke(app, ["no-such-command"]).exit_code == 2
     top = subprocess.run(
         [command("chatctl"), "--help"], capture_output=True, text=True, check=True, timeout=30

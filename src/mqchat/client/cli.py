@@ -1,10 +1,9 @@
 """chatctl: the command-line client of chatd (console script ``chatctl``).
 
-The command line is declared once, in mqchat.client.cli_spec. ``main`` first
-offers it to the fast path (mqchat.client.fast), which runs ``send``,
-``status``, ``join`` and ``tail`` without importing typer; anything else goes
-to the typer app (mqchat.client.typer_app) built from the same declarations.
-This module stays small: it is compiled and loaded on every call.
+``main`` first offers the command line to the fast path (mqchat.client.fast),
+which runs the usual forms of ``send``, ``status``, ``join`` and ``tail``
+without importing typer; anything else goes to the typer app
+(mqchat.client.typer_app). This module stays small: it is loaded on every call.
 """
 
 from __future__ import annotations
@@ -20,10 +19,10 @@ if TYPE_CHECKING:
 
 
 def build_app() -> typer.Typer:
-    """The typer app: every command of cli_spec, with its help and usage errors."""
-    from mqchat.client import typer_app
+    """The typer app: every command, with its help and usage errors."""
+    from mqchat.client.typer_app import app
 
-    return typer_app.build_app()
+    return app
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """What ``chatctl join``, ``send``, ``status`` and ``tail`` do, and how chatctl prints lines.
 
-Both front ends call these, with the arguments that cli_spec declares: the
-typer app (cli.py) and the fast path (fast.py), so that their output, messages
-and exit statuses cannot drift apart. Nothing slow to import is imported at
+Both front ends call these, with the same arguments: the typer app
+(typer_app.py) and the fast path (fast.py), so that their output, messages and
+exit statuses cannot drift apart. Nothing slow to import is imported at
 module level: the fast path exists to keep typer and cryptography out of
 ``chatctl send`` (issue 8).
 """
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 class Options(NamedTuple):
-    """chatctl's global options (cli_spec.GLOBAL_OPTIONS)."""
+    """chatctl's global options, given before the command."""
 
     runtime_dir: Path
     timeout: float

@@ -1,6 +1,6 @@
 """What ``chatctl create``, ``invite``, ``join --invite``, ``rekey`` and ``members`` do.
 
-Called as ``handler(Options, **values)`` with the values cli_spec declares. An
+Called by the typer app (typer_app.py) with the values it parsed. An
 invite is a secret: it is printed on stdout only (so it can be piped or
 redirected to a 0600 file), and read from a hidden prompt, one line of stdin or
 a 0600 file, never from the command line.

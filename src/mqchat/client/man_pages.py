@@ -1,9 +1,9 @@
 """Man pages for chatctl and chatd, made from the one definition of each command line.
 
-chatctl's page comes from mqchat.client.cli_spec (the table the typer app and
-the fast path are built from), chatd's from its argparse parser, so a page
-cannot describe options that do not exist. ``chatctl man-pages`` writes them
-where ``man`` looks for a user's own pages.
+chatctl's page comes from the typer app (mqchat.client.typer_app, as the click
+commands typer makes of it), chatd's from its argparse parser, so a page cannot
+describe options that do not exist. ``chatctl man-pages`` writes them where
+``man`` looks for a user's own pages.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mqchat import __version__
-from mqchat.client import cli_spec
-from mqchat.client.cli_spec import Argument, Command, Option
 
 SEE_ALSO = "docs/ipc.md, docs/protocol.md, docs/security.md and README.md in mqchat's source"
 
@@ -43,26 +43,39 @@ def _header(name: str, summary: str) -> list[str]:
     ]
 
 
-def _option_line(option: Option) -> str:
-    flags = ", ".join(f"\\fB{f}\\fR" for f in option.flags)
-    if option.kind is not None:
-        flags += f" \\fI{option.metavar or option.dest.upper()}\\fR"
-    return flags
+def _param_line(param: Any) -> str:
+    """``--lines, -n N`` for an option, ``ROOM`` for an argument (click's parameters)."""
+    if not param.opts[0].startswith("-"):
+        return f"\\fI{param.metavar}\\fR"
+    flags = ", ".join(f"\\fB{f}\\fR" for f in param.opts)
+    return flags if param.is_flag else f"{flags} \\fI{param.metavar}\\fR"
 
 
-def _usage(command: Command) -> str:
-    words = [w for w in (command.group, command.name) if w]
-    parts = [f"\\fB{' '.join(words)}\\fR"]
-    for param in command.params:
-        if isinstance(param, Argument):
-            meta = f"\\fI{param.metavar}\\fR"
-            parts.append(meta if param.required else f"[{meta}]")
+def _params(command: Any) -> list[Any]:
+    # Completion is typer's own, on every typer app: the shells' pages say how it works.
+    return [p for p in command.params if p.name not in {"install_completion", "show_completion"}]
+
+
+def commands() -> Iterator[tuple[list[str], Any]]:
+    """Every command of the typer app: its words (``service install``) and click command."""
+    import typer
+
+    from mqchat.client.typer_app import app
+
+    group: Any = typer.main.get_command(app)  # a group: the app has several commands
+    todo = [([name], c) for name, c in group.commands.items()]
+    for words, command in todo:
+        if hasattr(command, "commands"):
+            todo += [([*words, name], c) for name, c in command.commands.items()]
         else:
-            parts.append(f"[{_option_line(param)}]")
-    return " ".join(parts)
+            yield words, command
 
 
 def chatctl_page() -> str:
+    import typer
+
+    from mqchat.client.typer_app import EXIT_STATUS_HELP, app
+
     lines = _header("chatctl", "encrypted group chat over MQTT: the client of chatd")
     lines += [
         ".SH SYNOPSIS",
@@ -74,20 +87,17 @@ def chatctl_page() -> str:
         "it joins rooms, sends, tails and chats, so several terminals share one session.",
         ".SH GLOBAL OPTIONS",
     ]
-    for option in cli_spec.GLOBAL_OPTIONS:
-        lines += [".TP", _option_line(option), roff(option.help)]
+    for option in _params(typer.main.get_command(app)):
+        lines += [".TP", _param_line(option), roff(option.help)]
     lines.append(".SH COMMANDS")
-    for command in cli_spec.COMMANDS:
-        lines += [".TP", _usage(command), roff(command.help)]
+    for words, command in commands():
+        usage = [_param_line(p) if p.required else f"[{_param_line(p)}]" for p in command.params]
+        lines += [".TP", " ".join([f"\\fB{' '.join(words)}\\fR", *usage]), roff(command.help)]
         for param in command.params:
-            if isinstance(param, Argument):
-                name = f"\\fI{param.metavar}\\fR"
-            else:
-                name = _option_line(param)
-            lines += [".RS", ".TP", name, roff(param.help), ".RE"]
+            lines += [".RS", ".TP", _param_line(param), roff(param.help or ""), ".RE"]
     lines += [
         ".SH EXIT STATUS",
-        roff(cli_spec.EXIT_STATUS_HELP),
+        roff(EXIT_STATUS_HELP),
         ".SH ENVIRONMENT",
         "MQCHAT_RUNTIME_DIR, and for chatd's settings see \\fBchatd\\fR(1); "
         "NO_COLOR turns colour off.",

@@ -1,7 +1,7 @@
-"""What the commands that only the typer app parses do (cli_spec names them).
+"""What the commands that only the typer app parses do.
 
-Each is called as ``handler(Options, **values)`` with the values cli_spec
-declares, and imports what only it needs.
+Each is called by its typer command (typer_app.py) with chatctl's global
+options and the values typer parsed, and imports what only it needs.
 """
 
 from __future__ import annotations
