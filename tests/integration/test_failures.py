@@ -7,6 +7,7 @@ daemons on one store, ...) with real daemons and a real mosquitto.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 
@@ -72,11 +73,13 @@ def test_a_refused_publish_is_kept_shown_and_sent_again(
     alice.ok("send", room, "refused too")
     notice = watch.wait_for(lambda e: e.get("kind") == "publish_refused")
     assert "not authorized" in notice["text"].lower()
-    wait_until(lambda: alice.status()["broker"]["refused"] == 2, "both refusals counted")
+    # Both texts are refused and kept (and, on a slow machine, the heads that follow
+    # the first by a second: they are refused and kept too).
+    wait_until(lambda: alice.status()["broker"]["refused"] >= 2, "both refusals counted")
     status = alice.status()["broker"]
-    assert status["outbox"] == 2
+    assert status["outbox"] >= 2
     assert "not authorized" in status["last_refusal"]["reason"].lower()
-    assert "2 refused by the broker (Not authorized)" in alice.ok("status")
+    assert re.search(r"\b\d+ refused by the broker \(Not authorized\)", alice.ok("status"))
 
     # The ACL changes with a broker restart. alice comes back only once bob is
     # connected again: what this test proves is that alice kept and resent both,

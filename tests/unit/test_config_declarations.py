@@ -53,11 +53,6 @@ def test_chatds_flags_are_the_declared_ones() -> None:
             assert offered[how.flag].metavar == how.metavar, how.flag
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon/main.py writes its epilog by hand and omits MQCHAT_GRACE_PERIOD; "
-    "it can name config.ENVIRONMENT (the daemon's owner's change)",
-)
 def test_chatds_help_names_every_environment_variable() -> None:
     epilog = parser().epilog or ""
     assert [name for name in ENVIRONMENT if name not in epilog] == []

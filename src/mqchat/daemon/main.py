@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mqchat import __version__
-from mqchat.config import Settings, load_settings
+from mqchat.config import ENVIRONMENT, Settings, add_arguments, load_settings
 from mqchat.errors import MqchatError
 
 if TYPE_CHECKING:
@@ -40,19 +40,13 @@ def parser() -> argparse.ArgumentParser:
             "[room name + NUL, JSON] for any ZeroMQ SUB; see docs/ipc.md)."
         ),
         epilog=(
-            "Environment: MQCHAT_CONFIG, MQCHAT_BROKER, MQCHAT_NAME, MQCHAT_RUNTIME_DIR, "
-            "MQCHAT_STATE_DIR, MQCHAT_BROKER_USERNAME, MQCHAT_BROKER_PASSWORD_FILE. "
+            f"Environment: {', '.join(ENVIRONMENT)}. "
             "Precedence: flag > environment > config file > default. "
             "Exit status: 0 stopped cleanly, 1 failed, 2 bad usage or configuration."
         ),
     )
     p.add_argument("--config", metavar="FILE", help="TOML config file (must exist if given)")
-    p.add_argument(
-        "--broker", metavar="URL", help="mqtt://host:1883, mqtts://host:8883, ws://, wss://"
-    )
-    p.add_argument("--name", metavar="NAME", help="your name as others see it")
-    p.add_argument("--runtime-dir", metavar="DIR", help="where the sockets live (0700)")
-    p.add_argument("--state-dir", metavar="DIR", help="where keys and messages are kept (0700)")
+    add_arguments(p)  # one per setting that has a flag, as config.py declares it
     p.add_argument(
         "--log-level",
         metavar="LEVEL",
