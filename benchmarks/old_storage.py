@@ -20,7 +20,7 @@ from typing import Any
 from mqchat.daemon.rooms import Room
 from mqchat.daemon.store import OutboxEntry, StoredMessage
 from mqchat.protocol import envelope
-from mqchat.protocol.ipc import message_event
+from mqchat.protocol.ipc_events import message_event
 from mqchat.protocol.limits import check_text
 from mqchat.protocol.receiving import Arrival, Pin, Verdict, judge
 from mqchat.protocol.signing import SigningIdentity, fingerprint

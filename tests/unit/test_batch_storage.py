@@ -27,7 +27,7 @@ from mqchat.config import Settings, parse_broker_url
 from mqchat.daemon.assembly import assemble_core
 from mqchat.daemon.broker import Incoming
 from mqchat.daemon.drops import DropCounter
-from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.followers import Followers
 from mqchat.daemon.rooms import Room
 from mqchat.daemon.store import Store
@@ -35,6 +35,7 @@ from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import MessageTooLong
 from mqchat.protocol import envelope
 from mqchat.protocol.ipc import Request
+from mqchat.protocol.ipc_events import iso_ts
 from mqchat.protocol.kdf import DEFAULT_KDF, RoomKeys
 from mqchat.protocol.limits import MAX_TEXT_BYTES
 from mqchat.protocol.records import Text, decode_record

@@ -97,7 +97,7 @@ def test_drop_says_whether_it_logged(clock: Clock) -> None:
 
 def test_a_time_past_9999_is_shown_at_the_end_of_9999() -> None:
     """A row stored before version 2 texts were bounded must not fail the history."""
-    from mqchat.daemon.events import iso_ts
+    from mqchat.protocol.ipc_events import iso_ts
 
     assert iso_ts(2**62) == "9999-12-31T23:59:59.999Z"
     assert iso_ts(-5) == "1970-01-01T00:00:00.000Z"

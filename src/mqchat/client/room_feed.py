@@ -22,7 +22,8 @@ from typing import Any
 
 from mqchat.client.ipc_client import Client
 from mqchat.errors import DaemonRefused
-from mqchat.protocol.ipc import NOT_JOINED, notice_event
+from mqchat.protocol.ipc import NOT_JOINED
+from mqchat.protocol.ipc_events import notice_event
 
 Event = dict[str, Any]
 

@@ -57,7 +57,7 @@ from mqchat.daemon.store import Checkpointer, Store
 from mqchat.daemon.timeline import Timeline
 from mqchat.daemon.trust import Trust
 from mqchat.daemon.unit_of_work import UnitOfWork
-from mqchat.protocol.ipc import notice_event
+from mqchat.protocol.ipc_events import notice_event
 from mqchat.protocol.records import PresenceState
 from mqchat.protocol.signing import SigningIdentity
 from mqchat.secret_file import read_secret_file

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from mqchat.daemon.epoch_keeper import EpochKeeper
-from mqchat.daemon.events import iso_ts
 from mqchat.daemon.room_logs import RoomLogs
 from mqchat.daemon.rooms import RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.errors import UsageError
 from mqchat.protocol.fingerprints import fingerprint
+from mqchat.protocol.ipc_events import iso_ts
 from mqchat.protocol.keybox import MemberKeyPair
 from mqchat.protocol.signing import SigningIdentity
 

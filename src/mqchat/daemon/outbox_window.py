@@ -18,13 +18,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mqchat.daemon.events import iso_ts
 from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.store import OutboxEntry, Store
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.protocol.batch import MAX_RECORDS
-from mqchat.protocol.ipc import notice_event
+from mqchat.protocol.ipc_events import iso_ts, notice_event
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from mqchat.errors import MqchatError, UsageError
 from mqchat.protocol import envelope
 from mqchat.protocol.epochs import DEFAULT_CIPHER, EpochKeys, new_epoch_secret
 from mqchat.protocol.invite import Admission, Invite, encode_invite, parse_invite
-from mqchat.protocol.ipc import notice_event
+from mqchat.protocol.ipc_events import notice_event
 from mqchat.protocol.limits import normalize_room
 from mqchat.protocol.membership import (
     Join,

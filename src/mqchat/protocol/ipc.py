@@ -11,13 +11,6 @@ from typing import Any, Final, NamedTuple
 
 from mqchat.errors import IpcError, RequestTooLarge
 
-# The event schema lives in mqchat.protocol.ipc_events; these names stay importable
-# from here for the modules that already use them.
-from mqchat.protocol.ipc_events import message_event, notice_event
-
-# Re-exported (see above); every other public name here is defined here.
-__all__ = ["message_event", "notice_event"]
-
 MAX_REQUEST_BYTES: Final = 256 * 1024
 MAX_INT: Final = 2**63 - 1
 """Every integer param fits SQLite's signed 64-bit integers (and is at least 0)."""
