@@ -27,9 +27,8 @@ from mqchat.protocol.ipc import (
     encode_error,
     encode_request,
     encode_result,
-    message_event,
-    notice_event,
 )
+from mqchat.protocol.ipc_events import message_event, notice_event
 
 REQUEST_CODES = {PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS}
 
