@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from forge import epoch_zero, texts_in
 from harness import PASSPHRASE, Broker, Daemon, wait_until
-from mqchat.daemon.state import load_identity
+from mqchat.daemon.identity_file import load_identity
 from mqchat.protocol.batch import associated_data, seal_batch
 from mqchat.protocol.records import Text
 from rawmqtt import RawClient, text_topic

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from forge import epoch_zero, texts_in
 from harness import PASSPHRASE, Broker, Daemon, Tail, command, wait_until
-from mqchat.daemon.state import load_identity
+from mqchat.daemon.identity_file import load_identity
 from mqchat.protocol.batch import seal_batch
 from mqchat.protocol.records import Text
 

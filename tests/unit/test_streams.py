@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mqchat.daemon.state import STREAM_BLOCK, StreamReservation
 from mqchat.daemon.store import Store
+from mqchat.daemon.stream_numbers import STREAM_BLOCK, StreamReservation
 from mqchat.errors import MqchatError
 
 

@@ -32,6 +32,7 @@ from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.followers import Followers
 from mqchat.daemon.head_follower import HeadFollower
+from mqchat.daemon.identity_file import load_identity
 from mqchat.daemon.inbox import Inbox
 from mqchat.daemon.ipc_server import IpcServer
 from mqchat.daemon.joining import RoomJoining
@@ -52,7 +53,6 @@ from mqchat.daemon.room_logs import RoomLogs
 from mqchat.daemon.rooms import LEFT_INVITE_ROOMS_KEY, RoomRegistry
 from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.send_path import Sending
-from mqchat.daemon.state import load_identity
 from mqchat.daemon.store import Checkpointer, Store
 from mqchat.daemon.timeline import Timeline
 from mqchat.daemon.trust import Trust

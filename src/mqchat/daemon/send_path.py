@@ -17,8 +17,8 @@ from mqchat.daemon.opening import legacy_id
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.repair_sending import RepairSender
 from mqchat.daemon.rooms import Room, RoomRegistry
-from mqchat.daemon.state import StreamReservation
 from mqchat.daemon.store import OutboxEntry, Store, StoredMessage
+from mqchat.daemon.stream_numbers import StreamReservation
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import MessageTooLong, NotAMember, UsageError
 from mqchat.protocol import legacy as legacy_codec
