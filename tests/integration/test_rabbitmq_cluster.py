@@ -71,6 +71,9 @@ def test_a_node_restarted_during_a_stream_loses_nothing(rabbit_cluster: RabbitCl
         bob.close()
         bob.connect(rabbit_cluster.mqtt_port(2))
         alice.publish(t, *numbered("stream", 100, 300))
+        # The premise: these 200 were published while bob's node (and its queue's
+        # home) was down, so the stream really crossed the outage.
+        assert _state(rabbit_cluster, 3) == "stopped"
         rabbit_cluster.start_node(3)
         alice.publish(t, *numbered("stream", 300, 400))
         got = bob.wait_payloads(400)
@@ -79,3 +82,7 @@ def test_a_node_restarted_during_a_stream_loses_nothing(rabbit_cluster: RabbitCl
     finally:
         alice.close()
         bob.close()
+
+
+def _state(cluster: RabbitCluster, node: int) -> str:
+    return next(s.state for s in cluster.status() if s.node == node)
