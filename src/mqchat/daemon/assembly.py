@@ -3,13 +3,13 @@ the RPC handlers, the local sockets and the broker link.
 
 Nothing here runs anything: ``main.serve`` starts the parts, waits for a stop,
 and closes them in order. Every thread chatd runs is started here or by a part
-named here (the broker link, the key derivation, the WAL checkpointer), so none
-is hidden from the code that must stop it.
+named here (the key derivation, the WAL checkpointer; the broker link runs on the
+loop, its blocking connect in the loop's default executor), so none is hidden
+from the code that must stop it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -253,7 +253,6 @@ def assemble(
     settings: Settings,
     ctl_path: Path,
     events_path: Path,
-    loop: asyncio.AbstractEventLoop,
     die: Callable[[str], None],
 ) -> Parts:
     password = (
@@ -275,22 +274,13 @@ def assemble(
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     events = EventPublisher(events_path, drops, ctx)
     work = UnitOfWork(store, events)
+    link = BrokerLink(settings, client_id, password, on_fatal=die)
     core = assemble_core(settings, store, identity, events, drops, work, die)
     rooms, outbox, kdf = core.rooms, core.outbox, core.kdf
     presence, inbox, service = core.presence, core.inbox, core.service
     core.repair.sending.final_heads_at_start()
     server = IpcServer(
         ctx, f"ipc://{ctl_path}", service, work, drops, kdf_busy=lambda: kdf.running > 0
-    )
-    link = BrokerLink(
-        settings,
-        client_id,
-        password,
-        loop,
-        on_message=inbox.on_message,
-        on_state=functools.partial(broker_state, outbox, events, presence),
-        on_published=outbox.on_published,
-        on_fatal=die,
     )
     # Subscriptions first, then the outbox a previous run left (on CONNACK), so a
     # send made just after a restart cannot overtake older messages.

@@ -107,7 +107,8 @@ def run(settings: Settings) -> int:
 
 
 async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
-    from mqchat.daemon.assembly import assemble
+    from mqchat.daemon.assembly import assemble, broker_state
+    from mqchat.daemon.broker import LinkSinks
     from mqchat.daemon.notify import sd_notify
     from mqchat.protocol.records import PresenceState
 
@@ -125,11 +126,17 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         die(f"unexpected error: {context.get('exception') or context.get('message')}")
 
     loop.set_exception_handler(on_loop_error)
-    parts = assemble(settings, ctl_path, events_path, loop, die)
+    parts = assemble(settings, ctl_path, events_path, die)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    parts.link.start()
+    parts.link.start(
+        LinkSinks(
+            on_message=parts.inbox.on_message,
+            on_state=functools.partial(broker_state, parts.outbox, parts.events, parts.presence),
+            on_published=parts.outbox.on_published,
+        )
+    )
     sd_notify(f"READY=1\nSTATUS=connecting to {settings.broker}\nMAINPID={os.getpid()}")
     log.info(
         "ready: name %s, broker %s, %d rooms, sockets in %s",
@@ -161,7 +168,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await loop.run_in_executor(None, parts.link.stop)
+        await parts.link.stop()
         parts.close()
     return 1 if fatal else 0
 
