@@ -15,9 +15,9 @@ import logging
 import random as random_module
 from collections.abc import Callable
 
-from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.epoch_keeper import EpochKeeper
 from mqchat.daemon.presence import PresenceKeeper
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.room_logs import RoomLogs
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.protocol.batch import Batch, seal_batch
@@ -63,7 +63,7 @@ class CatchUp:
         self._jitter = random_module.Random()  # noqa: S311 -- timing jitter, not a secret
         self._answered: dict[tuple[str, str], float] = {}
         self._rosters_seen: dict[tuple[str, bytes], float] = {}
-        self.link: BrokerLink | None = None
+        self.link: Publisher | None = None
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from mqchat.daemon.broker import BrokerLink
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.rooms import GraceEpoch, Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, EXPIRED, GRACE, EpochRow
@@ -47,7 +47,7 @@ class EpochKeeper:
         self._clock_ms = clock_ms
         self._rows: dict[str, dict[str, EpochRow]] = {}
         self._keys: dict[tuple[str, str], EpochKeys] = {}
-        self.link: BrokerLink | None = None
+        self.link: Publisher | None = None
         self.on_expire: Callable[[Room, list[EpochRow]], None] = lambda room, rows: None
         """Told which epochs closed (the membership log settles on what follows them)."""
 

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
 
-from mqchat.daemon.broker import BrokerLink, Incoming
+from mqchat.daemon.broker import Incoming
 from mqchat.daemon.control_order import SignedTimeOrder
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher, to_event
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.repair import Repair
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store, StoredMessage, is_failure
@@ -108,7 +109,7 @@ class Inbox:
         self.on_batch = on_batch
         self.hears = hears
         """Whose texts are heard at all: a room's members (mqchat.daemon.membership)."""
-        self.link: BrokerLink | None = None
+        self.link: Publisher | None = None
         self.repair: Repair | None = None
         self._own_key = identity.public_key
         self._fingerprints: dict[bytes, str] = {}

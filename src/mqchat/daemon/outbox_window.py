@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.sealing import BatchSealer
 from mqchat.daemon.store import OutboxEntry, Store
 from mqchat.daemon.unit_of_work import UnitOfWork
@@ -53,7 +53,7 @@ class OutboxWindow:
         self._work = work
         self._clock_ms = clock_ms
         self._room_names = room_names
-        self.link: BrokerLink | None = None
+        self.link: Publisher | None = None
         self.connected = False
         self._inflight: dict[int, list[int]] = {}  # paho mid -> the outbox ids it carries
         self._handed: set[int] = set()  # outbox ids paho holds

@@ -19,9 +19,9 @@ import random as random_module
 from collections.abc import Callable
 from typing import Any
 
-from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.control_order import SignedTimeOrder
 from mqchat.daemon.events import EventPublisher, iso_ts
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Member, Store
 from mqchat.protocol.batch import Batch, seal_batch
@@ -65,7 +65,7 @@ class PresenceKeeper:
         self._jitter = random_module.Random()  # noqa: S311 -- timing jitter, not a secret
         self._member_key = MemberKeyPair.from_identity(identity)
         self._replies: set[str] = set()
-        self.link: BrokerLink | None = None
+        self.link: Publisher | None = None
         self.extra_records: Callable[[Room], list[Record]] = lambda room: []
         """More records for every presence batch of a room (heads: mqchat.daemon.repair)."""
         self.signed_ms: Callable[[], int] = clock_ms

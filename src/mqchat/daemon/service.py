@@ -22,13 +22,13 @@ from typing import Any, NamedTuple
 
 from mqchat import __version__
 from mqchat.config import Settings
-from mqchat.daemon.broker import BrokerLink
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher, iso_ts, to_event
 from mqchat.daemon.inbox import legacy_id
 from mqchat.daemon.key_derivation import KeyDerivation
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.repair import Repair
 from mqchat.daemon.rooms import LEFT_INVITE_ROOMS_KEY, Room, RoomRegistry, another_room_warning
 from mqchat.daemon.state import StreamReservation
@@ -88,7 +88,7 @@ class ChatService:
         self.drops = drops
         self.random = random
         self.clock_ms = clock_ms
-        self.link: BrokerLink | None = None
+        self.link: Publisher | None = None
         self.repair: Repair | None = None
         self.handlers: dict[str, Callable[..., Any]] = {}
         """Methods served by other parts (the epoch keeper's create, invite, rekey...)."""
