@@ -162,7 +162,8 @@ class BrokerLink:
                     None, send_connect, client, url, self._dial.protocol, self._settings.keepalive
                 )
             except (OSError, ssl.SSLError, ValueError) as exc:
-                await self._redial(self._dial.cannot_open(exc).delay_s, client_too=True)
+                failed = self._dial.cannot_open(exc)
+                await self._redial(failed.delay_s, client_too=failed.new_client)
                 continue
             sock = client.socket()
             if sock is not None:  # else closed already: the attempt ends as a silent one
@@ -178,7 +179,7 @@ class BrokerLink:
                 overdue.cancel()
             self._session_up = False
             redial = self._dial.ended(still_connected=self.connected, stopping=self._stopping)
-            self.connected = self.connected and not self._stopping
+            self.connected = False  # if no callback said so (a session lost unseen)
             if redial is None:
                 return
             await self._redial(redial.delay_s, client_too=redial.new_client)
