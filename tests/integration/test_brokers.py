@@ -133,6 +133,24 @@ def test_chatd_talks_across_a_mosquitto_bridge(
     assert texts(bob_tail.messages(2)) == ["and back", "while B was down"]
 
 
+def test_chatd_talks_over_websockets(
+    make_broker: MakeBroker, make_daemon: MakeDaemon, room: str
+) -> None:
+    """ws:// URLs: paho's websocket wrapper, driven from the loop like a plain socket."""
+    port = free_port()
+    broker = make_broker(extra=(f"listener {port} 127.0.0.1", "protocol websockets"))
+    url = f"ws://127.0.0.1:{port}/mqtt"
+    alice, bob = (
+        make_daemon(n, on=broker, extra_env={"MQCHAT_BROKER": url}) for n in ("alice", "bob")
+    )
+    for d in (alice, bob):
+        d.join(room)
+    tail = bob.tail(room, "--since", "0")
+    alice.ok("send", room, input="".join(f"over websockets {i}\n" for i in range(50)))
+    assert texts(tail.messages(50)) == [f"over websockets {i}" for i in range(50)]
+    assert alice.status()["broker"]["url"] == url
+
+
 # ---------------------------------------------------------------------- failures you can see
 
 
