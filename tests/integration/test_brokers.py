@@ -8,6 +8,7 @@ must be able to see: a broker that is not there, one that will not speak MQTT 5.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -132,6 +133,24 @@ def test_chatd_talks_across_a_mosquitto_bridge(
     assert texts(bob_tail.messages(2)) == ["and back", "while B was down"]
 
 
+def test_chatd_talks_over_websockets(
+    make_broker: MakeBroker, make_daemon: MakeDaemon, room: str
+) -> None:
+    """ws:// URLs: paho's websocket wrapper, driven from the loop like a plain socket."""
+    port = free_port()
+    broker = make_broker(extra=(f"listener {port} 127.0.0.1", "protocol websockets"))
+    url = f"ws://127.0.0.1:{port}/mqtt"
+    alice, bob = (
+        make_daemon(n, on=broker, extra_env={"MQCHAT_BROKER": url}) for n in ("alice", "bob")
+    )
+    for d in (alice, bob):
+        d.join(room)
+    tail = bob.tail(room, "--since", "0")
+    alice.ok("send", room, input="".join(f"over websockets {i}\n" for i in range(50)))
+    assert texts(tail.messages(50)) == [f"over websockets {i}" for i in range(50)]
+    assert alice.status()["broker"]["url"] == url
+
+
 # ---------------------------------------------------------------------- failures you can see
 
 
@@ -188,6 +207,32 @@ def test_a_broker_that_closes_before_connack_gets_a_hint(make_daemon: MakeDaemon
         stop.set()
         listener.shutdown(socket.SHUT_RDWR)
         listener.close()
+
+
+def test_a_broker_gone_silent_is_given_up_after_a_keepalive(
+    make_broker: MakeBroker, make_daemon: MakeDaemon, room: str
+) -> None:
+    """paho's keepalive runs on a deadline on the loop (no thread polls it): a
+    connection that carries nothing any more, here to a frozen mosquitto, is given
+    up within two keepalives, reported, and dialled again once the broker answers."""
+    broker = make_broker()
+    alice = make_daemon("alice", on=broker, start=False)
+    alice.write_config("[broker]\nkeepalive = 5\n").start()
+    bob = make_daemon("bob", on=broker)
+    for d in (alice, bob):
+        d.join(room)
+    tail = bob.tail(room, "--since", "0")
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGSTOP)
+    try:
+        alice.wait_connected(False)  # PINGREQ at 5 s at the latest, given up 5 s later
+        reason = alice.status()["broker"]["last_error"]["reason"]
+        assert "closed (the broker stopped or restarted" in reason
+        alice.ok("send", room, "sent while the broker was frozen")  # kept in the outbox
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    alice.wait_connected()
+    assert texts(tail.messages(1)) == ["sent while the broker was frozen"]
 
 
 def test_chatd_fails_over_along_its_list_of_brokers(

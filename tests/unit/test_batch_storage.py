@@ -76,6 +76,9 @@ class RecordingLink:
     def ack(self, mid: int, qos: int) -> None:
         pass
 
+    def status(self) -> dict[str, Any]:
+        return {"url": None, "protocol": None, "last_error": None, "failing_since_ms": None}
+
 
 class Parts:
     """chatd's storage-side parts as assembly.py wires them, minus the sockets to clients."""

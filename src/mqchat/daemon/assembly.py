@@ -3,8 +3,9 @@ the RPC handlers, the local sockets and the broker link.
 
 Nothing here runs anything: ``main.serve`` starts the parts, waits for a stop,
 and closes them in order. Every thread chatd runs is started here or by a part
-named here (the broker link, the key derivation, the WAL checkpointer), so none
-is hidden from the code that must stop it.
+named here (the key derivation, the WAL checkpointer; the broker link runs on the
+loop, its blocking connect in the loop's default executor), so none is hidden
+from the code that must stop it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import zmq
 
@@ -119,7 +119,6 @@ def assemble_core(
     link: Publisher,
     loop: asyncio.AbstractEventLoop,
     followers: Followers,
-    link_status: Callable[[], dict[str, Any]] = dict,
     clock_ms: Callable[[], int] = now_ms,
 ) -> Core:
     """Build the core parts once, in order, each given what it needs (tests and
@@ -281,7 +280,7 @@ def assemble_core(
         presence=presence,
         repair=repair,
         drops=drops,
-        link_status=link_status,
+        link=link,
     )
     joining = RoomJoining(
         settings=settings,
@@ -356,10 +355,8 @@ def assemble(
     work = UnitOfWork(store, events)
     # The link first: every part that publishes is given it. It delivers to the
     # inbox and the outbox only once started (main.serve), after all is built.
-    link = BrokerLink(settings, client_id, password, loop, on_fatal=die)
-    core = assemble_core(
-        settings, store, identity, events, drops, work, die, link, loop, followers, link.status
-    )
+    link = BrokerLink(settings, client_id, password, on_fatal=die)
+    core = assemble_core(settings, store, identity, events, drops, work, die, link, loop, followers)
     server = IpcServer(
         ctx, f"ipc://{ctl_path}", core.methods, work, drops, kdf_busy=lambda: core.kdf.running > 0
     )

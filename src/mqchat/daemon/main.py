@@ -156,7 +156,7 @@ async def serve(settings: Settings, ctl_path: Path, events_path: Path) -> int:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await loop.run_in_executor(None, parts.link.stop)
+        await parts.link.stop()
         parts.close()
     return 1 if fatal else 0
 

@@ -1,44 +1,55 @@
-"""What chatd's parts use of the broker link, and a link that is never up.
+"""What chatd's parts use of the broker link, and a stand-in for running without one.
 
-Every part that publishes is given a ``Publisher`` when it is built (the broker
-link, made first); code that runs the core without a broker (tests, the storage
-benchmark) gives it ``OfflinePublisher``, so no part checks whether it has a link.
+The parts that publish, subscribe or acknowledge are given a ``Publisher`` when
+they are built; chatd gives them its ``BrokerLink``. Tests and benchmarks that run
+the core without a broker give them an ``OfflinePublisher``: never connected, so
+the parts hold what they would send, as they do while the broker is away. What
+handling a request or payload gives the broker goes through ``AfterCommit``:
+held until its unit of work commits, dropped if it rolls back.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mqchat.daemon.unit_of_work import UnitOfWork
 
 
 class Publisher(Protocol):
+    """The broker link as the rest of chatd sees it (``daemon/broker.py``)."""
+
     @property
     def connected(self) -> bool:
-        """Whether a session is up now."""
+        """A session is up: QoS 0 publishes go out, and the outbox may send."""
 
     @property
     def generation(self) -> int:
-        """Counts clients made: a new one holds none of the old one's messages."""
+        """Counts paho clients made: a new one holds none of the old one's messages."""
 
     @property
     def receive_maximum(self) -> int:
-        """How many QoS 1 publishes the broker takes unacknowledged."""
+        """How many QoS 1 publishes the broker takes unacknowledged (MQTT 5 CONNACK)."""
 
     def publish(self, topic: str, payload: bytes, qos: int) -> int | None:
-        """The message id, or None when it was not handed to a session."""
+        """Hand a message over; return its mid, or None if it was not taken."""
 
-    def subscribe(self, topic: str, qos: int) -> None: ...
+    def subscribe(self, topic: str, qos: int) -> None:
+        """Receive ``topic`` from now on, and again after every reconnect."""
 
-    def unsubscribe(self, topic: str) -> None: ...
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``, now or at the next CONNACK."""
 
-    def ack(self, mid: int, qos: int) -> None: ...
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge a message received (only once it is stored)."""
+
+    def status(self) -> dict[str, Any]:
+        """For `chatctl status`: the URL, the protocol, the last failure and since when."""
 
 
 class OfflinePublisher:
-    """A link that never comes up: publishes nothing, subscribes to nothing."""
+    """A link that is never connected: takes nothing, acknowledges nothing."""
 
     connected = False
     generation = 0
@@ -55,6 +66,9 @@ class OfflinePublisher:
 
     def ack(self, mid: int, qos: int) -> None:
         pass
+
+    def status(self) -> dict[str, Any]:
+        return {"url": None, "protocol": None, "last_error": None, "failing_since_ms": None}
 
 
 class LinkEffects(Protocol):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 from mqchat import __version__
@@ -11,6 +10,7 @@ from mqchat.config import Settings
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.outbox_window import OutboxWindow
 from mqchat.daemon.presence import PresenceKeeper
+from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.repair import Repair
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
@@ -30,7 +30,7 @@ class Queries:
         presence: PresenceKeeper,
         repair: Repair,
         drops: DropCounter,
-        link_status: Callable[[], dict[str, Any]],
+        link: Publisher,
     ) -> None:
         self._settings = settings
         self._identity = identity
@@ -40,7 +40,7 @@ class Queries:
         self._presence = presence
         self._repair = repair
         self._drops = drops
-        self._link_status = link_status
+        self._link_status = link.status
 
     def status(self) -> dict[str, Any]:
         return {
