@@ -37,6 +37,7 @@ from mqchat.daemon.inbox import Inbox
 from mqchat.daemon.ipc_server import IpcServer
 from mqchat.daemon.joining import RoomJoining
 from mqchat.daemon.key_derivation import KeyDerivation
+from mqchat.daemon.link_state import broker_state
 from mqchat.daemon.member_list import MemberList
 from mqchat.daemon.membership import Membership
 from mqchat.daemon.methods import MethodTable
@@ -57,8 +58,6 @@ from mqchat.daemon.store import Checkpointer, Store
 from mqchat.daemon.timeline import Timeline
 from mqchat.daemon.trust import Trust
 from mqchat.daemon.unit_of_work import UnitOfWork
-from mqchat.protocol.ipc_events import notice_event
-from mqchat.protocol.records import PresenceState
 from mqchat.protocol.signing import SigningIdentity
 from mqchat.secret_file import read_secret_file
 
@@ -373,24 +372,6 @@ def assemble(
     for topic in core.keeper.subscriptions_to_drop():
         link.unsubscribe(topic)  # ended epochs a persistent session may still hold
     return Parts(store, checkpointer, ctx, events, core, server, link, sinks)
-
-
-def broker_state(
-    outbox: OutboxWindow, events: EventPublisher, presence: PresenceKeeper, up: bool, why: str
-) -> None:
-    """The link came up or went down: log it once, tell tails, send or hold the outbox,
-    and say we are here in every room."""
-    from mqchat.daemon.notify import sd_notify
-
-    sd_notify(f"STATUS={'connected' if up else 'disconnected'}: {why}")
-    if up == outbox.connected:
-        return  # the link logged the failure, once at WARNING
-    if up:
-        log.info("%s", why)
-    outbox.set_connected(up)
-    if up:
-        presence.announce_all(PresenceState.ONLINE)
-    events.publish(None, notice_event(None, "broker_up" if up else "broker_down", why))
 
 
 def _names(stored: str | None) -> list[str]:
