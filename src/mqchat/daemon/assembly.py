@@ -166,6 +166,7 @@ def assemble_core(
         show=timeline.show,
         loop=loop,
     )
+    work.on_rollback(repair.reload)
     presence = PresenceKeeper(
         store=store,
         rooms=rooms,

@@ -201,6 +201,15 @@ class Repair:
                 self._wanting.add(sid, row.name)
             self._schedule.changed(sid)
 
+    def reload(self) -> None:
+        """After a rollback: which streams miss numbers is what the store says again
+        (the schedule drops what no longer misses any when it next looks)."""
+        self._wanting.clear()
+        for sid, row in self._gaps.wanting():
+            if row.gaps.missing:
+                self._wanting.add(sid, row.name)
+            self._schedule.changed(sid)
+
     def close(self) -> None:
         self._schedule.close()
 

@@ -21,6 +21,11 @@ class WantingIndex:
         self._count = 0  # of all streams in _wanting
         self._unpinned: set[StreamId] = set()  # of those, of keys not pinned to their name
 
+    def clear(self) -> None:
+        self._wanting.clear()
+        self._count = 0
+        self._unpinned.clear()
+
     def _pinned(self, room: str, name: str, key: bytes) -> bool:
         pin = self._memory.pin(room, name)
         return pin is not None and pin.key == key
