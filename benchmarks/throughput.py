@@ -71,7 +71,7 @@ def run(bench: Bench) -> list[Row]:
             sent_s = time.monotonic() - start
             if proc.returncode != 0:
                 raise RuntimeError(f"chatctl send failed: {err.decode()[-500:]}")
-            seen = tail.result(240)
+            seen = tail.read_result()  # the peer and its tail are reaped after the meter
             used = meter.stop()
     finally:
         tail.stop()
