@@ -1,0 +1,87 @@
+"""``chatctl tail`` writes a burst of lines at once, and tells chatd how far it has
+shown only after writing them (issue 24): no line missing, none twice, in order."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mqchat.client import room_feed
+from mqchat.client.render import Renderer
+from mqchat.client.tailing import MAX_LINES_A_WRITE, run_tail
+
+
+def message(seq: int) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "room": "a",
+        "seq": seq,
+        "ts": "2026-01-01T00:00:00.000Z",
+        "sender": "bob",
+        "verified": True,
+        "text": f"m{seq}",
+    }
+
+
+class Chatd:
+    """History up to seq 2, then the live stream given (None: a burst ends)."""
+
+    def __init__(self, live: list[dict[str, Any] | None], log: list[str]) -> None:
+        self.live = live
+        self.log = log
+
+    def subscribe(self, rooms: list[str] | None, **_kw: Any) -> None:
+        self.log.append("subscribed")
+
+    def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        assert method == "history"
+        return {"room": "a", "last_seq": 2, "messages": [message(1), message(2)]}
+
+    def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
+        yield from self.live
+        raise KeyboardInterrupt
+
+    def mark_read(self, marks: dict[str, int]) -> None:
+        self.log.append(f"mark {marks['a']}")
+
+
+def tail(live: list[dict[str, Any] | None]) -> list[str]:
+    log: list[str] = []
+    renderer = Renderer(as_json=False, template="{text}", colour=False, show_room=False)
+    chatd: Any = Chatd(live, log)
+    run_tail(
+        chatd,
+        ["a"],
+        renderer,
+        lines=10,
+        since=None,
+        follow=True,
+        out=lambda text: log.append(f"write {text!r}"),
+        err=lambda text: log.append(f"err {text!r}"),
+    )
+    return log
+
+
+def test_a_burst_is_one_write_and_the_mark_follows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(room_feed, "MARK_EVERY_S", 0.0)
+    log = tail([message(3), message(4), None, message(5), None])
+    writes = [x for x in log if x.startswith("write")]
+    assert writes == ["write 'm1\\nm2'", "write 'm3\\nm4'", "write 'm5'"]
+    # chatd hears how far the tail has shown only once those lines are written
+    assert log.index("write 'm3\\nm4'") < log.index("mark 4") < log.index("write 'm5'")
+
+
+def test_a_gap_and_a_repeat_in_a_burst_print_each_line_once() -> None:
+    log = tail([message(3), message(3), message(2), None])
+    assert [x for x in log if x.startswith("write")] == ["write 'm1\\nm2'", "write 'm3'"]
+
+
+def test_a_long_burst_is_written_every_max_lines_and_at_its_end() -> None:
+    n = MAX_LINES_A_WRITE + 10
+    log = tail([message(seq) for seq in range(3, 3 + n)])  # no pause, then Ctrl-C
+    written = [ast.literal_eval(x[6:]) for x in log if x.startswith("write")]
+    lines = [line for text in written for line in text.split("\n")]
+    assert lines == [f"m{seq}" for seq in range(1, 3 + n)]
