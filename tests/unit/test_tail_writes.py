@@ -4,6 +4,7 @@ shown only after writing them (issue 24): no line missing, none twice, in order.
 from __future__ import annotations
 
 import ast
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +30,7 @@ def message(seq: int) -> dict[str, Any]:
 class Chatd:
     """History up to seq 2, then the live stream given (None: a burst ends)."""
 
-    def __init__(self, live: list[dict[str, Any] | None], log: list[str]) -> None:
+    def __init__(self, live: list[dict[str, Any] | float | None], log: list[str]) -> None:
         self.live = live
         self.log = log
 
@@ -41,14 +42,18 @@ class Chatd:
         return {"room": "a", "last_seq": 2, "messages": [message(1), message(2)]}
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
-        yield from self.live
+        for item in self.live:
+            if isinstance(item, float):
+                time.sleep(item)  # a pause in the stream
+            else:
+                yield item
         raise KeyboardInterrupt
 
     def mark_read(self, marks: dict[str, int]) -> None:
         self.log.append(f"mark {marks['a']}")
 
 
-def tail(live: list[dict[str, Any] | None]) -> list[str]:
+def tail(live: list[dict[str, Any] | float | None]) -> list[str]:
     log: list[str] = []
     renderer = Renderer(as_json=False, template="{text}", colour=False, show_room=False)
     chatd: Any = Chatd(live, log)
@@ -85,3 +90,13 @@ def test_a_long_burst_is_written_every_max_lines_and_at_its_end() -> None:
     written = [ast.literal_eval(x[6:]) for x in log if x.startswith("write")]
     lines = [line for text in written for line in text.split("\n")]
     assert lines == [f"m{seq}" for seq in range(1, 3 + n)]
+
+
+def test_no_mark_is_asked_for_after_a_notice_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """chatd went away: a request now would wait for it, and end the tail if it is slow
+    to come back; only a burst of messages (chatd just sent them) is followed by one."""
+    monkeypatch.setattr(room_feed, "MARK_EVERY_S", 0.2)
+    away = {"type": "notice", "room": None, "kind": "chatd_away", "text": "away"}
+    log = tail([message(3), None, 0.3, away, None])  # seq 3 shown, not marked yet
+    assert [x for x in log if x.startswith("mark")] == ["mark 0"]
+    assert log[-1] == "err '-- away'"

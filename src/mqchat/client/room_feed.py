@@ -100,6 +100,8 @@ class RoomFeed:
             self._mark()
 
     def _mark_if_due(self) -> None:
+        """At the end of a burst of messages only: after a notice that chatd went away,
+        a request would wait for chatd (and end the tail if it is not back in time)."""
         if self._unmarked and time.monotonic() - self._marked_at >= MARK_EVERY_S:
             self._mark()
 
@@ -130,10 +132,13 @@ class RoomFeed:
     def follow(self, timeout: float | None = None) -> Iterator[Event | None]:
         """Live events, with every gap filled; None at the end of a burst (the caller
         may write out what it holds) and after ``timeout`` s of silence."""
+        fresh = False  # messages passed on since the last None
         for event in self._c.events(timeout):
             if event is None:
                 yield None
-                self._mark_if_due()  # the caller has shown the burst by now
+                if fresh:  # the caller has shown them by now, and chatd just sent them
+                    fresh = False
+                    self._mark_if_due()
                 continue
             kind = event.get("type")
             if kind == "dropped":
@@ -158,6 +163,7 @@ class RoomFeed:
                 if seq > seen + 1:
                     yield from self._fill(room, seen, before=seq)
             self.last[room] = seq
+            fresh = True
             yield event
             self._shown_up_to(room, seq)
 
