@@ -13,6 +13,7 @@ import pytest
 from mqchat.client import room_feed
 from mqchat.client.render import Renderer
 from mqchat.client.tailing import MAX_LINES_A_WRITE, run_tail
+from mqchat.errors import DaemonUnavailable
 
 
 def message(seq: int) -> dict[str, Any]:
@@ -100,3 +101,25 @@ def test_no_mark_is_asked_for_after_a_notice_alone(monkeypatch: pytest.MonkeyPat
     log = tail([message(3), None, 0.3, away, None])  # seq 3 shown, not marked yet
     assert [x for x in log if x.startswith("mark")] == ["mark 0"]
     assert log[-1] == "err '-- away'"
+
+
+def test_a_mark_chatd_does_not_answer_does_not_end_the_tail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request sent as chatd dies is lost; a mark is advice for retention, so the
+    tail goes on and marks again later."""
+    monkeypatch.setattr(room_feed, "MARK_EVERY_S", 0.0)
+    log: list[str] = []
+
+    class Gone(Chatd):
+        def mark_read(self, marks: dict[str, int]) -> None:
+            log.append(f"mark {marks['a']}")
+            if marks["a"] == 3:
+                raise DaemonUnavailable("chatd did not answer")
+
+    renderer = Renderer(as_json=False, template="{text}", colour=False, show_room=False)
+    chatd: Any = Gone([message(3), None, message(4), None], log)
+    run_tail(
+        chatd, ["a"], renderer, lines=10, since=None, follow=True, out=log.append, err=log.append
+    )
+    assert log == ["subscribed", "mark 0", "m1\nm2", "m3", "mark 3", "m4", "mark 4"]

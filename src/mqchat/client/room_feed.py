@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from mqchat.client.ipc_client import Client
-from mqchat.errors import DaemonRefused
+from mqchat.errors import DaemonRefused, DaemonUnavailable
 from mqchat.protocol.ipc import NOT_JOINED, notice_event
 
 Event = dict[str, Any]
@@ -108,7 +108,13 @@ class RoomFeed:
     def _mark(self) -> None:
         self._marked_at = time.monotonic()
         self._unmarked = False
-        self._c.mark_read(dict(self._shown))
+        try:
+            self._c.mark_read(dict(self._shown))
+        except DaemonUnavailable:
+            # A request sent as chatd dies is lost with its connection. Marks are
+            # advice for chatd's retention: the next ones say the same once it is
+            # back; the tail goes on (the events say that chatd went away).
+            self._unmarked = True
 
     def history(self, *, lines: int, since: int | None) -> Iterator[Event]:
         """The last ``lines`` messages of each room, or (``since``) all after that seq."""
