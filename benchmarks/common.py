@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,12 @@ PYTHON = sys.executable
 
 @dataclass
 class Row:
-    """One line of the table. ``met`` is None for figures that have no target."""
+    """One line of the table. ``met`` is None for figures that have no target.
+
+    A row with a ``value`` (and ``show`` to print one) is combined over repetitions
+    as min / median / max, and ``goal`` decides the target at the median; other rows
+    print each repetition's ``measured``.
+    """
 
     figure: str
     measured: str
@@ -42,6 +48,9 @@ class Row:
     ratio: str = ""
     target: str = ""
     met: bool | None = None
+    value: float | None = None
+    show: Callable[[float], str] | None = None
+    goal: Callable[[float], bool] | None = None
 
 
 @dataclass
@@ -216,6 +225,66 @@ class Ctl:
         self.sock.close(linger=0)
 
 
+class TailReader:
+    """A real ``chatctl tail -n 1 ROOM`` on a daemon, its stdout read in this process.
+
+    Subscribed once it has printed its history line (the room's last message), so
+    the room must hold one. ``fd`` goes into a zmq.Poller; ``read_ready()`` returns
+    the numbers N of the lines it printed whose text is ``TAG N ...``. Lines seen
+    twice and lines of other texts are counted, not hidden.
+    """
+
+    def __init__(self, d: Daemon, room: str, tag: str) -> None:
+        self.proc = subprocess.Popen(
+            [chatctl(), "tail", "-n", "1", room],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=d.env,
+        )
+        assert self.proc.stdout is not None
+        self.fd = self.proc.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self._marker = f"> {tag} ".encode()
+        self._partial = b""
+        self.seen: set[int] = set()
+        self.twice = 0
+        self.other = 0
+        deadline = time.monotonic() + 30
+        while not self._lines():  # its history line: the tail is subscribed
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise TimeoutError("chatctl tail printed nothing")
+            select.select([self.fd], [], [], 0.2)
+
+    def _lines(self) -> list[bytes]:
+        try:
+            chunk = os.read(self.fd, 1 << 20)
+        except BlockingIOError:
+            return []
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        return lines
+
+    def read_ready(self) -> list[int]:
+        got = []
+        for line in self._lines():
+            at = line.find(self._marker)
+            if at < 0:
+                self.other += 1
+                continue
+            number = int(line[at + len(self._marker) :].split(b" ", 1)[0])
+            if number in self.seen:
+                self.twice += 1
+            else:
+                self.seen.add(number)
+                got.append(number)
+        return got
+
+    def stop(self) -> str:
+        """Stop it; return what it printed on stderr (its notices)."""
+        stop_process(self.proc, grace=5)
+        err = self.proc.stderr.read() if self.proc.stderr else b""
+        return err.decode(errors="replace")
+
+
 class Events:
     """A SUB to one room on a daemon's events.sock, confirmed by a sync answer (docs/ipc.md).
 
@@ -377,6 +446,16 @@ class Peer:
         if not lines:
             raise RuntimeError(f"peer gave no result: {err[-800:]}")
         return dict(json.loads(lines[-1]))
+
+    def read_result(self) -> dict[str, Any]:
+        """Its JSON line, read without reaping it: a CpuMeter counting this process's
+        children (RUSAGE_CHILDREN) is not to count the peer's CPU."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return dict(json.loads(line))
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        raise RuntimeError(f"peer gave no result: {err[-800:]}")
 
     def stop(self) -> None:
         stop_process(self.proc, grace=5)

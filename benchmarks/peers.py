@@ -6,10 +6,20 @@ Roles:
   paho-pub-flood PORT TOPIC COUNT SIZE  after a "go" line, publish COUNT QoS 1
                                         messages as fast as paho takes them
   zmq-rep ENDPOINT                      echo every request until stdin closes
+  paho-pub-batch PORT TOPIC COUNT SIZE BATCH
+                                        as paho-pub-flood, COUNT lines of SIZE
+                                        bytes packed BATCH to a PUBLISH (the ceiling)
   fanout-subs EVENTS_SOCK ROOM SUBS EXPECT IDLE_S
                                         SUBS ZeroMQ SUBs to one room on chatd's
                                         events.sock; count the message events
                                         each receives, and when the first got each
+  tail CHATCTL ROOM TAG EXPECT IDLE_S   a real ``chatctl tail -n 1 ROOM`` (env: the
+                                        receiving chatd's); "ready" once it printed
+                                        its history line (so it is subscribed), then
+                                        stamp each line it prints whose text is
+                                        "TAG N ...", until EXPECT numbers or IDLE_S of
+                                        silence; reports lines missing and twice, its
+                                        stderr lines, and the tail's CPU
 
 Each prints "ready" once it can be driven and a JSON line with what it saw at
 the end. CLOCK_MONOTONIC is system-wide on Linux, so stamps compare across
@@ -78,6 +88,123 @@ def paho_pub_flood(port: int, topic: str, count: int, size: int) -> None:
     client.loop_stop()
     client.disconnect()
     print(json.dumps({"queued_s": queued, "acked_s": acked}), flush=True)
+
+
+def paho_pub_batch(port: int, topic: str, count: int, size: int, batch: int) -> None:
+    client = _paho_client(port)
+    line = b"x" * size
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.perf_counter()
+    infos = []
+    for first in range(0, count, batch):
+        n = min(batch, count - first)
+        payload = first.to_bytes(4, "big") + n.to_bytes(2, "big") + line * n
+        infos.append(client.publish(topic, payload, qos=1))
+    for info in infos:
+        info.wait_for_publish(60)
+    acked = time.perf_counter() - start
+    client.loop_stop()
+    client.disconnect()
+    print(json.dumps({"acked_s": acked}), flush=True)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tail(chatctl: str, room: str, tag: str, expect: int, idle_s: float) -> None:
+    """A real ``chatctl tail`` whose printed lines are stamped as this process reads them.
+
+    The tail's stdout is a pipe, read with os.read as fast as it comes; a line counts
+    when it reaches this process, that is, when the tail has written (and flushed) it.
+    """
+    import selectors
+    import subprocess
+
+    proc = subprocess.Popen(
+        [chatctl, "tail", "-n", "1", room],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    os.set_blocking(out_fd, False)
+    os.set_blocking(err_fd, False)
+    sel = selectors.DefaultSelector()
+    sel.register(out_fd, selectors.EVENT_READ)
+    sel.register(err_fd, selectors.EVENT_READ)
+    marker = f"> {tag} ".encode()
+    arrivals: dict[int, float] = {}
+    twice = other = 0
+    err_lines: list[str] = []
+    partial = {out_fd: b"", err_fd: b""}
+    ready = False
+    cpu_at_ready = 0.0
+    deadline = time.monotonic() + 30  # to print its history line; then the idle limit
+    hard_deadline = time.monotonic() + 300
+    while time.monotonic() < hard_deadline and len(arrivals) < expect:
+        wait = deadline - time.monotonic() if not ready else idle_s
+        events = sel.select(max(0.0, wait))
+        if not events:
+            break
+        now = time.monotonic()
+        for key, _ in events:
+            fd = int(key.fd)
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                sel.unregister(fd)
+                continue
+            *lines, partial[fd] = (partial[fd] + chunk).split(b"\n")
+            if fd == err_fd:
+                err_lines += [x.decode(errors="replace") for x in lines]
+                continue
+            for line in lines:
+                if not ready:  # the history line: the tail is subscribed
+                    ready = True
+                    cpu_at_ready = _cpu_seconds(proc.pid)
+                    print("ready", flush=True)
+                    continue
+                at = line.find(marker)
+                if at < 0:
+                    other += 1
+                    continue
+                number = int(line[at + len(marker) :].split(b" ", 1)[0])
+                if number in arrivals:
+                    twice += 1
+                else:
+                    arrivals[number] = now
+        if not sel.get_map():
+            break
+    if not ready:
+        print("tail printed nothing", file=sys.stderr, flush=True)
+    tail_cpu = _cpu_seconds(proc.pid) - cpu_at_ready if ready else float("nan")
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    missing = [n for n in range(expect) if n not in arrivals]
+    print(
+        json.dumps(
+            {
+                "arrivals": arrivals,
+                "missing": len(missing),
+                "first_missing": missing[:5],
+                "twice": twice,
+                "other_lines": other,
+                "stderr": err_lines[-5:],
+                "stderr_lines": len(err_lines),
+                "tail_cpu_s": tail_cpu,
+            }
+        ),
+        flush=True,
+    )
 
 
 def zmq_rep(endpoint: str) -> None:
@@ -166,6 +293,10 @@ def main(argv: list[str]) -> None:
         paho_pub_lockstep(int(args[0]), args[1], int(args[2]))
     elif role == "paho-pub-flood":
         paho_pub_flood(int(args[0]), args[1], int(args[2]), int(args[3]))
+    elif role == "paho-pub-batch":
+        paho_pub_batch(int(args[0]), args[1], int(args[2]), int(args[3]), int(args[4]))
+    elif role == "tail":
+        tail(args[0], args[1], args[2], int(args[3]), float(args[4]))
     elif role == "zmq-rep":
         zmq_rep(args[0])
     elif role == "fanout-subs":

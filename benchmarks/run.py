@@ -1,13 +1,17 @@
 """Issue 8's benchmarks: one command, its own mosquitto and chatd processes, one table.
 
-    python benchmarks/run.py [--quick] [--only NAME...] [--profile DIR]
+    python benchmarks/run.py [--quick] [--only NAME...] [--repeat N] [--profile DIR]
 
 Starts mosquitto on a free loopback port (set_tcp_nodelay true) and two chatd
 (alice sends, bob receives) in short temporary directories, using the real
 parts of tests/harness.py. Baselines always run first, in the same run, so
-each figure is printed beside what it is compared with. Progress goes to
-stderr; the markdown table goes to stdout. Targets are reported, never
-asserted: a missed target is a row with "no", not a failure.
+each figure is printed beside what it is compared with. The whole run (baselines,
+then each benchmark) is repeated N times (3 by default, 1 with --quick); a figure
+is printed as min / median / max over them, its target decided at the median,
+and the machine's load average is printed with each repetition. Progress goes to
+stderr; the markdown table, then one line per target (met or not) go to stdout.
+Targets are reported, never asserted: a missed target is a row with "no", not a
+failure.
 
 --profile DIR records alice and bob with py-spy (if installed) during each
 benchmark, as collapsed stacks in DIR/<name>-<daemon>.txt.
@@ -19,6 +23,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +57,66 @@ BENCHMARKS: dict[str, Callable[[Bench], list[Row]]] = {
     "storage": storage.run,
 }
 PYSPY_RECORD = ("record", "--format", "raw", "--nonblocking", "--rate", "250")
+
+
+def combine(reps: list[list[Row]]) -> list[Row]:
+    """One row per figure over the repetitions: min / median / max where a row has a
+    value (target decided at the median), else each repetition's figure."""
+    by_figure: dict[str, list[Row]] = {}
+    for rows in reps:
+        for r in rows:
+            by_figure.setdefault(r.figure, []).append(r)
+    out = []
+    for figure, rows in by_figure.items():
+        if len(rows) == 1:
+            out.append(rows[0])
+            continue
+        show = rows[0].show
+        if show is not None and all(r.value is not None for r in rows):
+            ordered = sorted(rows, key=lambda r: float(r.value or 0.0))
+            mid = ordered[(len(ordered) - 1) // 2]  # the median row (lower, if even)
+            values = [float(r.value or 0.0) for r in ordered]
+            med = statistics.median(values)
+            goal = rows[0].goal
+            out.append(
+                Row(
+                    figure,
+                    f"{show(values[0])} / **{show(med)}** / {show(values[-1])}",
+                    mid.baseline,
+                    mid.ratio,
+                    mid.target,
+                    goal(med) if goal is not None else mid.met,
+                    value=med,
+                )
+            )
+        else:
+            mets = [r.met for r in rows if r.met is not None]
+            out.append(
+                Row(
+                    figure,
+                    " · ".join(r.measured for r in rows),
+                    rows[0].baseline,
+                    rows[0].ratio,
+                    rows[0].target,
+                    None if not mets else sum(mets) * 2 > len(mets),
+                )
+            )
+    return out
+
+
+def targets(rows: list[Row]) -> str:
+    """One line a target: met or not (at the median), and what was measured."""
+    lines = ["Targets:"]
+    for r in rows:
+        if r.met is None or not r.target:
+            continue
+        lines.append(f"- {'met' if r.met else 'NOT MET'}: {r.figure}: {r.measured} ({r.target})")
+    return "\n".join(lines)
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def table(rows: list[Row]) -> str:
@@ -145,8 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help=f"run only these: {', '.join(BENCHMARKS)} (baselines always run)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="repetitions of the whole run (default 3, 1 with --quick)",
+    )
     p.add_argument("--profile", metavar="DIR", type=Path, help="py-spy the daemons into DIR")
     args = p.parse_args(argv)
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     chosen = args.only or list(BENCHMARKS)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -157,30 +229,37 @@ def main(argv: list[str] | None = None) -> int:
     alice = Daemon(broker, "alice")
     bob = Daemon(broker, "bob")
     bench = Bench(broker, alice, bob, args.quick)
-    rows: list[Row] = []
+    reps: list[list[Row]] = []
+    loads: list[str] = []
     failed = False
     try:
         alice.start()
         bob.start()
-        rows += baselines.run(bench)
-        for r in rows:
-            log(f"  row: {r.figure}: {r.measured} {r.baseline}")
         profiler = Profiler(args.profile, [alice, bob])
-        for name in chosen:
-            t0 = time.perf_counter()
-            profiler.start(name)
-            try:
-                new = BENCHMARKS[name](bench)
-                rows += new
-                for r in new:
-                    log(f"  row: {r.figure}: {r.measured} ({r.baseline}) {r.target} {r.met}")
-            except Exception as exc:  # one broken benchmark must not hide the others
-                failed = True
-                traceback.print_exc()
-                rows.append(Row(f"{name}: ERROR", f"{type(exc).__name__}: {exc}"[:120]))
-            finally:
-                profiler.stop()
-            log(f"  ({name} took {time.perf_counter() - t0:.0f} s)")
+        for rep in range(repeat):
+            loads.append(f"repetition {rep + 1}: {load()} at its start")
+            log(f"repetition {rep + 1} of {repeat}: {load()}")
+            bench.baselines.clear()
+            rows = baselines.run(bench)
+            for r in rows:
+                log(f"  row: {r.figure}: {r.measured} {r.baseline}")
+            for name in chosen:
+                t0 = time.perf_counter()
+                profiler.start(f"{name}-{rep + 1}")
+                try:
+                    new = BENCHMARKS[name](bench)
+                    rows += new
+                    for r in new:
+                        log(f"  row: {r.figure}: {r.measured} ({r.baseline}) {r.target} {r.met}")
+                except Exception as exc:  # one broken benchmark must not hide the others
+                    failed = True
+                    traceback.print_exc()
+                    rows.append(Row(f"{name}: ERROR", f"{type(exc).__name__}: {exc}"[:120]))
+                finally:
+                    profiler.stop()
+                log(f"  ({name} took {time.perf_counter() - t0:.0f} s)")
+            reps.append(rows)
+        loads.append(f"at the end: {load()}")
     finally:
         for d in bench.extra_daemons:
             d.cleanup()
@@ -188,10 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         alice.cleanup()
         broker.cleanup()
 
+    rows = combine(reps)
     print(table(rows))
     print()
+    print(targets(rows))
+    print()
     print(machine.describe() + f"; interpreter {sys.executable}")
-    print(f"run: {'--quick' if args.quick else 'full'}, {time.perf_counter() - started:.0f} s")
+    print(
+        f"run: {'--quick' if args.quick else 'full'}, {len(reps)} repetition(s)"
+        f"{' (min / median / max)' if len(reps) > 1 else ''}, "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    for line in loads:
+        print(f"- {line}")
     if pycache_note:
         print(f"- {pycache_note}")
     for note in bench.notes:

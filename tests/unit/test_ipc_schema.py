@@ -285,3 +285,86 @@ def test_only_topics_chatd_publishes_are_recognised() -> None:
         ("e\u0301").encode() + b"\x00",  # not NFC: chatd never publishes it
     ):
         assert topic_kind(bad) is None, bad
+
+
+# ---------------------------------------------------------------------- event frames
+
+_TEXTS = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=40)
+
+
+@given(
+    room=_TEXTS,
+    seq=st.integers(min_value=-(2**70), max_value=2**70),
+    ident=_TEXTS,
+    ts=_TEXTS,
+    sender=_TEXTS,
+    fingerprint=_TEXTS,
+    flags=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    text=_TEXTS,
+)
+@settings(max_examples=300)
+def test_a_message_event_frame_is_what_json_dumps_gives(
+    room: str,
+    seq: int,
+    ident: str,
+    ts: str,
+    sender: str,
+    fingerprint: str,
+    flags: tuple[bool, bool, bool],
+    text: str,
+) -> None:
+    """The template encoder (issue 24) and json.dumps agree byte for byte."""
+    from mqchat.protocol.ipc_events import encode_event
+
+    event = message_event(
+        room=room,
+        seq=seq,
+        message_id=ident,
+        ts=ts,
+        sender=sender,
+        fingerprint=fingerprint,
+        verified=flags[0],
+        own=flags[1],
+        legacy=flags[2],
+        text=text,
+    )
+    expected = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    assert encode_event(event) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seq": True},
+        {"seq": 1.5},
+        {"verified": 1},
+        {"text": None},
+        {"room": 7},
+        {"extra": "x"},
+    ],
+)
+def test_an_event_unlike_a_message_is_encoded_by_json_dumps(change: dict[str, Any]) -> None:
+    from mqchat.protocol.ipc_events import encode_event
+
+    event = {
+        **message_event(
+            room="r",
+            seq=1,
+            message_id="i",
+            ts="t",
+            sender="s",
+            fingerprint="f",
+            verified=True,
+            own=False,
+            text="x",
+        ),
+        **change,
+    }
+    expected = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    assert encode_event(event) == expected
+    assert (
+        encode_event({k: event[k] for k in reversed(event)})
+        == json.dumps(
+            {k: event[k] for k in reversed(event)}, ensure_ascii=False, separators=(",", ":")
+        ).encode()
+    )

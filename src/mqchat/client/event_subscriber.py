@@ -122,7 +122,9 @@ class EventSubscriber:
             self._sock = None
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
-        """Yield events as they come; yield None after ``timeout`` s of silence."""
+        """Yield events as they come; yield None once nothing more is waiting after some
+        came (a reader may write out what it holds: one write a burst, not one a line),
+        and after ``timeout`` s of silence."""
         if self._sock is None:
             raise RuntimeError("open first")
         wait_ms = None if timeout is None else int(timeout * 1000)
@@ -130,19 +132,26 @@ class EventSubscriber:
         poller.register(self._sock, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
+        gave = False  # events yielded since the last None
         while self._sock is not None:
             try:  # during a burst, take what is there without a poll per event
                 frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
+                if gave:
+                    gave = False
+                    yield None  # the end of a burst: nothing more waits now
+                    continue  # more may have come meanwhile
                 ready = dict(poller.poll(wait_ms))
                 if self._monitor is not None and self._monitor in ready:
                     self._monitor.recv_multipart()  # the connection to chatd dropped
+                    gave = True
                     yield own_notice(CHATD_AWAY, AWAY_TEXT)
                 elif not ready:
                     yield None
                 continue
             if frames[0].startswith(b"\x01"):
                 if self._read_control(frames):
+                    gave = True
                     if self._say_away:
                         yield own_notice(CHATD_BACK, BACK_TEXT)
                     yield reconnected_event()
@@ -154,6 +163,7 @@ class EventSubscriber:
                 continue
             if not self._notices and event.get("room") is None:
                 continue
+            gave = True
             yield event
 
     # ------------------------------------------------------------------ internals

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from mqchat.client.ipc_client import Client
-from mqchat.errors import DaemonRefused
+from mqchat.errors import DaemonRefused, DaemonUnavailable
 from mqchat.protocol.ipc import NOT_JOINED
 from mqchat.protocol.ipc_events import notice_event
 
@@ -72,7 +72,11 @@ def _retention_notice(room: str, count: int) -> Event:
 
 
 MARK_EVERY_S = 0.1
-"""How often at most chatd is told how far each room has been shown."""
+"""How often at most chatd is told how far each room has been shown, once the
+caller has taken a burst of live events (it has written them out by then)."""
+MARK_BUSY_S = 1.0
+"""How often at most while events keep coming with no pause (or history is read):
+a request to chatd in the middle of a burst would hold back the lines after it."""
 
 
 class RoomFeed:
@@ -84,15 +88,34 @@ class RoomFeed:
         self._shown: dict[str, int] = {}
         """Per room, the highest seq the caller has taken (and so shown)."""
         self._marked_at = 0.0
+        self._unmarked = False  # shown further than chatd was last told
 
     def _shown_up_to(self, room: str, seq: int, *, now: bool = False) -> None:
         """Say how far a room has been shown, so that chatd's retention keeps what
-        follows while we read it (mqchat.daemon.followers); at most every 0.1 s."""
+        follows while we read it (mqchat.daemon.followers): at most every second
+        here, else at the end of a burst (``_mark_if_due``). A mark that is late only
+        keeps more."""
         self._shown[room] = max(seq, self._shown.get(room, 0))
-        clock = time.monotonic()
-        if now or clock - self._marked_at >= MARK_EVERY_S:
-            self._marked_at = clock
+        self._unmarked = True
+        if now or time.monotonic() - self._marked_at >= MARK_BUSY_S:
+            self._mark()
+
+    def _mark_if_due(self) -> None:
+        """At the end of a burst of messages only: after a notice that chatd went away,
+        a request would wait for chatd (and end the tail if it is not back in time)."""
+        if self._unmarked and time.monotonic() - self._marked_at >= MARK_EVERY_S:
+            self._mark()
+
+    def _mark(self) -> None:
+        self._marked_at = time.monotonic()
+        self._unmarked = False
+        try:
             self._c.mark_read(dict(self._shown))
+        except DaemonUnavailable:
+            # A request sent as chatd dies is lost with its connection. Marks are
+            # advice for chatd's retention: the next ones say the same once it is
+            # back; the tail goes on (the events say that chatd went away).
+            self._unmarked = True
 
     def history(self, *, lines: int, since: int | None) -> Iterator[Event]:
         """The last ``lines`` messages of each room, or (``since``) all after that seq."""
@@ -114,10 +137,15 @@ class RoomFeed:
                 self._shown_up_to(room, message["seq"])
 
     def follow(self, timeout: float | None = None) -> Iterator[Event | None]:
-        """Live events (None after ``timeout`` s of silence), with every gap filled."""
+        """Live events, with every gap filled; None at the end of a burst (the caller
+        may write out what it holds) and after ``timeout`` s of silence."""
+        fresh = False  # messages passed on since the last None
         for event in self._c.events(timeout):
             if event is None:
                 yield None
+                if fresh:  # the caller has shown them by now, and chatd just sent them
+                    fresh = False
+                    self._mark_if_due()
                 continue
             kind = event.get("type")
             if kind == "dropped":
@@ -142,6 +170,7 @@ class RoomFeed:
                 if seq > seen + 1:
                     yield from self._fill(room, seen, before=seq)
             self.last[room] = seq
+            fresh = True
             yield event
             self._shown_up_to(room, seq)
 

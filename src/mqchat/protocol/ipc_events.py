@@ -73,7 +73,52 @@ def topic_kind(topic: bytes) -> TopicKind | None:
 
 def encode_event(event: dict[str, Any]) -> bytes:
     """The JSON frame of an event: compact UTF-8, what ``tail --json`` prints."""
+    frame = _message_frame(event)
+    if frame is not None:
+        return frame
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_json_str = json.encoder.encode_basestring
+"""The quoting json.dumps(ensure_ascii=False) uses for a string (in C): the quotes,
+and escapes for quote, backslash and control characters; TypeError for a non-string."""
+_MESSAGE_KEYS: Final = (
+    "type",
+    "room",
+    "seq",
+    "id",
+    "ts",
+    "sender",
+    "fingerprint",
+    "verified",
+    "own",
+    "legacy",
+    "text",
+)
+_JSON_BOOL: Final = {True: "true", False: "false"}
+
+
+def _message_frame(e: dict[str, Any]) -> bytes | None:
+    """A message event (``message_event``'s keys in its order, its types) by template:
+    the same bytes as json.dumps gives, at a third of its cost (issue 24: a general
+    encoder per event). None for anything else, which json.dumps encodes."""
+    if len(e) != len(_MESSAGE_KEYS) or tuple(e) != _MESSAGE_KEYS or e["type"] != "message":
+        return None
+    seq, verified, own, legacy = e["seq"], e["verified"], e["own"], e["legacy"]
+    if type(seq) is not int or not (
+        type(verified) is bool and type(own) is bool and type(legacy) is bool
+    ):
+        return None
+    try:
+        return (
+            f'{{"type":"message","room":{_json_str(e["room"])},"seq":{seq},'
+            f'"id":{_json_str(e["id"])},"ts":{_json_str(e["ts"])},'
+            f'"sender":{_json_str(e["sender"])},"fingerprint":{_json_str(e["fingerprint"])},'
+            f'"verified":{_JSON_BOOL[verified]},"own":{_JSON_BOOL[own]},'
+            f'"legacy":{_JSON_BOOL[legacy]},"text":{_json_str(e["text"])}}}'
+        ).encode()
+    except TypeError:  # a field that is not a string
+        return None
 
 
 def decode_event(frame: bytes) -> dict[str, Any] | None:
@@ -89,15 +134,22 @@ DAY_MS: Final = 86_400_000
 
 
 def iso_ts(ms: int) -> str:
-    """``2026-11-26T21:04:14.123Z``: UTC, to the millisecond. The date is worked out
-    once a day (every message's event has one); the time of day is arithmetic.
-    A time outside 1970..9999 (stored by a version that did not bound version 2
-    texts) is shown at the nearest end rather than failing the whole history."""
-    day, of_day = divmod(min(max(ms, 0), MAX_TIMESTAMP_MS), DAY_MS)
-    seconds, millis = divmod(of_day, 1000)
-    minutes, seconds = divmod(seconds, 60)
+    """``2026-11-26T21:04:14.123Z``: UTC, to the millisecond. The date and time of
+    day are worked out once a second (every message's event has one); the
+    milliseconds are appended. A time outside 1970..9999 (stored by a version that
+    did not bound version 2 texts) is shown at the nearest end rather than failing
+    the whole history."""
+    second, millis = divmod(min(max(ms, 0), MAX_TIMESTAMP_MS), 1000)
+    return f"{_second(second)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second(second: int) -> str:
+    """``2026-11-26T21:04:14``, of seconds since 1970 (UTC)."""
+    day, of_day = divmod(second, DAY_MS // 1000)
+    minutes, seconds = divmod(of_day, 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+    return f"{_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
 @functools.lru_cache(maxsize=64)
