@@ -28,8 +28,6 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -86,7 +84,6 @@ class EventPublisher:
         self._sock = self._open()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
-        self._held: list[tuple[bytes, bytes]] | None = None
         self._heads: dict[str, tuple[int, float]] = {}  # room -> (last seq, when it moved)
         self._ticks = 0
 
@@ -199,37 +196,18 @@ class EventPublisher:
             self._schedule_drain()
 
     # ------------------------------------------------------------ publishing
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """Keep events back until the block ends; drop them if it fails.
-
-        A batch of requests publishes only what its transaction committed.
-        """
-        if self._held is not None:
-            yield
-            return
-        self._held = []
-        try:
-            yield
-            held = self._held
-        finally:
-            self._held = None
-        for topic, payload in held:
-            self._send(topic, payload)
-        self._after_sends()
-
     def publish(self, room: str | None, event: dict[str, Any]) -> None:
-        if not self.listening:
-            return  # nobody listens; held blocks run on the loop, so nobody can start to
-        if room is not None and event.get("type") == "message":
-            self._heads[room] = (int(event["seq"]), time.monotonic())
-        topic = NO_ROOM_TOPIC if room is None else room_topic(room)
-        payload = encode_event(event)
-        if self._held is not None:
-            self._held.append((topic, payload))
-        else:
-            self._send(topic, payload)
-            self._after_sends()
+        self.publish_all([(room, event)])
+
+    def publish_all(self, events: list[tuple[str | None, dict[str, Any]]]) -> None:
+        """Send events in order (a committed batch's: mqchat.daemon.unit_of_work)."""
+        if not self.listening or not events:
+            return  # nobody listens: batches run on the loop, so nobody can start to
+        for room, event in events:
+            if room is not None and event.get("type") == "message":
+                self._heads[room] = (int(event["seq"]), time.monotonic())
+            self._send(NO_ROOM_TOPIC if room is None else room_topic(room), encode_event(event))
+        self._after_sends()
 
     def _publish_heads(self) -> None:
         self._ticks += 1

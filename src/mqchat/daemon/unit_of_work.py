@@ -76,23 +76,22 @@ class UnitOfWork:
             return
         self.active = True
         try:
-            with self._events.held():
-                try:
-                    with self._store.batch():
-                        yield
-                except BaseException:
-                    self._after_commit.clear()
-                    self._held.clear()
-                    self.active = False  # what a reload holds for the broker goes now
-                    self.reload()
-                    raise
-                # Committed: into the publisher's hold, which writes each client
-                # the whole batch at once when this block ends; before that, what
-                # goes to the broker, which has the longest way to go.
-                for room, event in self._held:
-                    self._events.publish(room, event)
-                self.active = False
-                self._run_after_commit()
+            try:
+                with self._store.batch():
+                    yield
+            except BaseException:
+                self._after_commit.clear()
+                self._held.clear()
+                self.active = False  # what a reload holds for the broker goes now
+                self.reload()
+                raise
+            # Committed: first what goes to the broker (it has the longest way to
+            # go), then the batch's events, written to each client at once. Events
+            # are held here alone, not again by the publisher.
+            held, self._held = self._held, []
+            self.active = False
+            self._run_after_commit()
+            self._events.publish_all(held)
         finally:
             self.active = False
             self._held.clear()
