@@ -17,9 +17,16 @@ Nothing here imports paho; the client is anything with paho's four loop methods.
 from __future__ import annotations
 
 import asyncio
+import select
 from collections.abc import Callable
 from typing import Protocol
 
+READS_PER_WAKE = 512
+"""Packets read at most each time the socket is readable. paho's ``loop_read``
+reads one packet on a receiving client (its max_packets counts only messages in
+flight), so a stream would take one loop pass a message, behind every other
+callback: we read on while the socket has more, up to this, and the inbox stores
+them as one batch."""
 KEEPALIVE_MARGIN_S = 0.05
 """paho pings once ``now - last >= keepalive``: a timer that fires a hair early
 would find nothing due and put the PINGREQ off by a whole keepalive."""
@@ -53,6 +60,8 @@ class LoopSocket:
         self._client = client
         self._sock = sock
         self._fd = sock.fileno()
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
         self._keepalive_s = keepalive_s
         self._on_error = on_error
         self._writing = False
@@ -104,17 +113,25 @@ class LoopSocket:
 
     def _readable(self) -> None:
         try:
-            self._client.loop_read()
-            if self._closed:
-                return
-            # TLS: a record may hold more than paho read; the kernel's socket is
-            # then no longer readable, but the bytes wait in the TLS layer.
-            pending = getattr(self._sock, "pending", None)
-            if pending is not None and pending() > 0:
-                self._loop.call_soon(self._readable)
+            for _ in range(READS_PER_WAKE):
+                self._client.loop_read()
+                if self._closed:
+                    return
+                if not self._more_to_read():
+                    break
+            else:
+                self._loop.call_soon(self._readable)  # more: after the others' turn
             self.sync()  # acks and SUBSCRIBEs queued by callbacks
         except Exception as exc:  # a bug: the owner stops chatd
             self._on_error(exc)
+
+    def _more_to_read(self) -> bool:
+        # TLS: a record may hold more than paho read; the kernel's socket is then
+        # no longer readable, but the bytes wait in the TLS layer.
+        pending = getattr(self._sock, "pending", None)
+        if pending is not None and pending() > 0:
+            return True
+        return bool(self._poll.poll(0))
 
     def _writable(self) -> None:
         try:
