@@ -109,11 +109,10 @@ class GapStreams:
         ]
 
     def forget_room(self, room: str) -> None:
-        """``leave``: the room's counters go (a rejoin starts afresh)."""
+        """``leave``: the room's counters go (a rejoin starts afresh). Their rows are
+        deleted with the room's (``Rooms.delete``, staged with the request); here
+        the cache forgets them, once nothing of it waits to be written."""
         self._staging.flush()
-        self._db.execute("DELETE FROM gap_streams WHERE room = ?", (room,))
-        self._db.execute("DELETE FROM gap_senders WHERE room = ?", (room,))
-        self._db.execute("DELETE FROM held WHERE room = ?", (room,))
         self._streams.clear()
         self._floors.clear()
 
