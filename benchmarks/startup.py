@@ -12,6 +12,9 @@ import subprocess
 
 from common import PYTHON, Bench, Row, chatctl, log, median, ms, new_room, ratio, timed_run
 
+COLD_START_TARGET = 1.4
+"""Issue 24: `chatctl send`, `status` and `--version` within 1.4x `import zmq`."""
+
 TOP_IMPORTS = 8
 
 
@@ -58,9 +61,11 @@ def run(bench: Bench) -> list[Row]:
         + ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in top)
     )
     rows = []
+    version_runs = [timed_run([chatctl(), "--version"], env) for _ in range(runs)]
     for label, values in (
         (f"`chatctl send ROOM text` cold start (median of {runs})", send_runs),
         (f"`chatctl status` cold start (median of {runs})", status_runs),
+        (f"`chatctl --version` cold start (median of {runs})", version_runs),
     ):
         m = median(values)
         rows.append(
@@ -69,8 +74,8 @@ def run(bench: Bench) -> list[Row]:
                 ms(m),
                 f"`python -c 'import zmq'` {ms(base)}",
                 ratio(m, base),
-                "≤ 2x baseline",
-                m <= 2 * base,
+                f"≤ {COLD_START_TARGET}x baseline (issue 24)",
+                m <= COLD_START_TARGET * base,
             )
         )
     return rows
