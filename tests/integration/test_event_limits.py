@@ -31,6 +31,7 @@ from harness import (
     stop_process,
     wait_until,
 )
+from mqchat.daemon.event_subscriptions import MAX_SUBSCRIPTIONS
 from zmtp import RawPeer, frame
 
 MakeDaemon = Callable[..., Daemon]
@@ -60,6 +61,21 @@ sub.setsockopt(zmq.SNDHWM, 0)  # send all 100,000, not the 1,000 a SUB queues by
 sub.connect(sys.argv[1])
 for i in range(100_000):
     sub.setsockopt(zmq.SUBSCRIBE, os.urandom(16))
+print("subscribed", flush=True)
+sys.stdin.read()
+"""
+
+SOME_SUBSCRIPTIONS = """
+import os, sys, zmq
+ctx = zmq.Context()
+subs = []
+for _ in range(int(sys.argv[2])):  # several clients, each under the budget alone
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SNDHWM, 0)
+    sub.connect(sys.argv[1])
+    for i in range(int(sys.argv[3])):
+        sub.setsockopt(zmq.SUBSCRIBE, os.urandom(16))
+    subs.append(sub)
 print("subscribed", flush=True)
 sys.stdin.read()
 """
@@ -162,6 +178,43 @@ def test_a_10_mb_subscription_and_100000_subscriptions_leave_chatd_bounded(
         assert memory.growth_mib < PEAK_MIB, f"chatd peaked {memory.growth_mib:.0f} MiB up"
     finally:
         stop_process(flood, signal.SIGKILL)
+
+
+def test_the_subscription_budget_holds_over_all_clients_together(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    """Issue 26: the budget is chatd's, over every connection: six clients of 1,000
+    subscriptions each (every one under the 4,096 alone) are refused together, and
+    a tail started afterwards works."""
+    alice = make_daemon("alice")
+    alice.join(room)
+    clients, each = 6, 1_000
+    assert each < MAX_SUBSCRIPTIONS < clients * each  # the premise
+    crowd = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SOME_SUBSCRIPTIONS,
+            f"ipc://{alice.runtime_dir / 'events.sock'}",
+            str(clients),
+            str(each),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert crowd.stdout is not None and crowd.stdout.readline() == "subscribed\n"
+        wait_until(
+            lambda: dropped(alice, "events_subscriptions_over_budget") > 0,
+            "chatd to refuse the subscriptions of all clients together",
+        )
+        stop_process(crowd, signal.SIGKILL)
+        tail = alice.tail(room, "--since", "0")
+        alice.ok("send", room, "after the crowd")
+        assert tail.messages(1)[0]["text"] == "after the crowd"
+    finally:
+        stop_process(crowd, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------- slow readers
