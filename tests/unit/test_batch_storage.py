@@ -505,3 +505,26 @@ def test_a_part_that_breaks_after_a_rekey_publishes_nothing_and_leaves_the_epoch
     assert parts.rows("SELECT COUNT(*) FROM room_epochs WHERE room = 'side'") == [(1,)]
     assert [what for what, topic in parts.link.given if topic == room.v2_topic] == []
     assert parts.rows("SELECT text FROM messages") == [("still sent",)]
+
+
+def test_payloads_that_each_trip_a_bug_cost_one_reload_at_once_and_one_after_the_commit(
+    parts: Parts,
+) -> None:
+    """A hostile sender whose payloads each hit a bug must not make every payload
+    reload every room's state: the first failed part reloads at once, the rest once
+    after the batch's commit, and the good parts of the batch still commit."""
+    reloads: list[int] = []
+    parts.work.on_rollback(lambda: reloads.append(1))
+
+    def broken_part() -> None:
+        with parts.work.part():
+            raise Injected("a bug this payload trips")
+
+    with parts.work.batch():
+        for _ in range(10):
+            with pytest.raises(Injected):
+                broken_part()
+        with parts.work.part():
+            parts.call("send", room=ROOM, text="still sent")
+    assert len(reloads) == 2
+    assert parts.rows("SELECT text FROM messages") == [("still sent",)]
