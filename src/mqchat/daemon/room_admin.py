@@ -17,12 +17,13 @@ from mqchat.daemon.epoch_keeper import EpochKeeper, prefix_of
 from mqchat.daemon.head_follower import HeadFollower
 from mqchat.daemon.presence import PresenceKeeper
 from mqchat.daemon.publisher import LinkEffects
+from mqchat.daemon.rekeying import RekeyRefused
 from mqchat.daemon.room_logs import RoomLogs
 from mqchat.daemon.rooms import Room, RoomRegistry
 from mqchat.daemon.store import Store
 from mqchat.daemon.store.epochs import CURRENT, EpochRow
 from mqchat.daemon.unit_of_work import UnitOfWork
-from mqchat.errors import MqchatError, UsageError
+from mqchat.errors import UsageError
 from mqchat.protocol import envelope
 from mqchat.protocol.epochs import DEFAULT_CIPHER, EpochKeys, new_epoch_secret
 from mqchat.protocol.invite import Admission, Invite, encode_invite, parse_invite
@@ -38,10 +39,6 @@ from mqchat.protocol.roster import NO_STATE, Member, Role, RoomState, commitment
 from mqchat.protocol.signing import SigningIdentity
 
 log = logging.getLogger(__name__)
-
-
-class RekeyRefused(MqchatError):
-    """The rekey was not made."""
 
 
 class RoomAdmin:
