@@ -68,17 +68,14 @@ class EpochKeeper:
 
     # ------------------------------------------------------------------ state
     def load(self) -> None:
-        """Apply the stored epochs to the rooms a previous run joined (before subscribing)."""
-        for room in list(self._rooms):
-            rows = self._store.epochs.of(room.name)
-            if rows:
-                self._rows[room.name] = {r.tag: r for r in rows}
-                self._apply(room)
+        """Apply the stored epochs to the rooms a previous run joined (before subscribing),
+        and end the grace periods that ended while chatd was down."""
+        self.reload()
         self.expire(self._clock_ms())
-        self._wake_at_grace_end(r for rows in self._rows.values() for r in rows.values())
 
     def reload(self) -> None:
-        """After a rollback: the epochs the store holds (the rooms' keys and topics follow)."""
+        """The epochs the store holds (the rooms' keys and topics follow): at start,
+        and after a rollback."""
         self._rows.clear()
         self._keys.clear()
         for room in list(self._rooms):

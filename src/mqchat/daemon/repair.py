@@ -196,14 +196,11 @@ class Repair:
         """What a previous run left missing: asked for when due, given up when too old.
         Our own previous streams' last numbers go out too (heads(final), §15)."""
         self._sending.final_heads_at_start()
-        for sid, row in self._gaps.wanting():
-            if row.gaps.missing:
-                self._wanting.add(sid, row.name)
-            self._schedule.changed(sid)
+        self.reload()
 
     def reload(self) -> None:
-        """After a rollback: which streams miss numbers is what the store says again
-        (the schedule drops what no longer misses any when it next looks)."""
+        """Which streams miss numbers is what the store says: at start, and after a
+        rollback (the schedule drops what no longer misses any when it next looks)."""
         self._wanting.clear()
         for sid, row in self._gaps.wanting():
             if row.gaps.missing:
