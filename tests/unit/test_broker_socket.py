@@ -173,7 +173,6 @@ def test_a_stream_is_read_whole_in_one_wake_up_not_one_packet_a_loop_pass() -> N
         paho = OnePacketPaho(ours)
         watch = LoopSocket(asyncio.get_running_loop(), paho, ours, 60, lambda exc: None)
         peer.sendall(b"PKT." * 100)
-        await asyncio.sleep(0.01)  # the bytes are in our socket before we watch it
         watch.start()
         # Two yields: the loop polls the socket, then runs its reader callback once.
         await asyncio.sleep(0)
