@@ -59,6 +59,7 @@ class OutboxWindow:
         self._refill_scheduled = False
         self._refusals: dict[int, str] = {}  # outbox id -> the broker's reason
         self._cursor = 0  # the newest outbox id handed over since the last connection
+        self._read_to_end: tuple[int, int] | None = None  # (outbox additions, cursor)
         self._generation = 0  # the link's paho client that holds what we handed
         self.last_refusal: tuple[str, int] | None = None
 
@@ -97,10 +98,16 @@ class OutboxWindow:
         if not self.connected:
             return  # paho holds nothing while offline
         window = min(WINDOW, self._link.receive_maximum)
+        outbox = self._store.outbox
         while len(self._inflight) < window:
-            page = self._store.outbox.after(self._cursor, PAGE)
-            if not page:
-                return
+            if self._read_to_end == (outbox.additions, self._cursor):
+                return  # nothing was added since the outbox was read to its end
+            page = outbox.after(self._cursor, PAGE)
+            if len(page) < PAGE:
+                # Handed over whole (below), this page is the outbox's end.
+                end = (outbox.additions, page[-1].id if page else self._cursor)
+            else:
+                end = None
             at = 0
             while at < len(page):
                 if len(self._inflight) >= window:
@@ -113,6 +120,8 @@ class OutboxWindow:
                 if taken == 0:
                     return  # not taken now (QoS 0 while offline): the next connection
                 at += taken
+            if end is not None and self._cursor == end[1]:
+                self._read_to_end = end
 
     def _hand_over(self, page: list[OutboxEntry], at: int) -> int:
         """Publish ``page[at]`` (with the records after it, sealed in one batch);

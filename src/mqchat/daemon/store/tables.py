@@ -93,8 +93,13 @@ class Outbox(StagedRows):
     """What is sent but not yet acknowledged by the broker (PUBACK), oldest first:
     payloads, and version 2 records that are sealed into batches as they go."""
 
+    additions = 0
+    """Entries ever added (rolled back ones too): while it stays the same, a reader
+    that has read to the end knows, without a query, that nothing new is there."""
+
     def add(self, entry: OutboxEntry) -> None:
         """Queue a payload; it gets its id (its place in the queue) when written."""
+        self.additions += 1
         self._staged.append((entry.room, entry.topic, entry.qos, entry.payload, entry.kind))
         self._staging.settle()
 
