@@ -81,6 +81,7 @@ class Parts:
 
     def close(self) -> None:
         """After the link has stopped: everything else, in order."""
+        self.core.outbox.close()
         self.core.repair.close()
         self.core.presence.close()
         self.core.keeper.close()

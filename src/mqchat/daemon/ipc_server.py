@@ -127,6 +127,8 @@ class IpcServer:
         get a turn in between.
         """
         self._drain_scheduled = False
+        if not self._readable():
+            return  # a wake-up of ZeroMQ's descriptor with no request: no empty transaction
         self._handle_batch()
         if self._readable():
             self._schedule_drain()  # more waiting: after the loop's other work

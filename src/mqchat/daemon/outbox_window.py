@@ -33,7 +33,10 @@ says so); PUBACKs make room for more."""
 PAGE = 512
 """Outbox entries read at a time: two batches' worth of records at most."""
 FORGET_AFTER = 256
-"""Entries PUBACK'd that are removed from the outbox in one transaction."""
+"""Entries PUBACK'd that are removed from the outbox in one transaction..."""
+FORGET_WITHIN_S = 1.0
+"""...or, when fewer came, this long after the first of them: removing them at
+every PUBACK cost an idle sender a second transaction for each message."""
 
 
 class OutboxWindow:
@@ -57,6 +60,7 @@ class OutboxWindow:
         self._handed: set[int] = set()  # outbox ids paho holds
         self._published: list[int] = []  # outbox ids whose PUBACK came, not yet removed
         self._refill_scheduled = False
+        self._forget_timer: asyncio.TimerHandle | None = None
         self._refusals: dict[int, str] = {}  # outbox id -> the broker's reason
         self._cursor = 0  # the newest outbox id handed over since the last connection
         self._read_to_end: tuple[int, int] | None = None  # (outbox additions, cursor)
@@ -186,15 +190,30 @@ class OutboxWindow:
     def _refill(self) -> None:
         """Hand the link as many entries as were PUBACK'd, and now and then remove them.
 
-        Entries PUBACK'd are removed FORGET_AFTER at a time, or when nothing is in
-        flight any more: a transaction each loop pass cost the sender more than
-        anything but its signatures. One that is still there after a crash goes
-        again, and its receivers drop it as a duplicate.
+        Entries PUBACK'd are removed FORGET_AFTER at a time, or FORGET_WITHIN_S after
+        the first of them: a transaction each loop pass, or each PUBACK of an idle
+        sender, cost more than anything but the signatures. One that is still
+        there after a crash goes again, and its receivers drop it as a duplicate.
         """
         self._refill_scheduled = False
-        if len(self._published) >= FORGET_AFTER or not self._inflight:
+        if len(self._published) >= FORGET_AFTER:
             self._forget_published()
+        elif self._published and self._forget_timer is None:
+            self._forget_timer = asyncio.get_running_loop().call_later(
+                FORGET_WITHIN_S, self._forget_due
+            )
         self.fill()
+
+    def _forget_due(self) -> None:
+        self._forget_timer = None
+        self._forget_published()
+
+    def close(self) -> None:
+        """At shutdown: remove what the broker acknowledged, so nothing goes twice."""
+        if self._forget_timer is not None:
+            self._forget_timer.cancel()
+            self._forget_timer = None
+        self._forget_published()
 
     def _forget_published(self) -> None:
         """Remove every entry PUBACK'd and not removed yet, in one transaction."""
