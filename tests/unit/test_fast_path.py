@@ -38,6 +38,17 @@ def test_fast_path_imports_nothing_heavy(statement: str) -> None:
     assert modules.isdisjoint(HEAVY), sorted(modules & set(HEAVY))
 
 
+def test_status_imports_no_hashing_dates_or_templates() -> None:
+    """Issue 24: `chatctl status` only formats fingerprints and escapes text. hashlib
+    (OpenSSL), datetime and string cost it ~3.5 ms of a cold start for nothing."""
+    modules = imported_after(
+        "import mqchat.client.cli, mqchat.client.fast, mqchat.client.ipc_client, "
+        "mqchat.client.render, mqchat.protocol.fingerprints, mqchat.drop_reasons"
+    )
+    assert "mqchat" in modules
+    assert modules.isdisjoint({"hashlib", "_hashlib", "datetime", "string"}), modules
+
+
 @pytest.mark.parametrize(
     "argv",
     [

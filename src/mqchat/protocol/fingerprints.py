@@ -2,11 +2,11 @@
 
 ``chatctl status`` and ``identity`` format fingerprints on every call; keeping
 this apart from ``mqchat.protocol.signing`` keeps cryptography out of them.
+They only format fingerprints chatd worked out, so hashlib (which loads
+OpenSSL: ~2 ms of a cold start, issue 24) is imported by ``fingerprint`` alone.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 MIN_FINGERPRINT_DIGITS = 32
 """How much of a fingerprint a person must give to name a key (``chatctl trust``)."""
@@ -14,6 +14,8 @@ MIN_FINGERPRINT_DIGITS = 32
 
 def fingerprint(public_key: bytes) -> str:
     """64 lowercase hex digits: SHA-256 of the raw public key."""
+    import hashlib
+
     return hashlib.sha256(public_key).hexdigest()
 
 
