@@ -4,8 +4,10 @@ A verified batch on an epoch the room has left, from someone who was in it, is
 answered with the roster of that epoch's state and the winning commit out of
 it, verbatim, on that epoch's topic; a newcomer's join with the roster of the
 state it joins. Each answer waits a random 0.2-1 s and is held back when
-another member's arrives first; at most one per room and epoch in 5 s. A
-newcomer with no roster says its join again, with back-off.
+another member's arrives first; at most one per room, epoch and member left
+behind in 5 s (an answer to one member must not silence the next one: two
+members may fall behind the same epoch seconds apart). A newcomer with no
+roster says its join again, with back-off.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ ANSWER_DELAY_S = (0.2, 1.0)
 """A member left behind is answered after a random delay in this range, so that one
 member's answer can stand for all (an answer seen meanwhile holds ours back)."""
 ANSWER_EVERY_S = 5.0
-"""At most one answer per room and old epoch (or state, for rosters) in this time."""
+"""At most one answer per room, old epoch and asker (or state, for rosters) in this time."""
+ASKERS_KEPT = 4096
+"""Askers remembered for that limit; past it, those not heard from in 5 s are forgotten."""
 JOIN_AGAIN_S = 1.0
 JOIN_TRIES = 8
 """A newcomer with no roster says its join again after 2, 4, … 256 s (8 times)."""
@@ -63,7 +67,8 @@ class CatchUp:
         self._clock_ms = clock_ms
         self._random = random
         self._jitter = random_module.Random()  # noqa: S311 -- timing jitter, not a secret
-        self._answered: dict[tuple[str, str], float] = {}
+        self._asked: dict[tuple[str, str, bytes], float] = {}  # (room, tag, asker) -> answered
+        self._answer_seen: dict[tuple[str, str], float] = {}  # (room, tag) -> last answer heard
         self._rosters_seen: dict[tuple[str, bytes], float] = {}
         self._link = link
         self._loop = loop
@@ -84,24 +89,28 @@ class CatchUp:
         return any(isinstance(r, Join) and r.state_hash == state_hash for r in batch.records)
 
     def answered(self, room: Room, tag: str) -> None:
-        """A commit out of ``tag``'s epoch arrived again: someone answered."""
-        self._answered[(room.name, tag)] = self._now()
+        """A commit out of ``tag``'s epoch arrived again: someone answered, and whoever
+        listens on that epoch's topic has it."""
+        self._answer_seen[(room.name, tag)] = self._now()
 
-    def answer_later(self, room: Room, tag: str) -> None:
-        """Someone still speaks in an epoch the room has left: send it the way on."""
-        key = (room.name, tag)
-        last = self._answered.get(key)
-        if last is not None and self._now() - last < ANSWER_EVERY_S:
+    def answer_later(self, room: Room, tag: str, asker: bytes) -> None:
+        """``asker`` still speaks in an epoch the room has left: send it the way on."""
+        now = self._now()
+        key = (room.name, tag, asker)
+        last = self._asked.get(key)
+        if last is not None and now - last < ANSWER_EVERY_S:
             return
-        self._answered[key] = asked = self._now()
+        if len(self._asked) >= ASKERS_KEPT:
+            self._asked = {k: t for k, t in self._asked.items() if now - t < ANSWER_EVERY_S}
+        self._asked[key] = now
         delay = self._jitter.uniform(*ANSWER_DELAY_S)
-        self._loop.call_later(delay, self._answer, room.name, tag, asked)
+        self._loop.call_later(delay, self._answer, room.name, tag, now)
 
     def _answer(self, room_name: str, tag: str, asked: float) -> None:
         room = self._rooms.get(room_name)
         if room is None or not self._link.connected:
             return
-        if self._answered.get((room_name, tag), 0.0) > asked:
+        if self._answer_seen.get((room_name, tag), 0.0) > asked:
             return  # another member answered meanwhile
         state_hash = self._logs.tags(room).get(tag)
         if state_hash is None:
@@ -115,7 +124,7 @@ class CatchUp:
         if state is not None:
             self._send_roster(room, tag, state, row.topic)
         self._link.publish(row.topic, row.payload, 1)
-        self._answered[(room_name, tag)] = self._now()
+        self._answer_seen[(room_name, tag)] = self._now()
         log.info("sent a member left behind the commit to epoch %d", nxt.state.epoch)
 
     # ------------------------------------------------------------------ rosters

@@ -81,7 +81,7 @@ class Membership:
             self._drops.drop("rekey_without_commit", "a rekey from a daemon before issue 21")
         mine = batch.sender_key == self.own_key
         if not current and not mine and self._catch_up.may_ask(room, batch):
-            self._catch_up.answer_later(room, batch.room_tag)
+            self._catch_up.answer_later(room, batch.room_tag, batch.sender_key)
 
     def _on_commit(
         self,
