@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mqchat.daemon.control_order import SignedTimeOrder
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.events import EventPublisher
 from mqchat.daemon.store import Store
@@ -58,3 +59,39 @@ def test_a_delete_after_a_save_in_one_batch_wins(parts: tuple[Store, UnitOfWork]
         store.room_log.save(LogRow("lobby", b"a", TAG_KIND, b"x"))
         store.room_log.forget_room("lobby")
     assert store.room_log.of("lobby") == []
+
+
+def test_a_signed_time_taken_in_a_batch_that_did_not_commit_is_taken_back(
+    parts: tuple[Store, UnitOfWork],
+) -> None:
+    """A payload whose batch failed to commit (a full disk) is opened again, with a
+    new batch number: its heads, repair requests and presence are not refused as
+    their own replay. A replay after the commit still is."""
+    _, work = parts
+    order = SignedTimeOrder(journal=work.on_undo)
+
+    def batch_that_fails() -> None:
+        with work.batch():
+            assert order.accept("room", b"k" * 32, "heads", 1_000, 1)
+            raise Injected
+
+    with pytest.raises(Injected):
+        batch_that_fails()
+    with work.batch():
+        assert order.accept("room", b"k" * 32, "heads", 1_000, 2)
+    assert not order.accept("room", b"k" * 32, "heads", 1_000, 3)
+
+
+def test_a_signed_time_taken_by_a_failed_part_is_taken_back(
+    parts: tuple[Store, UnitOfWork],
+) -> None:
+    _, work = parts
+    order = SignedTimeOrder(journal=work.on_undo)
+    with work.batch():
+        assert order.accept("room", b"k" * 32, "alive", 1_000, 1)
+        with contextlib.suppress(Injected), work.part():
+            assert order.accept("room", b"k" * 32, "alive", 2_000, 2)
+            raise Injected
+        assert order.accept("room", b"k" * 32, "alive", 2_000, 3)  # the payload again
+        assert not order.accept("room", b"k" * 32, "alive", 1_500, 4)
+    assert not order.accept("room", b"k" * 32, "alive", 2_000, 5)

@@ -11,7 +11,10 @@ old "online" or a repair request already answered is then refused and counted
 (docs/security.md, "Control records and repairs").
 
 Kept in memory for the ``MAX_SENDERS`` most recently heard (room, sender, kind);
-after a restart, or for a sender evicted, the first batch is taken as it is.
+after a restart, or for a sender evicted, the first batch is taken as it is. A
+time taken from a batch that then did not commit (the store failed, or a bug
+stopped its payload) is taken back through ``journal``: when the payload is
+opened and handled again, it is not mistaken for its own replay.
 """
 
 from __future__ import annotations
@@ -26,9 +29,15 @@ recently heard is forgotten past this."""
 
 
 class SignedTimeOrder:
-    def __init__(self, max_senders: int = MAX_SENDERS) -> None:
+    def __init__(
+        self,
+        max_senders: int = MAX_SENDERS,
+        journal: Callable[[Callable[[], None]], None] | None = None,
+    ) -> None:
         self._newest: OrderedDict[tuple[str, bytes, str], tuple[int, int]] = OrderedDict()
         self._max = max_senders
+        self._journal = journal
+        """Where each change registers how to take it back (UnitOfWork.on_undo)."""
 
     def accept(self, room: str, sender_key: bytes, kind: str, sent_ms: int, batch: int) -> bool:
         """Whether a ``kind`` record of the batch numbered ``batch`` (by the caller,
@@ -41,9 +50,17 @@ class SignedTimeOrder:
                 return False
             self._newest.move_to_end(key)
         self._newest[key] = (sent_ms, batch)
+        if self._journal is not None and newest != (sent_ms, batch):
+            self._journal(lambda: self._restore(key, newest))
         if len(self._newest) > self._max:
             self._newest.popitem(last=False)
         return True
+
+    def _restore(self, key: tuple[str, bytes, str], newest: tuple[int, int] | None) -> None:
+        if newest is None:
+            self._newest.pop(key, None)
+        else:
+            self._newest[key] = newest
 
     def forget_room(self, room: str) -> None:
         for key in [k for k in self._newest if k[0] == room]:

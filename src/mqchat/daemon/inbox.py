@@ -83,7 +83,7 @@ class Inbox:
         self._fingerprints: dict[bytes, str] = {}
         self._incoming: list[Incoming] = []
         self._failures = 0  # store failures in a row
-        self.order = SignedTimeOrder()
+        self.order = SignedTimeOrder(journal=work.on_undo)
 
     def on_message(self, inc: Incoming) -> None:
         """Queue a payload; the queue is stored in one transaction per loop pass."""

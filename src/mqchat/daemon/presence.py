@@ -85,7 +85,7 @@ class PresenceKeeper:
         self._link = link
         self._extra_records = tuple(extra_records)
         self._signed_ms = signed_ms
-        self.order = SignedTimeOrder()
+        self.order = SignedTimeOrder(journal=work.on_undo)
         self._refused = refused
         self._came_online = came_online
         self._batches = 0

@@ -12,6 +12,10 @@ the events it published and what it held for the broker are forgotten, and the
 other parts still commit. That is what a SAVEPOINT per message used to give,
 without a statement.
 
+State the store does not hold (which batch and time a sender's control records
+were last taken from) cannot be reloaded: a change to it registers how to take
+it back (``on_undo``), and is taken back when its part or its batch fails.
+
 In-memory state is the store's cache: the parts that keep some register a
 ``reload`` (``on_rollback``), run when a batch rolls back and when a part fails
 with anything but an expected error. An expected error (an ``MqchatError``: a
@@ -41,6 +45,7 @@ class UnitOfWork:
         self._events = events
         self._after_commit: list[Callable[[], object]] = []
         self._on_rollback: list[Callable[[], None]] = []
+        self._undo: list[Callable[[], None]] = []
         self._held: list[tuple[str | None, dict[str, Any]]] = []
         self.active = False
         self._reloaded = False
@@ -49,6 +54,16 @@ class UnitOfWork:
     def on_rollback(self, reload: Callable[[], None]) -> None:
         """Register what reloads in-memory state from the store after a failed batch."""
         self._on_rollback.append(reload)
+
+    def on_undo(self, undo: Callable[[], None]) -> None:
+        """Register how to take back an in-memory change that no reload can restore:
+        run, newest first, if the part or batch that made it fails."""
+        if self.active:
+            self._undo.append(undo)
+
+    def _take_back(self, mark: int) -> None:
+        while len(self._undo) > mark:
+            self._undo.pop()()
 
     def after_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` once the current batch has committed (now, if there is none)."""
@@ -85,6 +100,7 @@ class UnitOfWork:
                 with self._store.batch():
                     yield
             except BaseException:
+                self._take_back(0)
                 self._after_commit.clear()
                 self._held.clear()
                 self.active = False  # what a reload holds for the broker goes now
@@ -94,6 +110,7 @@ class UnitOfWork:
             # go), then the batch's events, written to each client at once. Events
             # are held here alone, not again by the publisher.
             held, self._held = self._held, []
+            self._undo.clear()
             self.active = False
             if self._reload_due:
                 self.reload()
@@ -103,6 +120,7 @@ class UnitOfWork:
             self.active = False
             self._held.clear()
             self._after_commit.clear()
+            self._undo.clear()
 
     def reload(self) -> None:
         """In-memory state from the store again (what a failed part or batch left)."""
@@ -143,7 +161,7 @@ class _Part:
     """``UnitOfWork.part`` inside a batch. A class, not a generator: it runs once per
     message, and costs a third of what contextlib's machinery does."""
 
-    __slots__ = ("_actions", "_after", "_events", "_held", "_mark", "_store", "_work")
+    __slots__ = ("_actions", "_after", "_events", "_held", "_mark", "_store", "_undos", "_work")
 
     def __init__(
         self,
@@ -161,11 +179,13 @@ class _Part:
         self._mark = self._store.mark()
         self._events = len(self._held)
         self._actions = len(self._after)
+        self._undos = len(self._work._undo)
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if kind is not None:
             self._store.undo(self._mark)
             del self._held[self._events :]
             del self._after[self._actions :]
+            self._work._take_back(self._undos)
             if not issubclass(kind, MqchatError):
                 self._work.part_failed()
