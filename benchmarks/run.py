@@ -1,6 +1,7 @@
 """Issue 8's benchmarks: one command, its own mosquitto and chatd processes, one table.
 
-    python benchmarks/run.py [--quick] [--only NAME...] [--repeat N] [--profile DIR]
+    python benchmarks/run.py [--quick] [--only NAME...] [--repeat N] [--against REV]
+                             [--profile DIR]
 
 Starts mosquitto on a free loopback port (set_tcp_nodelay true) and two chatd
 (alice sends, bob receives) in short temporary directories, using the real
@@ -12,6 +13,11 @@ and the machine's load average is printed with each repetition. Progress goes to
 stderr; the markdown table, then one line per target (met or not) go to stdout.
 Targets are reported, never asserted: a missed target is a row with "no", not a
 failure.
+
+--against REV also runs an older commit's own fan-out and latency benchmarks
+(unpacked and installed in a temporary directory) once per repetition, right
+after this commit's, and prints its rows as "REV: figure" (issue 23: the old
+figures beside the new, in one run).
 
 --profile DIR records alice and bob with py-spy (if installed) during each
 benchmark, as collapsed stacks in DIR/<name>-<daemon>.txt.
@@ -44,6 +50,7 @@ import scale  # noqa: E402
 import startup  # noqa: E402
 import storage  # noqa: E402
 import throughput  # noqa: E402
+from against import Against  # noqa: E402
 from common import Bench, Row, daemon_pid, log  # noqa: E402
 from harness import Broker, Daemon  # noqa: E402
 
@@ -216,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="repetitions of the whole run (default 3, 1 with --quick)",
     )
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run this older commit's fan-out and latency benchmarks, each repetition",
+    )
     p.add_argument("--profile", metavar="DIR", type=Path, help="py-spy the daemons into DIR")
     args = p.parse_args(argv)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
@@ -225,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     pycache_note = bytecode_cache()
+    against = Against(args.against) if args.against else None
+    if against is not None:
+        against.prepare()
     broker = Broker().start()
     alice = Daemon(broker, "alice")
     bob = Daemon(broker, "bob")
@@ -258,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     profiler.stop()
                 log(f"  ({name} took {time.perf_counter() - t0:.0f} s)")
+            if against is not None:
+                t0 = time.perf_counter()
+                old = against.run(args.quick)
+                rows += old
+                for r in old:
+                    log(f"  row: {r.figure}: {r.measured}")
+                log(f"  ({against.label} took {time.perf_counter() - t0:.0f} s)")
             reps.append(rows)
         loads.append(f"at the end: {load()}")
     finally:
@@ -266,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         bob.cleanup()
         alice.cleanup()
         broker.cleanup()
+        if against is not None:
+            against.cleanup()
 
     rows = combine(reps)
     print(table(rows))

@@ -1,0 +1,100 @@
+"""``--against REV``: an older commit's own figures, measured in the same run.
+
+Issue 23 asks that the fan-out and latency figures be no worse than those of the
+design before (events on a Unix stream socket), printed beside them in one run.
+The older commit is unpacked with ``git archive`` into a temporary directory (the
+repository itself is not touched), installed into a venv of its own, and its own
+``benchmarks/run.py --only NAME...`` is run once per repetition of this run, right
+after it, on this machine at the same time of day. Its table rows (baselines left
+out) are printed here as "REV: figure", each repetition's value in turn: its
+figures are its own clocks, so compare like with like (the old "send→tail"
+latency was taken at a JSON-lines reader, today's "the old clock" rows at a SUB).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import Row, log
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+NAMES = ("fanout", "latency")
+"""What issue 23 compares; an older commit may not have the others."""
+
+
+class Against:
+    """An older commit, unpacked and installed once, run once per repetition."""
+
+    def __init__(self, rev: str) -> None:
+        self.rev = rev
+        self.label = ""
+        self.dir: Path | None = None
+
+    def prepare(self) -> None:
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--short", f"{self.rev}^{{commit}}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if found.returncode != 0:
+            raise SystemExit(f"--against: {self.rev!r} is not a commit of {REPO}")
+        self.label = found.stdout.strip()
+        self.dir = Path(tempfile.mkdtemp(prefix=f"mqbench-{self.label}-"))
+        log(f"--against {self.label}: unpacking and installing it in {self.dir}")
+        archive = subprocess.Popen(["git", "archive", self.label], cwd=REPO, stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(self.dir)], stdin=archive.stdout, check=True)
+        if archive.stdout is not None:
+            archive.stdout.close()
+        if archive.wait() != 0:
+            raise SystemExit(f"--against: git archive {self.label} failed")
+        subprocess.run([sys.executable, "-m", "venv", str(self.dir / ".venv")], check=True)
+        subprocess.run(
+            [str(self.python), "-m", "pip", "install", "-q", str(self.dir)],
+            check=True,
+            timeout=600,
+        )
+
+    @property
+    def python(self) -> Path:
+        if self.dir is None:
+            raise RuntimeError("prepare() first")
+        return self.dir / ".venv" / "bin" / "python"
+
+    def run(self, quick: bool) -> list[Row]:
+        """One run of the older commit's own benchmarks; its rows, baselines left out."""
+        if self.dir is None:
+            raise RuntimeError("prepare() first")
+        argv = [str(self.python), str(self.dir / "benchmarks" / "run.py"), "--only", *NAMES]
+        result = subprocess.run(
+            [*argv, *(["--quick"] if quick else [])],
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        rows = [row for line in result.stdout.splitlines() if (row := self._row(line))]
+        if result.returncode != 0 or not rows:
+            tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            rows.append(Row(f"{self.label}: ERROR", f"exit {result.returncode}: {tail}"[:160]))
+        return rows
+
+    def _row(self, line: str) -> Row | None:
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) < 2 or not line.startswith("| ") or cells[0] in ("figure", "---"):
+            return None
+        if cells[0].startswith(("baseline:", "---")):
+            return None
+        return Row(f"{self.label}: {cells[0]}", cells[1].replace("**", ""))
+
+    def cleanup(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
