@@ -12,7 +12,6 @@ in a few hundred requests rather than one per line.
 from __future__ import annotations
 
 import json
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -170,6 +169,11 @@ class _ReadAhead:
     """
 
     def __init__(self, lines: Iterable[str]) -> None:
+        # Here, not at the top: `chatctl send ROOM TEXT` reads no stdin, and queue
+        # (with heapq) is ~1 ms of its cold start (issue 24).
+        import queue
+
+        self._empty = queue.Empty
         self.ended = False
         self._queue: queue.Queue[tuple[int, str] | BaseException | None] = queue.Queue(READ_AHEAD)
         self._thread = threading.Thread(target=self._read, args=(lines,), name="stdin", daemon=True)
@@ -189,7 +193,7 @@ class _ReadAhead:
             return None
         try:
             item = self._queue.get(block=wait)
-        except queue.Empty:
+        except self._empty:
             return None
         if isinstance(item, BaseException):
             raise item
