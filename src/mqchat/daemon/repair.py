@@ -98,11 +98,14 @@ class Repair:
         }
 
     # ------------------------------------------------------------------ tracking
-    def _put(self, sid: StreamId, row: StreamRow) -> None:
-        """Store a stream's row and keep the indexes of what is wanted in step."""
+    def _put(self, sid: StreamId, row: StreamRow, *, was_missing: bool = True) -> None:
+        """Store a stream's row and keep the indexes of what is wanted in step (they
+        need no update when nothing was or is missing: a text in order, the usual)."""
         self._gaps.put(sid, row)
         if row.gaps.missing:
             self._wanting.add(sid, row.name)
+        elif not was_missing:
+            return
         else:
             self._wanting.remove(sid)
         self._schedule.changed(sid)
@@ -135,7 +138,7 @@ class Repair:
                 lost + tuple((gap.first, gap.last) for gap in g.missing),
             )
         hold = g.holds_back(seq)
-        self._put(sid, StreamRow(g, row.held + hold, name))
+        self._put(sid, StreamRow(g, row.held + hold, name), was_missing=bool(row.gaps.missing))
         if repaired:
             self.counts["repaired"] += 1
         self._losses.lost(sid, name, lost)

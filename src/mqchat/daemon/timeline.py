@@ -7,8 +7,6 @@ unit of work of the payload that caused it.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from mqchat.daemon.rooms import Room
 from mqchat.daemon.store import Store, StoredMessage
 from mqchat.daemon.unit_of_work import UnitOfWork
@@ -22,7 +20,11 @@ class Timeline:
 
     def show(self, room: Room, message: StoredMessage) -> None:
         """Number a message in its room, store it and tell the tails (after the commit)."""
-        message = replace(message, seq=room.last_seq + 1)
+        m = message  # built field by field: dataclasses.replace costs 3x as much, per text
+        message = StoredMessage(
+            m.room, room.last_seq + 1, m.id, m.ts_ms, m.sender, m.fingerprint,
+            m.verified, m.own, m.legacy, m.text,
+        )  # fmt: skip
         self._store.messages.insert(message)
         room.last_seq = message.seq
         if self._work.wants_events:

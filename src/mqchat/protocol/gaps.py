@@ -95,6 +95,8 @@ def start(seq: int, *, heard_before: bool) -> StreamGaps:
 
 def receive(gaps: StreamGaps, seq: int, now_ms: int, *, limit: int = MAX_MISSING) -> Step:
     """A text at ``seq`` arrived."""
+    if seq == gaps.hw + 1 and not gaps.missing:  # the usual case: the next one, no gap
+        return Step(StreamGaps(seq, (), gaps.final), "new")
     if seq > gaps.hw:
         missing = gaps.missing
         if seq > gaps.hw + 1:
