@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from mqchat.daemon.catch_up import ANSWER_EVERY_S, CatchUp
+from mqchat.daemon.catch_up import ANSWER_EVERY_S, ANSWERS_PER_EPOCH, CatchUp
 
 
 class Loop:
@@ -60,3 +60,19 @@ def test_one_member_speaking_again_and_again_is_answered_once_in_5_s() -> None:
     loop.now += ANSWER_EVERY_S
     answers.answer_later(room, "tag1", b"mallory")
     assert len(loop.timers) == 2
+
+
+def test_many_keys_speaking_in_an_old_epoch_get_a_bounded_number_of_answers() -> None:
+    """A member with throw-away keys (or a broker replaying batches of many members)
+    cannot make the others answer more than 4 times per epoch in 5 s."""
+    loop = Loop()
+    answers = catch_up(loop)
+    room = cast(Any, Room())
+    for i in range(1000):
+        answers.answer_later(room, "tag1", i.to_bytes(32, "big"))
+    assert len(loop.timers) == ANSWERS_PER_EPOCH
+    answers.answer_later(room, "tag2", b"carol")  # another epoch has its own budget
+    assert len(loop.timers) == ANSWERS_PER_EPOCH + 1
+    loop.now += ANSWER_EVERY_S
+    answers.answer_later(room, "tag1", b"dave")
+    assert len(loop.timers) == ANSWERS_PER_EPOCH + 2

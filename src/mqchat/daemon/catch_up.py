@@ -6,7 +6,9 @@ it, verbatim, on that epoch's topic; a newcomer's join with the roster of the
 state it joins. Each answer waits a random 0.2-1 s and is held back when
 another member's arrives first; at most one per room, epoch and member left
 behind in 5 s (an answer to one member must not silence the next one: two
-members may fall behind the same epoch seconds apart). A newcomer with no
+members may fall behind the same epoch seconds apart), and at most 4 per room
+and epoch in 5 s however many keys speak there (a member with many throw-away
+keys cannot make the others answer more). A newcomer with no
 roster says its join again, with back-off.
 """
 
@@ -36,8 +38,10 @@ ANSWER_DELAY_S = (0.2, 1.0)
 member's answer can stand for all (an answer seen meanwhile holds ours back)."""
 ANSWER_EVERY_S = 5.0
 """At most one answer per room, old epoch and asker (or state, for rosters) in this time."""
+ANSWERS_PER_EPOCH = 4
+"""Answers per room and old epoch in ANSWER_EVERY_S, whoever asks."""
 ASKERS_KEPT = 4096
-"""Askers remembered for that limit; past it, those not heard from in 5 s are forgotten."""
+"""Askers remembered for those limits; past it, those not heard from in 5 s are forgotten."""
 JOIN_AGAIN_S = 1.0
 JOIN_TRIES = 8
 """A newcomer with no roster says its join again after 2, 4, … 256 s (8 times)."""
@@ -69,6 +73,7 @@ class CatchUp:
         self._jitter = random_module.Random()  # noqa: S311 -- timing jitter, not a secret
         self._asked: dict[tuple[str, str, bytes], float] = {}  # (room, tag, asker) -> answered
         self._answer_seen: dict[tuple[str, str], float] = {}  # (room, tag) -> last answer heard
+        self._answers: dict[tuple[str, str], list[float]] = {}  # (room, tag) -> answers planned
         self._rosters_seen: dict[tuple[str, bytes], float] = {}
         self._link = link
         self._loop = loop
@@ -100,8 +105,17 @@ class CatchUp:
         last = self._asked.get(key)
         if last is not None and now - last < ANSWER_EVERY_S:
             return
+        planned = [t for t in self._answers.get(key[:2], ()) if now - t < ANSWER_EVERY_S]
+        if len(planned) >= ANSWERS_PER_EPOCH:
+            return
         if len(self._asked) >= ASKERS_KEPT:
             self._asked = {k: t for k, t in self._asked.items() if now - t < ANSWER_EVERY_S}
+            self._answers = {
+                k: kept
+                for k, times in self._answers.items()
+                if (kept := [t for t in times if now - t < ANSWER_EVERY_S])
+            }
+        self._answers[key[:2]] = [*planned, now]
         self._asked[key] = now
         delay = self._jitter.uniform(*ANSWER_DELAY_S)
         self._loop.call_later(delay, self._answer, room.name, tag, now)
