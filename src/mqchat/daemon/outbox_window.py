@@ -20,7 +20,7 @@ from typing import Any
 
 from mqchat.daemon.publisher import Publisher
 from mqchat.daemon.sealing import BatchSealer
-from mqchat.daemon.store import OutboxEntry, Store
+from mqchat.daemon.store import OutboxEntry, Store, is_failure
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.protocol.batch import MAX_RECORDS
 from mqchat.protocol.ipc_events import iso_ts, notice_event
@@ -213,7 +213,16 @@ class OutboxWindow:
         if self._forget_timer is not None:
             self._forget_timer.cancel()
             self._forget_timer = None
-        self._forget_published()
+        try:
+            self._forget_published()
+        except Exception as exc:  # the store failing must not stop the rest of shutdown
+            if not is_failure(exc):
+                raise
+            log.warning(
+                "could not remove acknowledged messages from the outbox (%s); they go "
+                "again at the next start and their receivers drop them as duplicates",
+                exc,
+            )
 
     def _forget_published(self) -> None:
         """Remove every entry PUBACK'd and not removed yet, in one transaction."""
