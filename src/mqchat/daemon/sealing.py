@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from mqchat.daemon.rooms import RoomRegistry
 from mqchat.daemon.store import OutboxEntry
 from mqchat.errors import ProtocolError
-from mqchat.protocol.batch import records_that_fit, seal_batch
+from mqchat.protocol.batch import (
+    BODY_KINDS,
+    bodies_that_fit,
+    records_that_fit,
+    seal_batch,
+    seal_bodies,
+)
 from mqchat.protocol.records import Record, Text, decode_record
 from mqchat.protocol.signing import SigningIdentity
 
@@ -56,6 +62,21 @@ class BatchSealer:
         room = self._rooms.get(entries[0].room)
         if room is None or room.epoch is None or room.v2_topic is None:
             return None
+        if all(entry.kind in BODY_KINDS for entry in entries):
+            # Texts, heads and repair requests: sealed from the bodies they were
+            # queued as, with no decoding and encoding again.
+            bodies = [(entry.kind, entry.payload) for entry in entries]
+            count = bodies_that_fit(bodies, name=self._name)
+            payload = seal_bodies(
+                room.epoch,
+                self._identity,
+                name=self._name,
+                bodies=bodies[:count],
+                sent_ms=self._clock_ms(),
+                random=self._random,
+                cipher=room.cipher,
+            )
+            return Sealed(room.v2_topic, payload, count)
         records: list[Record] = []
         numbers: set[tuple[int, int]] = set()
         for entry in entries:

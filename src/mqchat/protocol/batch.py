@@ -27,6 +27,7 @@ from mqchat.protocol.fingerprints import fingerprint
 from mqchat.protocol.kdf import TAG_CHARS
 from mqchat.protocol.limits import MAX_INT, MAX_NAME_BYTES, MAX_PAYLOAD_BYTES
 from mqchat.protocol.records import (
+    MESSAGE_ID_BYTES,
     RECORD_HEAD_BYTES,
     SINGLETON_KINDS,
     Kind,
@@ -164,18 +165,75 @@ def encode_plaintext(
     records: Sequence[Record],
 ) -> bytes:
     """Build, pad and sign a batch plaintext."""
+    _check_batch(records, epoch)
+    encoded = [encode_record(record) for record in records]
+    return _signed_plaintext(identity, tag, epoch, name, sent_ms, encoded)
+
+
+def _signed_plaintext(
+    identity: SigningIdentity, tag: str, epoch: int, name: str, sent_ms: int, encoded: list[bytes]
+) -> bytes:
     name_b = name.encode()
     if not 1 <= len(name_b) <= MAX_NAME_BYTES or len(tag) != TAG_CHARS:
         raise ProtocolError("sender name or room tag out of bounds")
     if not 0 <= epoch <= MAX_INT or not 0 <= sent_ms <= MAX_INT:
         raise ProtocolError("epoch or sent time out of range")
-    _check_batch(records, epoch)
     head = _HEAD.pack(INNER_VERSION, tag.encode(), epoch, identity.public_key, sent_ms)
-    parts = [head, bytes([len(name_b)]), name_b, _COUNT.pack(len(records))]
-    parts += [encode_record(record) for record in records]
-    body = b"".join(parts)
+    body = b"".join([head, bytes([len(name_b)]), name_b, _COUNT.pack(len(encoded)), *encoded])
     padded = body + bytes(bucket_size(len(body) + SIGNATURE_BYTES) - SIGNATURE_BYTES - len(body))
     return padded + identity.sign(SIGNATURE_LABEL + padded)
+
+
+BODY_KINDS: Final = frozenset({Kind.TEXT, Kind.REPAIRED_TEXT, Kind.HEADS, Kind.REPAIR_REQUEST})
+"""Kinds ``seal_bodies`` takes as the bodies they were queued as: none is a singleton,
+and of these only texts have a rule across records (numbers and ids unique)."""
+_TEXT_KEYS = struct.Struct(f">QQ{MESSAGE_ID_BYTES}s")
+_RECORD_HEAD = struct.Struct(">BH")
+
+
+def bodies_that_fit(bodies: Sequence[tuple[int, bytes]], *, name: str) -> int:
+    """``records_that_fit`` for (kind, body) pairs of BODY_KINDS, with no decoding: how
+    many leading ones one batch carries. A text whose number or id is already in the
+    batch ends it there (a repaired text may wait beside its original)."""
+    size = fixed_size(name)
+    keys: set[bytes] = set()
+    count = 0
+    for kind, body in bodies[:MAX_RECORDS]:
+        if kind not in BODY_KINDS:
+            raise ProtocolError(f"record kind {kind} is not sealed from its body")
+        size += RECORD_HEAD_BYTES + len(body)
+        if size > MAX_PLAINTEXT:
+            break
+        if kind in (Kind.TEXT, Kind.REPAIRED_TEXT):
+            stream, seq, message_id = _TEXT_KEYS.unpack_from(body)
+            number, mid = b"n" + struct.pack(">QQ", stream, seq), b"i" + message_id
+            if number in keys or mid in keys:
+                break
+            keys.update((number, mid))
+        count += 1
+    if bodies and not count:
+        raise ProtocolError("the first waiting record does not fit in a batch")
+    return count
+
+
+def seal_bodies(
+    keys: EpochKeys,
+    identity: SigningIdentity,
+    *,
+    name: str,
+    bodies: Sequence[tuple[int, bytes]],
+    sent_ms: int,
+    random: Random,
+    cipher: str = DEFAULT_CIPHER,
+) -> bytes:
+    """``seal_batch`` of records given as the (kind, body) they were queued as, checked
+    by ``bodies_that_fit`` (all of them must fit): the same bytes, without decoding
+    each record and encoding it again (issue 24: the sender sealed from records)."""
+    if not 1 <= len(bodies) <= MAX_RECORDS or bodies_that_fit(bodies, name=name) != len(bodies):
+        raise ProtocolError("these records do not make one batch")
+    encoded = [_RECORD_HEAD.pack(kind, len(body)) + body for kind, body in bodies]
+    plain = _signed_plaintext(identity, keys.tag, keys.epoch, name, sent_ms, encoded)
+    return _seal_plain(keys, plain, cipher, sent_ms, random)
 
 
 def associated_data(cipher_id: int, keys: EpochKeys) -> bytes:
@@ -194,10 +252,14 @@ def seal_batch(
     cipher: str = DEFAULT_CIPHER,
 ) -> bytes:
     """Return the payload of one batch. ``random`` gives the nonce or the Fernet IV."""
-    cipher_id = CIPHER_IDS[check_cipher(cipher)]
     plain = encode_plaintext(
         identity, tag=keys.tag, epoch=keys.epoch, name=name, sent_ms=sent_ms, records=records
     )
+    return _seal_plain(keys, plain, cipher, sent_ms, random)
+
+
+def _seal_plain(keys: EpochKeys, plain: bytes, cipher: str, sent_ms: int, random: Random) -> bytes:
+    cipher_id = CIPHER_IDS[check_cipher(cipher)]
     header = bytes([WIRE_VERSION, cipher_id])
     if cipher == "fernet":
         iv = random(fernet_token.IV_BYTES)
