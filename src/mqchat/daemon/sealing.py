@@ -14,15 +14,7 @@ from collections.abc import Callable, Sequence
 
 from mqchat.daemon.rooms import RoomRegistry
 from mqchat.daemon.store import OutboxEntry
-from mqchat.errors import ProtocolError
-from mqchat.protocol.batch import (
-    BODY_KINDS,
-    bodies_that_fit,
-    records_that_fit,
-    seal_batch,
-    seal_bodies,
-)
-from mqchat.protocol.records import Record, Text, decode_record
+from mqchat.protocol.batch import bodies_that_fit, seal_bodies
 from mqchat.protocol.signing import SigningIdentity
 
 
@@ -62,40 +54,18 @@ class BatchSealer:
         room = self._rooms.get(entries[0].room)
         if room is None or room.epoch is None or room.v2_topic is None:
             return None
-        if all(entry.kind in BODY_KINDS for entry in entries):
-            # Texts, heads and repair requests: sealed from the bodies they were
-            # queued as, with no decoding and encoding again.
-            bodies = [(entry.kind, entry.payload) for entry in entries]
-            count = bodies_that_fit(bodies, name=self._name)
-            payload = seal_bodies(
-                room.epoch,
-                self._identity,
-                name=self._name,
-                bodies=bodies[:count],
-                sent_ms=self._clock_ms(),
-                random=self._random,
-                cipher=room.cipher,
-            )
-            return Sealed(room.v2_topic, payload, count)
-        records: list[Record] = []
-        numbers: set[tuple[int, int]] = set()
-        for entry in entries:
-            record = decode_record(entry.kind, entry.payload)
-            if record is None:  # pragma: no cover - the outbox holds only kinds we wrote
-                raise ProtocolError(f"outbox entry {entry.id} holds an unknown record kind")
-            if isinstance(record, Text):
-                # A repaired text may wait beside its original (a repair asked for
-                # before the original's PUBACK): a batch holds a number once (§14).
-                if (record.stream, record.seq) in numbers:
-                    break
-                numbers.add((record.stream, record.seq))
-            records.append(record)
-        count = records_that_fit(records, name=self._name)
-        payload = seal_batch(
+        # Texts, heads and repair requests, all the outbox holds: sealed from the
+        # bodies they were queued as (record_body), with no decoding and encoding
+        # each again. A repaired text may wait beside its original (a repair asked
+        # for before the original's PUBACK): a batch holds a number once (§14), so
+        # the batch ends before the second.
+        bodies = [(entry.kind, entry.payload) for entry in entries]
+        count = bodies_that_fit(bodies, name=self._name)
+        payload = seal_bodies(
             room.epoch,
             self._identity,
             name=self._name,
-            records=records[:count],
+            bodies=bodies[:count],
             sent_ms=self._clock_ms(),
             random=self._random,
             cipher=room.cipher,
