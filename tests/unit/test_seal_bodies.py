@@ -12,7 +12,6 @@ from mqchat.protocol.batch import (
     MAX_RECORDS,
     bodies_that_fit,
     open_batch,
-    records_that_fit,
     seal_batch,
     seal_bodies,
 )
@@ -48,17 +47,16 @@ def test_the_same_bytes_as_sealing_the_records(cipher: str) -> None:
     for _ in range(40):
         records = some_records(rng, rng.randint(1, 300))
         bodies = [record_body(r) for r in records]
-        count = records_that_fit(records, name="alice")
-        assert bodies_that_fit(bodies, name="alice") == count
+        count = bodies_that_fit(bodies, name="alice")
         by_records = seal_batch(
             KEYS, ALICE, name="alice", records=records[:count], sent_ms=5,
             random=fixed_random, cipher=cipher,
         )  # fmt: skip
-        by_bodies = seal_bodies(
-            KEYS, ALICE, name="alice", bodies=bodies[:count], sent_ms=5,
+        by_bodies, sealed = seal_bodies(
+            KEYS, ALICE, name="alice", bodies=bodies, sent_ms=5,
             random=fixed_random, cipher=cipher,
         )  # fmt: skip
-        assert by_bodies == by_records
+        assert (by_bodies, sealed) == (by_records, count)
         assert open_batch(by_bodies, KEYS).records == tuple(records[:count])
 
 
@@ -73,9 +71,12 @@ def test_a_repeated_number_or_id_ends_the_batch_before_it() -> None:
     assert bodies_that_fit(many, name="alice") == MAX_RECORDS
 
 
-def test_other_kinds_and_batches_that_do_not_fit_are_refused() -> None:
-    with pytest.raises(ProtocolError):
-        bodies_that_fit([(Kind.MEMBER_KEY, bytes(32))], name="alice")
-    two = [record_body(Text(7, 1, bytes(16), 1, "x"))] * 2
-    with pytest.raises(ProtocolError):
-        seal_bodies(KEYS, ALICE, name="alice", bodies=two, sent_ms=5, random=fixed_random)
+def test_kinds_with_rules_of_their_own_and_nothing_at_all_are_not_sealed_from_bodies() -> None:
+    for bodies in ([(Kind.MEMBER_KEY, b"\x01" * 32)], []):
+        with pytest.raises(ProtocolError):
+            seal_bodies(KEYS, ALICE, name="alice", bodies=bodies, sent_ms=5, random=fixed_random)
+
+
+def test_a_second_singleton_ends_the_batch_before_it() -> None:
+    key = (Kind.MEMBER_KEY, b"\x01" * 32)
+    assert bodies_that_fit([record_body(Text(7, 1, bytes(16), 1, "x")), key, key], name="a") == 2

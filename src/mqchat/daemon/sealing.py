@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from mqchat.daemon.rooms import RoomRegistry
 from mqchat.daemon.store import OutboxEntry
-from mqchat.protocol.batch import bodies_that_fit, seal_bodies
+from mqchat.protocol.batch import seal_bodies
 from mqchat.protocol.signing import SigningIdentity
 
 
@@ -59,13 +59,11 @@ class BatchSealer:
         # each again. A repaired text may wait beside its original (a repair asked
         # for before the original's PUBACK): a batch holds a number once (§14), so
         # the batch ends before the second.
-        bodies = [(entry.kind, entry.payload) for entry in entries]
-        count = bodies_that_fit(bodies, name=self._name)
-        payload = seal_bodies(
+        payload, count = seal_bodies(
             room.epoch,
             self._identity,
             name=self._name,
-            bodies=bodies[:count],
+            bodies=[(entry.kind, entry.payload) for entry in entries],
             sent_ms=self._clock_ms(),
             random=self._random,
             cipher=room.cipher,

@@ -36,8 +36,8 @@ from mqchat.protocol.records import (
     Text,
     decode_record,
     encode_record,
+    record_body,
     record_kind,
-    record_size,
 )
 from mqchat.protocol.signing import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SigningIdentity, verify
 
@@ -109,25 +109,40 @@ def fixed_size(name: str) -> int:
 
 
 def records_that_fit(waiting: Sequence[Record], *, name: str) -> int:
-    """How many of the leading ``waiting`` records one batch can carry, in order.
+    """How many of the leading ``waiting`` records one batch can carry, in order
+    (``bodies_that_fit`` of their bodies)."""
+    return bodies_that_fit([record_body(r) for r in waiting[:MAX_RECORDS]], name=name)
 
-    The sender calls this with what is already waiting when the broker link is
-    free, seals ``waiting[:n]`` and keeps the rest for the next batch. Any one
-    valid record fits on its own, so the answer is at least 1 when ``waiting``
-    is not empty.
+
+def bodies_that_fit(bodies: Sequence[tuple[int, bytes]], *, name: str) -> int:
+    """How many of the leading waiting records, as (kind, body), one batch carries.
+
+    The sender asks this of what is already waiting when the broker link is free,
+    seals that many and keeps the rest for the next batch: at most MAX_RECORDS, as
+    many as fit MAX_PLAINTEXT, no second singleton (member key, rekey, presence...),
+    and no text whose number or id is already in the batch (a repaired text may
+    wait beside its original). Any one valid record fits on its own, so the answer
+    is at least 1 when ``bodies`` is not empty.
     """
     size = fixed_size(name)
-    seen: set[Kind] = set()
+    singletons: set[int] = set()
+    numbers: set[tuple[int, int]] = set()
+    ids: set[bytes] = set()
     count = 0
-    for record in waiting[:MAX_RECORDS]:
-        size += record_size(record)
-        kind = record_kind(record)
-        if size > MAX_PLAINTEXT or kind in seen:
+    for kind, body in bodies[:MAX_RECORDS]:
+        size += RECORD_HEAD_BYTES + len(body)
+        if size > MAX_PLAINTEXT or kind in singletons:
             break
-        if kind in SINGLETON_KINDS:
-            seen.add(kind)
+        if kind in _TEXT_KINDS:
+            stream, seq, message_id = _TEXT_KEYS.unpack_from(body)
+            if (stream, seq) in numbers or message_id in ids:
+                break
+            numbers.add((stream, seq))
+            ids.add(message_id)
+        elif kind in SINGLETON_KINDS:
+            singletons.add(kind)
         count += 1
-    if waiting and not count:
+    if bodies and not count:
         raise ProtocolError("the first waiting record does not fit in a batch")
     return count
 
@@ -185,35 +200,12 @@ def _signed_plaintext(
 
 
 BODY_KINDS: Final = frozenset({Kind.TEXT, Kind.REPAIRED_TEXT, Kind.HEADS, Kind.REPAIR_REQUEST})
-"""Kinds ``seal_bodies`` takes as the bodies they were queued as: none is a singleton,
-and of these only texts have a rule across records (numbers and ids unique)."""
+"""Kinds ``seal_bodies`` takes as the bodies they were queued as (all the outbox
+holds): none is a singleton, and of these only texts have a rule across records,
+which ``bodies_that_fit`` keeps."""
+_TEXT_KINDS: Final = frozenset({Kind.TEXT, Kind.REPAIRED_TEXT})
 _TEXT_KEYS = struct.Struct(f">QQ{MESSAGE_ID_BYTES}s")
 _RECORD_HEAD = struct.Struct(">BH")
-
-
-def bodies_that_fit(bodies: Sequence[tuple[int, bytes]], *, name: str) -> int:
-    """``records_that_fit`` for (kind, body) pairs of BODY_KINDS, with no decoding: how
-    many leading ones one batch carries. A text whose number or id is already in the
-    batch ends it there (a repaired text may wait beside its original)."""
-    size = fixed_size(name)
-    keys: set[bytes] = set()
-    count = 0
-    for kind, body in bodies[:MAX_RECORDS]:
-        if kind not in BODY_KINDS:
-            raise ProtocolError(f"record kind {kind} is not sealed from its body")
-        size += RECORD_HEAD_BYTES + len(body)
-        if size > MAX_PLAINTEXT:
-            break
-        if kind in (Kind.TEXT, Kind.REPAIRED_TEXT):
-            stream, seq, message_id = _TEXT_KEYS.unpack_from(body)
-            number, mid = b"n" + struct.pack(">QQ", stream, seq), b"i" + message_id
-            if number in keys or mid in keys:
-                break
-            keys.update((number, mid))
-        count += 1
-    if bodies and not count:
-        raise ProtocolError("the first waiting record does not fit in a batch")
-    return count
 
 
 def seal_bodies(
@@ -225,15 +217,18 @@ def seal_bodies(
     sent_ms: int,
     random: Random,
     cipher: str = DEFAULT_CIPHER,
-) -> bytes:
-    """``seal_batch`` of records given as the (kind, body) they were queued as, checked
-    by ``bodies_that_fit`` (all of them must fit): the same bytes, without decoding
-    each record and encoding it again (issue 24: the sender sealed from records)."""
-    if not 1 <= len(bodies) <= MAX_RECORDS or bodies_that_fit(bodies, name=name) != len(bodies):
-        raise ProtocolError("these records do not make one batch")
-    encoded = [_RECORD_HEAD.pack(kind, len(body)) + body for kind, body in bodies]
+) -> tuple[bytes, int]:
+    """Seal the leading ``bodies`` that fit one batch (``bodies_that_fit``): the
+    payload and how many it carries. The same bytes as ``seal_batch`` of those
+    records, without decoding each and encoding it again (issue 24)."""
+    if any(kind not in BODY_KINDS for kind, _ in bodies):
+        raise ProtocolError("only texts, heads and repair requests are sealed from their bodies")
+    count = bodies_that_fit(bodies, name=name)
+    if not count:
+        raise ProtocolError("a batch holds at least one record")
+    encoded = [_RECORD_HEAD.pack(kind, len(body)) + body for kind, body in bodies[:count]]
     plain = _signed_plaintext(identity, keys.tag, keys.epoch, name, sent_ms, encoded)
-    return _seal_plain(keys, plain, cipher, sent_ms, random)
+    return _seal_plain(keys, plain, cipher, sent_ms, random), count
 
 
 def associated_data(cipher_id: int, keys: EpochKeys) -> bytes:

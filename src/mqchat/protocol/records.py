@@ -254,13 +254,6 @@ def encode_record(record: Record) -> bytes:
     return struct.pack(">BH", kind, len(body)) + body
 
 
-def record_size(record: Record) -> int:
-    """Encoded size in bytes, without encoding a text twice when packing a batch."""
-    if isinstance(record, Text):
-        return RECORD_HEAD_BYTES + _TEXT_HEAD.size + len(record.text.encode(errors="replace"))
-    return len(encode_record(record))
-
-
 # -- decoding ------------------------------------------------------------------
 
 
