@@ -87,10 +87,11 @@ class Against:
         return rows
 
     def _row(self, line: str) -> Row | None:
+        """A row of the older run's markdown table, but its header and baselines."""
+        if not line.startswith("| "):
+            return None  # not the table, or its |---| rule
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        if len(cells) < 2 or not line.startswith("| ") or cells[0] in ("figure", "---"):
-            return None
-        if cells[0].startswith(("baseline:", "---")):
+        if len(cells) < 2 or cells[0] == "figure" or cells[0].startswith("baseline:"):
             return None
         return Row(f"{self.label}: {cells[0]}", cells[1].replace("**", ""))
 
