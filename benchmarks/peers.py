@@ -34,7 +34,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 PAHO_INFLIGHT = 100
 """The same window chatd gives paho (daemon/broker.py), so the baseline is like for like."""
@@ -260,11 +260,10 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
             break
         for sock, _ in ready:
             i = index[sock]
-            while True:
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            # Drain what waits; ZMQ_EVENTS says when to stop, without raising an Again
+            # exception each time (as chatctl's own reader, client/event_subscriber.py).
+            while cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                frames = sock.recv_multipart()
                 event = json.loads(frames[-1]) if len(frames) == 2 else {}
                 if event.get("type") != "message" or not event["text"].startswith("fan "):
                     continue

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -134,9 +134,11 @@ class EventSubscriber:
             poller.register(self._monitor, zmq.POLLIN)
         gave = False  # events yielded since the last None
         while self._sock is not None:
-            try:  # during a burst, take what is there without a poll per event
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            # During a burst, take what is there without a poll per event. ZMQ_EVENTS
+            # says whether a message waits, at a third of an Again exception's cost.
+            if cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                frames = self._sock.recv_multipart()
+            else:
                 if gave:
                     gave = False
                     yield None  # the end of a burst: nothing more waits now
