@@ -9,6 +9,12 @@ after it, on this machine at the same time of day. Its table rows (baselines lef
 out) are printed here as "REV: figure", each repetition's value in turn: its
 figures are its own clocks, so compare like with like (the old "send→tail"
 latency was taken at a JSON-lines reader, today's "the old clock" rows at a SUB).
+
+One change is made to the older code: its fan-out sender waited for each
+message's time by polling with a timeout of 0 ms, so it spun and took most of a
+core from the daemons it measured. Today's sender sleeps instead; the older one
+gets the same few lines, so both commits are driven by the same sender and the
+difference is the daemons' (a row says whether the change was made).
 """
 
 from __future__ import annotations
@@ -25,6 +31,27 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 NAMES = ("fanout", "latency")
 """What issue 23 compares; an older commit may not have the others."""
+SPINNING_SENDER = """\
+            while True:
+                now = time.perf_counter()
+                if now >= due:
+                    break
+                # Use the wait to collect replies; no sleep decides correctness here.
+                if outstanding and ctl.sock.poll(max(0, int((due - now) * 1000))):
+                    ctl.receive()
+                    outstanding -= 1
+                elif not outstanding:
+                    time.sleep(min(0.0005, due - now))
+"""
+SLEEPING_SENDER = """\
+            while outstanding and ctl.sock.poll(0):
+                ctl.receive()
+                outstanding -= 1
+            now = time.perf_counter()
+            if now < due:
+                time.sleep(due - now)
+"""
+"""The pacing of benchmarks/fanout.py before and after it stopped spinning."""
 
 
 class Against:
@@ -34,6 +61,7 @@ class Against:
         self.rev = rev
         self.label = ""
         self.dir: Path | None = None
+        self.same_sender = False
 
     def prepare(self) -> None:
         found = subprocess.run(
@@ -54,6 +82,7 @@ class Against:
             archive.stdout.close()
         if archive.wait() != 0:
             raise SystemExit(f"--against: git archive {self.label} failed")
+        self.same_sender = _sleeping_sender(self.dir / "benchmarks" / "fanout.py")
         subprocess.run([sys.executable, "-m", "venv", str(self.dir / ".venv")], check=True)
         subprocess.run(
             [str(self.python), "-m", "pip", "install", "-q", str(self.dir)],
@@ -81,6 +110,8 @@ class Against:
             check=False,
         )
         rows = [row for line in result.stdout.splitlines() if (row := self._row(line))]
+        sender = "sleeps, as today's" if self.same_sender else "unchanged (no spinning wait found)"
+        rows.insert(0, Row(f"{self.label}: its fan-out sender", sender))
         if result.returncode != 0 or not rows:
             tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
             rows.append(Row(f"{self.label}: ERROR", f"exit {result.returncode}: {tail}"[:160]))
@@ -99,3 +130,14 @@ class Against:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+
+def _sleeping_sender(fanout: Path) -> bool:
+    """Give the older fan-out benchmark today's sleeping sender; False if it has not the old."""
+    if not fanout.exists():
+        return False
+    text = fanout.read_text()
+    if SPINNING_SENDER not in text:
+        return False
+    fanout.write_text(text.replace(SPINNING_SENDER, SLEEPING_SENDER))
+    return True
