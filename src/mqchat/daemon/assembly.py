@@ -344,7 +344,7 @@ def assemble(
     store = Store(settings.state_dir / "mqchat.db", settings.retention, followers.lowest_unread)
     client_id = store.meta.get("client_id") or f"mqchat-{os.urandom(8).hex()}"
     store.meta.set("client_id", client_id)
-    checkpointer = Checkpointer(store.path)
+    checkpointer = Checkpointer(store.path, store.writers)
     checkpointer.start()
 
     for path in (ctl_path, events_path):  # stale: we hold the lock

@@ -52,6 +52,8 @@ class Store:
         (mqchat.daemon.followers); retention keeps it, within a bound."""
         self.path = path
         self._db = open_database(path)
+        self.writers = self._db.writers
+        """Held by each write transaction; the Checkpointer takes it to restart the WAL."""
         self._staging = Staging(self._db)
         self.meta = Meta(self._db, self._staging)
         self.rooms = Rooms(self._db, self._staging)

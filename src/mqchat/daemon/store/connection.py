@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from mqchat.errors import StoreError
@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 CHECKPOINT_INTERVAL_S = 1.0
+WAL_RESTART_FRAMES = 4096
+"""A WAL longer than this (16 MiB of 4 KiB pages) after a PASSIVE checkpoint gets a
+second one with the daemon's writers held off, so that the next write starts the
+WAL over: it holds them for the frames written since the first and a sync."""
+WAL_KEEP_BYTES = 64 * 1024 * 1024
+"""What of the WAL file is kept when it restarts (journal_size_limit): a busy
+second's worth, so a steady stream reuses its blocks instead of growing the file
+and cutting it back."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,7 +133,41 @@ CREATE TABLE IF NOT EXISTS pins (
 """
 
 
-def open_database(path: Path) -> sqlite3.Connection:
+class WriteGate:
+    """The daemon's write transactions and the Checkpointer's WAL restart, in turn.
+
+    A plain lock would let a busy event loop take it again before the waiting
+    Checkpointer thread wakes; a turn taken first makes the loop wait behind it.
+    """
+
+    def __init__(self) -> None:
+        self._turn = threading.Lock()
+        self._writers = threading.Lock()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """For one write transaction: uncontended but while the Checkpointer holds it."""
+        with self._turn:
+            pass
+        with self._writers:
+            yield
+
+    @contextmanager
+    def held_off(self) -> Iterator[None]:
+        """No write transaction starts until this ends; one under way finishes first."""
+        with self._turn, self._writers:
+            yield
+
+
+class StoreConnection(sqlite3.Connection):
+    """The daemon's connection, with the gate its write transactions go through."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.writers = WriteGate()
+
+
+def open_database(path: Path) -> StoreConnection:
     """Open (or create, 0600) the store, or raise StoreError naming the file."""
     try:
         return _open(path)
@@ -134,11 +176,13 @@ def open_database(path: Path) -> sqlite3.Connection:
         raise StoreError(f"cannot use the store {path}: {reason}") from None
 
 
-def _open(path: Path) -> sqlite3.Connection:
+def _open(path: Path) -> StoreConnection:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, factory=StoreConnection
+    )
     try:
         _configure(db, path)
     except BaseException:
@@ -157,6 +201,7 @@ def _configure(db: sqlite3.Connection, path: Path) -> None:
     # stalled every few hundred messages by ~20 ms (benchmarks/latency.py).
     # The Checkpointer thread does it instead.
     db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
     db.executescript(_SCHEMA)
     _migrate(db)
     db.execute(
@@ -203,16 +248,17 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         db.execute("RELEASE part")
         return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-        db.execute("COMMIT")
-    except BaseException:
-        # A COMMIT that fails (a full disk, a busy lock) can leave the
-        # transaction open; the next batch must not run inside it.
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+    with db.writers.writing() if isinstance(db, StoreConnection) else nullcontext():
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            # A COMMIT that fails (a full disk, a busy lock) can leave the
+            # transaction open; the next batch must not run inside it.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
 
 def is_failure(exc: BaseException) -> bool:
@@ -229,12 +275,31 @@ class Checkpointer(threading.Thread):
 
     PASSIVE checkpoints never block the daemon's own reads and writes; this
     thread's connection only ever checkpoints. The daemon starts and stops it.
+
+    SQLite starts the WAL over only when a write begins with every frame already
+    copied. Under a steady stream a commit lands during each PASSIVE checkpoint,
+    so that never happened and the file grew without bound (4 KiB pages, about 48
+    KiB of WAL a message received one at a time: 190 MB in 10 s at 400 msg/s).
+    So a WAL still longer than WAL_RESTART_FRAMES after a PASSIVE checkpoint gets
+    a second one while this thread holds the daemon's write lock
+    (StoreConnection.writers): it copies what came since the first, and the next
+    write starts the WAL over; journal_size_limit then cuts the file back to
+    WAL_KEEP_BYTES. The event loop waits for that copy and its sync (a few ms) at
+    most once a checkpoint interval, and only under such a stream.
     """
 
-    def __init__(self, path: Path, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        path: Path,
+        writers: WriteGate,
+        interval_s: float = CHECKPOINT_INTERVAL_S,
+        restart_frames: int = WAL_RESTART_FRAMES,
+    ) -> None:
         super().__init__(name="sqlite-checkpoint", daemon=True)
         self._path = path
+        self._writers = writers
         self._interval = interval_s
+        self._restart_frames = restart_frames
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -242,11 +307,18 @@ class Checkpointer(threading.Thread):
         try:
             while not self._stopping.wait(self._interval):
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    self.checkpoint(db)
                 except sqlite3.Error as exc:
                     log.debug("checkpoint skipped: %s", exc)
         finally:
             db.close()
+
+    def checkpoint(self, db: sqlite3.Connection) -> None:
+        """PASSIVE; if the WAL is still long, again with the writers held off."""
+        _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames > self._restart_frames:
+            with self._writers.held_off():
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def stop(self) -> None:
         self._stopping.set()
