@@ -252,6 +252,7 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
     seen: list[set[int]] = [set() for _ in socks]
     arrivals: dict[int, float] = {}  # message number -> when subscriber 0 got it
     print("ready", flush=True)
+    cpu_at_ready = os.times()  # this process: the Python reader and libzmq's I/O thread
     first = last = None
     hard_deadline = time.monotonic() + 120
     while time.monotonic() < hard_deadline:
@@ -280,8 +281,12 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
         s.close(linger=0)
     ctx.term()
     counts = [len(x) for x in seen]
+    now = os.times()
+    cpu_s = now.user - cpu_at_ready.user + now.system - cpu_at_ready.system
     print(
-        json.dumps({"counts": counts, "first": first, "last": last, "arrivals0": arrivals}),
+        json.dumps(
+            {"counts": counts, "first": first, "last": last, "arrivals0": arrivals, "cpu_s": cpu_s}
+        ),
         flush=True,
     )
 
