@@ -20,14 +20,17 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 CHECKPOINT_INTERVAL_S = 1.0
-WAL_RESTART_FRAMES = 4096
-"""A WAL longer than this (16 MiB of 4 KiB pages) after a PASSIVE checkpoint gets a
+WAL_RESTART_FRAMES = 16_384
+"""A WAL longer than this (64 MiB of 4 KiB pages) after a PASSIVE checkpoint gets a
 second one with the daemon's writers held off, so that the next write starts the
-WAL over: it holds them for the frames written since the first and a sync."""
+WAL over: it holds them for the frames written since the first and two syncs (a
+few ms). At 16 MiB that came every second under a stream of single messages and
+cost the idle p99 ~0.2 ms (benchmarks/latency.py); at 64 MiB it comes every few
+seconds at most."""
 WAL_KEEP_BYTES = 64 * 1024 * 1024
-"""What of the WAL file is kept when it restarts (journal_size_limit): a busy
-second's worth, so a steady stream reuses its blocks instead of growing the file
-and cutting it back."""
+"""What of the WAL file is kept when it starts over (journal_size_limit): what a
+stream fills between two restarts, so it reuses its blocks instead of growing the
+file and cutting it back."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
