@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 from mqchat.errors import StoreError
@@ -238,7 +238,7 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(db: StoreConnection) -> Iterator[StoreConnection]:
     """All or nothing. Nested inside another, it is a savepoint: the outer
     commit makes it durable, and its own failure undoes only itself."""
     if db.in_transaction:
@@ -251,7 +251,7 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         db.execute("RELEASE part")
         return
-    with db.writers.writing() if isinstance(db, StoreConnection) else nullcontext():
+    with db.writers.writing():
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db

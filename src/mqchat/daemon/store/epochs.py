@@ -9,9 +9,9 @@ file is 0600, as every secret chatd stores.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final, NamedTuple
 
+from mqchat.daemon.store.connection import StoreConnection
 from mqchat.daemon.store.staging import StagedStatements, Staging
 
 CURRENT: Final = "current"
@@ -63,7 +63,7 @@ class EpochRow(NamedTuple):
 class RoomEpochs(StagedStatements):
     """A room's epochs; written with the batch that changes them (mqchat.daemon.store.staging)."""
 
-    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
+    def __init__(self, db: StoreConnection, staging: Staging) -> None:
         db.executescript(_SCHEMA)
         super().__init__(db, staging)
 

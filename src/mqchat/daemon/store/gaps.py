@@ -20,6 +20,7 @@ import json
 import sqlite3
 from typing import Any, NamedTuple
 
+from mqchat.daemon.store.connection import StoreConnection
 from mqchat.daemon.store.records import StoredMessage
 from mqchat.daemon.store.staging import StagedRows, Staging
 from mqchat.protocol.gaps import Gap, StreamGaps
@@ -47,7 +48,7 @@ def _decode(hw: int, missing: str, final: int) -> StreamGaps:
 class GapStreams:
     """The ``gap_streams`` and ``gap_senders`` tables, cached and journalled."""
 
-    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
+    def __init__(self, db: StoreConnection, staging: Staging) -> None:
         self._db = db
         self._staging = staging
         self._streams: dict[StreamId, StreamRow | None] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple, TypeVar
 
-from mqchat.daemon.store.connection import transaction
+from mqchat.daemon.store.connection import StoreConnection, transaction
 from mqchat.daemon.store.staging import Staging
 from mqchat.protocol.receiving import REPLAY_WINDOW, Pin
 
@@ -40,7 +40,7 @@ class PinChange(NamedTuple):
 
 
 class ReceiverMemory:
-    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
+    def __init__(self, db: StoreConnection, staging: Staging) -> None:
         self._db = db
         self._staging = staging
         # Staged, in the order recorded: (id, at ms), (key, seq), pin changes.

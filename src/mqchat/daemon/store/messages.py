@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mqchat.daemon.followers import HELD_FOR_FOLLOWERS_TIMES
+from mqchat.daemon.store.connection import StoreConnection
 from mqchat.daemon.store.records import StoredMessage
 from mqchat.daemon.store.staging import StagedRows, Staging
 
@@ -30,7 +31,7 @@ class Messages(StagedRows):
 
     def __init__(
         self,
-        db: sqlite3.Connection,
+        db: StoreConnection,
         retention: int,
         staging: Staging,
         lowest_unread: Callable[[str], int | None],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final, NamedTuple
 
+from mqchat.daemon.store.connection import StoreConnection
 from mqchat.daemon.store.staging import StagedRows, Staging
 
 ANCHOR: Final = "anchor"
@@ -49,7 +50,7 @@ class RoomLogRows(StagedRows):
     """Staged like the messages: written with the batch that made them, undone with a
     part that failed (mqchat.daemon.store.staging); at once outside a batch."""
 
-    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
+    def __init__(self, db: StoreConnection, staging: Staging) -> None:
         db.executescript(_SCHEMA)
         super().__init__(db, staging)
 

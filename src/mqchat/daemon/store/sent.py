@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 
+from mqchat.daemon.store.connection import StoreConnection
 from mqchat.daemon.store.staging import StagedRows, Staging
 
 
 class SentRecords(StagedRows):
-    def __init__(self, db: sqlite3.Connection, retention: int, staging: Staging) -> None:
+    def __init__(self, db: StoreConnection, retention: int, staging: Staging) -> None:
         super().__init__(db, staging)
         self.retention = retention
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 
-from mqchat.daemon.store.connection import transaction
+from mqchat.daemon.store.connection import StoreConnection, transaction
 
 
 class StagedTable(Protocol):
@@ -59,7 +59,7 @@ class StagedRows:
     A subclass sets up ``_db`` and calls ``__init__`` with the batch's Staging.
     """
 
-    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
+    def __init__(self, db: StoreConnection, staging: Staging) -> None:
         self._db = db
         self._staging = staging
         self._staged: list[Any] = []
@@ -109,7 +109,7 @@ class Mark(NamedTuple):
 
 
 class Staging:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: StoreConnection) -> None:
         self._db = db
         self._tables: list[StagedTable] = []
         self._marks: list[Callable[[], int]] = []

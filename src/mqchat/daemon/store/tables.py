@@ -6,7 +6,7 @@ import json
 import sqlite3
 from typing import Any, NamedTuple
 
-from mqchat.daemon.store.connection import transaction
+from mqchat.daemon.store.connection import StoreConnection, transaction
 from mqchat.daemon.store.records import OutboxEntry, RoomRecord
 from mqchat.daemon.store.staging import StagedRows, StagedStatements, Staging
 
@@ -160,7 +160,7 @@ class Members(StagedStatements):
     answers from what the batch staged (kept in ``_saved``) and otherwise from the
     store, without writing the batch first."""
 
-    def __init__(self, db: sqlite3.Connection, staging: Staging) -> None:
+    def __init__(self, db: StoreConnection, staging: Staging) -> None:
         super().__init__(db, staging)
         self._saved: dict[tuple[str, bytes], Member | None] = {}
         """What the staged statements say of a member (None: removed)."""
