@@ -27,6 +27,7 @@ import zmq
 
 from harness import PASSPHRASE, Broker, Daemon, command, stop_process, wait_until
 from mqchat.protocol.ipc import decode_reply, encode_request
+from mqchat.protocol.ipc_events import decode_events
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers.py"
@@ -297,7 +298,7 @@ class Events:
 
         self.sock = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 10_000)  # as chatctl's SUB (client/event_subscriber.py)
+        self.sock.setsockopt(zmq.RCVHWM, 1_000)  # as chatctl's SUB (client/event_subscriber.py)
         self.sock.setsockopt(zmq.SUBSCRIBE, room_topic(room))
         sync = sync_topic(os.urandom(16).hex())
         self.sock.setsockopt(zmq.SUBSCRIBE, sync)
@@ -321,7 +322,7 @@ class Events:
             except zmq.Again:
                 return got
             if len(frames) == 2 and not frames[0].startswith(b"\x01"):
-                got.append(json.loads(frames[1]))
+                got.extend(e for e in decode_events(frames[1]) if e is not None)
 
     def read_within(self, timeout_s: float) -> list[dict[str, Any]]:
         """The events that arrive within ``timeout_s`` (an empty list if none)."""

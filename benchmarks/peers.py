@@ -227,7 +227,7 @@ def zmq_rep(endpoint: str) -> None:
 def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> None:
     import zmq
 
-    from mqchat.protocol.ipc_events import room_topic, sync_topic
+    from mqchat.protocol.ipc_events import decode_events, room_topic, sync_topic
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     socks: list[zmq.Socket[bytes]] = []
@@ -235,7 +235,7 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
     for _ in range(subs):
         s = ctx.socket(zmq.SUB)
         s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.RCVHWM, 10_000)  # as chatctl's SUB (client/event_subscriber.py)
+        s.setsockopt(zmq.RCVHWM, 1_000)  # as chatctl's SUB (client/event_subscriber.py)
         s.setsockopt(zmq.SUBSCRIBE, room_topic(room))
         sync = sync_topic(os.urandom(16).hex())
         s.setsockopt(zmq.SUBSCRIBE, sync)
@@ -265,16 +265,20 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
             # exception each time (as chatctl's own reader, client/event_subscriber.py).
             while cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 frames = sock.recv_multipart()
-                event = json.loads(frames[-1]) if len(frames) == 2 else {}
-                if event.get("type") != "message" or not event["text"].startswith("fan "):
+                if len(frames) != 2 or frames[0].startswith(b"\x01"):
                     continue
-                number = int(event["text"].split()[1])
-                seen[i].add(number)
                 now = time.monotonic()
-                if i == 0:
-                    arrivals.setdefault(number, now)
-                first = first if first is not None else now
-                last = now
+                for event in decode_events(frames[1]):  # one or more, one a line
+                    if not event or event.get("type") != "message":
+                        continue
+                    if not event["text"].startswith("fan "):
+                        continue
+                    number = int(event["text"].split()[1])
+                    seen[i].add(number)
+                    if i == 0:
+                        arrivals.setdefault(number, now)
+                    first = first if first is not None else now
+                    last = now
         if all(len(x) >= expect for x in seen):
             break
     for s in socks:

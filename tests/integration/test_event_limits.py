@@ -50,8 +50,9 @@ sub = zmq.Context().socket(zmq.SUB)
 sub.connect(f"ipc://{runtime_dir}/events.sock")
 sub.setsockopt(zmq.SUBSCRIBE, room.encode() + b"\\0")  # the room's topic: its name, then NUL
 while True:
-    topic, event = sub.recv_multipart()
-    print(json.dumps(json.loads(event)), flush=True)
+    topic, events = sub.recv_multipart()
+    for event in events.split(b"\\n"):  # one or more events, one JSON object a line
+        print(json.dumps(json.loads(event)), flush=True)
 """
 
 MANY_SUBSCRIPTIONS = """
@@ -145,6 +146,65 @@ def test_a_plain_zmq_sub_of_ten_lines_reads_a_rooms_events(
         assert event["sender"] == "alice" and event["seq"] == probes + 1
     finally:
         stop_process(proc, signal.SIGKILL)
+
+
+def test_a_batch_of_texts_comes_packed_and_the_ten_line_client_prints_each(
+    make_daemon: MakeDaemon, room: str
+) -> None:
+    """Issue 24: a commit's events of one room share a ZeroMQ message (ZeroMQ's cost
+    is per message); a plain SUB reading the second frame line by line gets every
+    event, in order, once."""
+    import zmq
+
+    from mqchat.daemon.events import PACK_BYTES
+    from mqchat.protocol.ipc_events import room_topic
+
+    alice = make_daemon("alice")
+    alice.join(room)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, room_topic(room))
+    sub.connect(f"ipc://{alice.runtime_dir / 'events.sock'}")
+    messages: list[list[bytes]] = []
+    probes = 0
+    try:
+
+        def probed() -> bool:
+            nonlocal probes
+            probes += 1
+            alice.ok("send", room, f"probe {probes}")
+            if sub.poll(100):
+                messages.append(sub.recv_multipart())
+            return bool(messages)
+
+        wait_until(probed, "the SUB to receive a message")
+        while sub.poll(100):  # the probes that came after the first
+            messages.append(sub.recv_multipart())
+        before = len(messages)
+        count = 300
+        alice.ok("send", room, input="".join(f"packed {i:03d} {'x' * 60}\n" for i in range(count)))
+        texts: list[str] = []
+
+        def all_came() -> bool:
+            while sub.poll(50):
+                messages.append(sub.recv_multipart())
+                texts.extend(
+                    e["text"]
+                    for e in map(json.loads, messages[-1][1].split(b"\n"))
+                    if e["type"] == "message" and e["text"].startswith("packed ")
+                )
+            return len(texts) >= count
+
+        wait_until(all_came, "the batch's events at the SUB")
+        assert texts == [f"packed {i:03d} {'x' * 60}" for i in range(count)]
+        packed = messages[before:]
+        assert all(len(m) == 2 and m[0] == room_topic(room) for m in packed)
+        assert len(packed) < count // 10, f"{len(packed)} messages for {count} events"
+        assert all(len(m[1]) < PACK_BYTES for m in packed)
+    finally:
+        sub.close(linger=0)
+        ctx.term()
 
 
 # ---------------------------------------------------------------------- subscriptions

@@ -27,7 +27,7 @@ from mqchat.protocol.ipc_events import (
     NO_ROOM_TOPIC,
     SYNC_PREFIX,
     WELCOME_TOPIC,
-    decode_event,
+    decode_events,
     reconnected_event,
     room_topic,
     sync_topic,
@@ -37,10 +37,11 @@ from mqchat.protocol.limits import normalize_room
 MAX_EVENT_BYTES = 1024 * 1024
 """chatd's longest event is about 100 KiB (16 KiB of text, escaped); a longer frame
 makes ZeroMQ drop the connection, which then connects again."""
-RECEIVE_HWM = 10_000
-"""Events this client's ZeroMQ thread takes in ahead of it (~4 MB of ordinary messages).
-More than chatd queues for it (1,000): a reader that is slow, not stopped, holds
-the backlog itself and loses less; chatd's memory stays bounded by its own 1,000."""
+RECEIVE_HWM = 1_000
+"""Event messages this client's ZeroMQ thread takes in ahead of it: chatd packs up to
+8 KiB of a room's events into one, so ~20,000 ordinary messages (~8 MB). A reader
+that is slow, not stopped, holds that backlog itself and loses less; chatd's memory
+stays bounded by its own 1,000 messages for this subscriber."""
 RECONNECT_FIRST_MS = 50
 RECONNECT_MAX_MS = 1000
 CHATD_AWAY = "chatd_away"
@@ -160,13 +161,13 @@ class EventSubscriber:
                 continue
             if self._sync is not None or len(frames) != 2:
                 continue  # before the sync, history covers it
-            event = decode_event(frames[1])
-            if event is None:
-                continue
-            if not self._notices and event.get("room") is None:
-                continue
-            gave = True
-            yield event
+            for event in decode_events(frames[1]):
+                if event is None:
+                    continue
+                if not self._notices and event.get("room") is None:
+                    continue
+                gave = True
+                yield event
 
     # ------------------------------------------------------------------ internals
     def _start_sync(self) -> None:

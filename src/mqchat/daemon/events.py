@@ -1,8 +1,11 @@
 """events.sock: a ZeroMQ XPUB that every tail, chat and plain SUB reads (docs/ipc.md, "Events").
 
-Each event is two frames, [topic, JSON event] (mqchat.protocol.ipc_events), so a
-``zmq.SUB`` in any language filters rooms by topic. What a client can make chatd
-hold is bounded by ZeroMQ's own options and by what chatd lets into the
+Each event message is two frames, [topic, JSON events] (mqchat.protocol.ipc_events),
+so a ``zmq.SUB`` in any language filters rooms by topic. The second frame holds one
+event, or the consecutive events of one room that a commit tells together, one JSON
+object a line, up to PACK_BYTES: ZeroMQ's cost is per message, and a message a text
+cost chatd, libzmq's threads and every reader ~16 µs an event (issue 24). What a
+client can make chatd hold is bounded by ZeroMQ's own options and by what chatd lets into the
 subscription table (mqchat.daemon.event_subscriptions):
 
 - ZMQ_MAXMSGSIZE: a subscription longer than any topic chatd publishes
@@ -56,7 +59,12 @@ __all__ = ["EventPublisher", "iso_ts", "to_event"]
 MAX_SUBSCRIPTION_BYTES = 2 * MAX_TOPIC_BYTES
 """ZMQ_MAXMSGSIZE (514): above the longest topic and its subscribe byte."""
 SEND_HWM = 1000
-"""ZMQ_SNDHWM: events queued for one subscriber; past it, that subscriber's are dropped."""
+"""ZMQ_SNDHWM: event messages queued for one subscriber; past it, that subscriber's
+are dropped."""
+PACK_BYTES = 8 * 1024
+"""Events of one room told together share a message up to this many bytes (one event
+longer than this goes alone): 20 or so ordinary messages, so that a subscriber's
+queue holds at most SEND_HWM x 8 KiB of them (docs/ipc.md, "What a client can cost")."""
 RECEIVE_HWM = 100
 """ZMQ_RCVHWM: subscriptions libzmq takes from one connection before chatd has seen
 them (it records each one as it takes it, so this bounds what chatd cannot refuse)."""
@@ -200,13 +208,29 @@ class EventPublisher:
         self.publish_all([(room, event)])
 
     def publish_all(self, events: list[tuple[str | None, dict[str, Any]]]) -> None:
-        """Send events in order (a committed batch's: mqchat.daemon.unit_of_work)."""
+        """Send events in order (a committed batch's: mqchat.daemon.unit_of_work), the
+        consecutive ones of a room packed into messages of up to PACK_BYTES."""
         if not self.listening or not events:
             return  # nobody listens: batches run on the loop, so nobody can start to
+        now = time.monotonic()
+        topic = b""
+        lines: list[bytes] = []
+        size = 0
         for room, event in events:
-            if room is not None and event.get("type") == "message":
-                self._heads[room] = (int(event["seq"]), time.monotonic())
-            self._send(NO_ROOM_TOPIC if room is None else room_topic(room), encode_event(event))
+            if room is None:
+                this = NO_ROOM_TOPIC
+            else:
+                this = room_topic(room)
+                if event.get("type") == "message":
+                    self._heads[room] = (int(event["seq"]), now)
+            line = encode_event(event)
+            if lines and (this != topic or size + len(line) >= PACK_BYTES):
+                self._send(topic, b"\n".join(lines))
+                lines, size = [], 0
+            topic = this
+            lines.append(line)
+            size += len(line) + 1
+        self._send(topic, b"\n".join(lines))
         self._after_sends()
 
     def _publish_heads(self) -> None:

@@ -121,13 +121,22 @@ def _message_frame(e: dict[str, Any]) -> bytes | None:
         return None
 
 
-def decode_event(frame: bytes) -> dict[str, Any] | None:
-    """An event frame's object, or None for anything that is not a JSON object."""
+def decode_event(line: bytes) -> dict[str, Any] | None:
+    """One event's object, or None for anything that is not a JSON object."""
     try:
-        event = json.loads(frame)
+        event = json.loads(line)
     except (ValueError, RecursionError):
         return None
     return event if isinstance(event, dict) else None
+
+
+def decode_events(frame: bytes) -> list[dict[str, Any] | None]:
+    """An event message's second frame: one or more events, one JSON object a line
+    (docs/ipc.md, "Events"). Each is decoded on its own; None for a line that is not
+    a JSON object. A JSON text never holds a raw newline, so a line is an event."""
+    if b"\n" not in frame:
+        return [decode_event(frame)]
+    return [decode_event(line) for line in frame.split(b"\n")]
 
 
 DAY_MS: Final = 86_400_000
