@@ -15,7 +15,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import zmq
 
@@ -147,7 +147,10 @@ class Client:
     def receive(self, timeout: float | None = None) -> Reply | None:
         """The next reply, or None if none came within ``timeout`` (default: the client's)."""
         wait = self.timeout if timeout is None else timeout
-        if not self._req.poll(int(wait * 1000)):
+        if wait == 0:  # ZMQ_EVENTS: what poll(0) says, without building a Poller
+            if not cast(int, self._req.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                return None
+        elif not self._req.poll(int(wait * 1000)):
             return None
         frames = self._req.recv_multipart()
         return decode_reply(frames[-1])
