@@ -136,6 +136,15 @@ def decode_events(frame: bytes) -> list[dict[str, Any] | None]:
     a JSON object. A JSON text never holds a raw newline, so a line is an event."""
     if b"\n" not in frame:
         return [decode_event(frame)]
+    # One decoder call for the whole frame, as a JSON array: a call a line cost a
+    # reader ~1 µs a line more (issue 24). A line that is not one JSON value breaks
+    # the array or its count, and then each line is decoded on its own.
+    try:
+        events = json.loads(b"[" + frame.replace(b"\n", b",") + b"]")
+    except (ValueError, RecursionError):
+        events = None
+    if isinstance(events, list) and len(events) == frame.count(b"\n") + 1:
+        return [e if isinstance(e, dict) else None for e in events]
     return [decode_event(line) for line in frame.split(b"\n")]
 
 
