@@ -151,14 +151,25 @@ def decode_events(frame: bytes) -> list[dict[str, Any] | None]:
 DAY_MS: Final = 86_400_000
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]
+"""The last second iso_ts worked out, and its text: a stream's events share it (one
+tuple, replaced whole, so that a thread never reads one's second with another's text)."""
+
+
 def iso_ts(ms: int) -> str:
     """``2026-11-26T21:04:14.123Z``: UTC, to the millisecond. The date and time of
     day are worked out once a second (every message's event has one); the
     milliseconds are appended. A time outside 1970..9999 (stored by a version that
     did not bound version 2 texts) is shown at the nearest end rather than failing
     the whole history."""
-    second, millis = divmod(min(max(ms, 0), MAX_TIMESTAMP_MS), 1000)
-    return f"{_second(second)}.{millis:03d}Z"
+    if not 0 <= ms <= MAX_TIMESTAMP_MS:
+        ms = min(max(ms, 0), MAX_TIMESTAMP_MS)
+    second, millis = divmod(ms, 1000)
+    known, text = _last_second[0]
+    if known != second:
+        text = _second(second)
+        _last_second[0] = (second, text)
+    return f"{text}.{millis:03d}Z"
 
 
 @functools.lru_cache(maxsize=64)
@@ -230,18 +241,20 @@ class StoredMessageLike(Protocol):
 
 
 def to_event(m: StoredMessageLike) -> dict[str, Any]:
-    return message_event(
-        room=m.room,
-        seq=m.seq,
-        message_id=m.id,
-        ts=iso_ts(m.ts_ms),
-        sender=m.sender,
-        fingerprint=m.fingerprint,
-        verified=m.verified,
-        own=m.own,
-        text=m.text,
-        legacy=m.legacy,
-    )
+    """``message_event`` of a stored message, built here directly (once a text)."""
+    return {
+        "type": "message",
+        "room": m.room,
+        "seq": m.seq,
+        "id": m.id,
+        "ts": iso_ts(m.ts_ms),
+        "sender": m.sender,
+        "fingerprint": m.fingerprint,
+        "verified": m.verified,
+        "own": m.own,
+        "legacy": m.legacy,
+        "text": m.text,
+    }
 
 
 def notice_event(room: str | None, kind: str, text: str, **extra: Any) -> dict[str, Any]:

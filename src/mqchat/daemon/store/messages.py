@@ -15,7 +15,9 @@ HISTORY_PAGE_MESSAGES = 1000
 HISTORY_PAGE_BYTES = 1024 * 1024
 """A history page ends after the message that takes its text past this."""
 
-_COLUMNS = "room, seq, id, ts_ms, sender, fingerprint, verified, own, legacy, text"
+_COLUMNS = ", ".join(StoredMessage._fields)
+"""room, seq, id, ts_ms, sender, fingerprint, verified, own, legacy, text: a
+StoredMessage is a row as it is."""
 
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:
@@ -43,20 +45,7 @@ class Messages(StagedRows):
         (mqchat.daemon.followers): retention keeps it, within a bound."""
 
     def insert(self, m: StoredMessage) -> None:
-        self._staged.append(
-            (
-                m.room,
-                m.seq,
-                m.id,
-                m.ts_ms,
-                m.sender,
-                m.fingerprint,
-                m.verified,
-                m.own,
-                m.legacy,
-                m.text,
-            )
-        )
+        self._staged.append(m)  # a row as it is: its fields are the columns, in order
         self._staging.settle()
 
     # staged writes (mqchat.daemon.store.staging) ---------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,10 @@ class RoomRecord:
         return f"RoomRecord(name={self.name!r}, cipher={self.cipher!r}, legacy={self.legacy})"
 
 
-@dataclass(frozen=True)
-class StoredMessage:
+class StoredMessage(NamedTuple):
+    """A stored message; its fields are the messages table's columns, in their order,
+    so that it is a row as it is (a frozen dataclass cost ~2 µs a text to build)."""
+
     room: str
     seq: int
     id: str

@@ -112,13 +112,22 @@ class Staging:
     def __init__(self, db: StoreConnection) -> None:
         self._db = db
         self._tables: list[StagedTable] = []
+        self._row_lists: list[list[Any]] = []
+        """The staged lists of the tables whose mark is their length (most): a part's
+        mark reads them all in one map(len), not one method call a table (issue 24)."""
         self._marks: list[Callable[[], int]] = []
+        self._marked: list[StagedTable] = []  # the row lists' tables, then the others
         self._flushes = 0
         self.active = False
 
     def register(self, table: StagedTable) -> None:
         self._tables.append(table)
-        self._marks.append(table.mark)
+        if isinstance(table, StagedRows) and type(table).mark is StagedRows.mark:
+            self._row_lists.append(table._staged)
+            self._marked.insert(len(self._row_lists) - 1, table)
+        else:
+            self._marks.append(table.mark)
+            self._marked.append(table)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -173,14 +182,15 @@ class Staging:
         self._flushes += 1
 
     def mark(self) -> Mark:
-        return Mark(self._flushes, tuple([mark() for mark in self._marks]))
+        ends = (*map(len, self._row_lists), *[mark() for mark in self._marks])
+        return Mark(self._flushes, ends)
 
     def undo(self, mark: Mark) -> None:
         """Forget what was staged since ``mark``. If a flush came in between, whatever
         is staged now came after it, within the same part: all of it goes (what the
         flush wrote stays: parts that write, then read, then fail are not undone)."""
         flushed = mark.flushes != self._flushes
-        for table, end in zip(self._tables, mark.ends, strict=True):
+        for table, end in zip(self._marked, mark.ends, strict=True):
             table.undo(0 if flushed else end)
 
     def forget(self) -> None:
