@@ -55,7 +55,7 @@ class Messages(StagedRows):
             return
         db.executemany(
             f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            self._staged,
+            map(tuple, self._staged),  # a plain tuple binds ~1 µs faster than a NamedTuple
         )
         newest: dict[str, int] = {}
         for row in self._staged:
