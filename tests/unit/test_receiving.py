@@ -96,9 +96,13 @@ def test_another_key_under_a_pinned_name_is_unverified_and_reported_once() -> No
     assert not again.verified and not again.key_changed and again.key_seen == MALLORY
 
 
-def test_own_messages_are_verified_and_pin_nothing() -> None:
-    verdict = DictMemory().receive(arrival(OWN, 1, name="me"))
-    assert verdict == Verdict(None, verified=True, own=True)
+def test_our_own_messages_from_the_broker_are_duplicates_and_pin_nothing() -> None:
+    """Stored when sent: an echo or a replay of ours is never shown, also under a
+    fresh id and seq, and remembers nothing."""
+    memory = DictMemory()
+    for seq, mid in ((1, b"o" * 16), (1, b"o" * 16), (REPLAY_WINDOW * 3, b"p" * 16)):
+        assert memory.receive(arrival(OWN, seq, name="me", mid=mid)).dropped == "duplicate"
+    assert not memory.ids and not memory.seqs and not memory.pins
 
 
 def test_a_seen_id_is_a_duplicate_and_a_seen_seq_a_replay() -> None:
@@ -161,7 +165,7 @@ def test_a_pinned_name_is_never_verified_under_another_key(sequence: list[Arriva
     first_key: dict[tuple[str, str], bytes] = {}
     for a in sequence:
         verdict = memory.receive(a)
-        if verdict.dropped is not None or verdict.own or a.sender_key is None:
+        if verdict.dropped is not None or a.sender_key is None:
             continue
         pinned = first_key.setdefault((a.room, a.sender_name), a.sender_key)
         assert verdict.verified == (a.sender_key == pinned)

@@ -223,7 +223,7 @@ class Inbox:
             return
         key = arrival.sender_key
         placed = "show"
-        if o.stream and key is not None and not verdict.own:
+        if o.stream and key is not None:
             placed = self._repair.admit(
                 room, key, arrival.sender_name, o.stream, arrival.seq or 0, o.repaired
             )
@@ -239,7 +239,7 @@ class Inbox:
             arrival.sender_name,
             self._fingerprint(key) if key is not None else "",
             verified=verdict.verified,
-            own=verdict.own,
+            own=False,  # our own are never shown from the broker: stored when sent
             legacy=legacy,
             text=text,
         )

@@ -111,9 +111,10 @@ class Sending:
             store.outbox.add(one_sealed.entry)
             if one_sealed.seq is not None:
                 store.sent.add(r.name, r.stream, one_sealed.seq, one_sealed.entry.payload)
-            # Our own (stream, seq) too: a replay of our message after its id left
-            # the seen-id memory is still refused.
-            store.memory.remember(one_sealed.message_id, now, one_sealed.seq_key, one_sealed.seq)
+            if one_sealed.seq is None:
+                # A legacy token has no key: its echo is known by its id alone. A
+                # signed text of ours is refused by its key (receiving.judge).
+                store.memory.remember(one_sealed.message_id, now, None, None)
         last_sent = sealed[-1].seq
         if last_sent is not None:  # legacy messages have none
             r.sent_seq = last_sent
