@@ -73,11 +73,8 @@ class Arrival(NamedTuple):
     seq: int | None
     timestamp_ms: int
     seq_key: bytes | None = None
-    """What ``seq`` counts under (``stream_key``); the sender key when None (version 1)."""
-
-    @property
-    def numbered_by(self) -> bytes | None:
-        return self.sender_key if self.seq_key is None else self.seq_key
+    """Version 2: the stream ``seq`` counts in (``stream_key``), whose state judges
+    it (§20); None for version 1, where ``seq`` counts under the sender key."""
 
 
 class Verdict(NamedTuple):
@@ -117,12 +114,19 @@ def judge(arrival: Arrival, memory: Memory, *, own_key: bytes) -> Verdict:
         return DUPLICATE
     if memory.seen_id(arrival.message_id):
         return DUPLICATE
-    numbered_by, seq = arrival.numbered_by, arrival.seq
-    if numbered_by is not None and seq is not None and _replayed(memory, numbered_by, seq):
+    key, seq = arrival.sender_key, arrival.seq
+    # Version 1: one seq per sender key, remembered here. A version 2 text's (stream,
+    # seq) is judged by its stream's state instead (§20: mqchat.daemon.repair), which
+    # holds every number received or missing, with no window.
+    if (
+        arrival.seq_key is None
+        and key is not None
+        and seq is not None
+        and _replayed(memory, key, seq)
+    ):
         return REPLAY
     if arrival.timestamp_ms < arrival.joined_ms - JOIN_SKEW_MS:
         return BEFORE_JOIN
-    key = arrival.sender_key
     if key is None:
         return SHOWN_LEGACY  # legacy: shown, never verified
     return _pinning(memory.pin(arrival.room, arrival.sender_name), key)
