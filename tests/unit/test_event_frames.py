@@ -34,3 +34,18 @@ def test_an_ordinary_json_line_is_read_as_it_is() -> None:
     assert decode_events(json.dumps({"type": "head", "room": "x", "seq": 3}).encode()) == [
         {"type": "head", "room": "x", "seq": 3}
     ]
+
+
+def test_a_stored_messages_line_is_what_json_dumps_gives_for_its_event() -> None:
+    """The event of a stored message is built without a dict (issue 24): the same
+    bytes as the general encoder gives, whatever its text holds."""
+    from mqchat.daemon.store.records import StoredMessage
+    from mqchat.protocol.ipc_events import message_line, to_event
+
+    for text in ("plain", 'quote " and \\ back', "\n\t\x00\x1b[31m", "caf\u00e9 \u2028 \U0001f600"):
+        for flags in ((True, False, False), (False, True, True)):
+            m = StoredMessage("lobby", 7, "ab" * 16, 1_765_000_000_123, "bob", "f", *flags, text)
+            expected = json.dumps(to_event(m), ensure_ascii=False, separators=(",", ":"))
+            assert message_line(m) == expected.encode() == encode_event(to_event(m))
+    odd = StoredMessage("lobby", 7, "ab", 0, "bob", "f", 1, 0, 0, "t")  # type: ignore[arg-type]
+    assert json.loads(message_line(odd))["verified"] == 1  # not the template: as json.dumps

@@ -38,6 +38,7 @@ import zmq
 
 from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.event_subscriptions import SubscriptionBudget
+from mqchat.daemon.store.records import StoredMessage
 from mqchat.protocol.ipc_events import (
     MAX_TOPIC_BYTES,
     NO_ROOM_TOPIC,
@@ -46,6 +47,7 @@ from mqchat.protocol.ipc_events import (
     encode_event,
     head_event,
     iso_ts,
+    message_line,
     room_topic,
     sync_event,
     to_event,
@@ -54,7 +56,10 @@ from mqchat.protocol.ipc_events import (
 
 # iso_ts and to_event are imported from here by other modules; the schema itself is
 # in mqchat.protocol.ipc_events.
-__all__ = ["EventPublisher", "iso_ts", "to_event"]
+__all__ = ["Event", "EventPublisher", "iso_ts", "to_event"]
+
+Event = dict[str, Any] | StoredMessage
+"""An event to publish: its JSON object, or a stored message (its message event)."""
 
 MAX_SUBSCRIPTION_BYTES = 2 * MAX_TOPIC_BYTES
 """ZMQ_MAXMSGSIZE (514): above the longest topic and its subscribe byte."""
@@ -204,12 +209,13 @@ class EventPublisher:
             self._schedule_drain()
 
     # ------------------------------------------------------------ publishing
-    def publish(self, room: str | None, event: dict[str, Any]) -> None:
+    def publish(self, room: str | None, event: Event) -> None:
         self.publish_all([(room, event)])
 
-    def publish_all(self, events: list[tuple[str | None, dict[str, Any]]]) -> None:
+    def publish_all(self, events: list[tuple[str | None, Event]]) -> None:
         """Send events in order (a committed batch's: mqchat.daemon.unit_of_work), the
-        consecutive ones of a room packed into messages of up to PACK_BYTES."""
+        consecutive ones of a room packed into messages of up to PACK_BYTES. A stored
+        message is its message event (ipc_events.message_line)."""
         if not self.listening or not events:
             return  # nobody listens: batches run on the loop, so nobody can start to
         now = time.monotonic()
@@ -217,13 +223,15 @@ class EventPublisher:
         lines: list[bytes] = []
         size = 0
         for room, event in events:
-            if room is None:
-                this = NO_ROOM_TOPIC
-            else:
-                this = room_topic(room)
-                if event.get("type") == "message":
+            this = NO_ROOM_TOPIC if room is None else room_topic(room)
+            if type(event) is dict:
+                if room is not None and event.get("type") == "message":
                     self._heads[room] = (int(event["seq"]), now)
-            line = encode_event(event)
+                line = encode_event(event)
+            else:
+                message = cast(StoredMessage, event)
+                self._heads[message.room] = (message.seq, now)
+                line = message_line(message)
             if lines and (this != topic or size + len(line) >= PACK_BYTES):
                 self._send(topic, b"\n".join(lines))
                 lines, size = [], 0

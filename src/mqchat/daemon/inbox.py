@@ -235,7 +235,7 @@ class Inbox:
         now = self.clock_ms()
         message = StoredMessage(
             room.name,
-            0,
+            room.last_seq + 1 if placed == "show" else 0,  # Timeline.show's number
             arrival.message_id.hex(),
             arrival.timestamp_ms,
             arrival.sender_name,

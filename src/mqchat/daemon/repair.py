@@ -117,6 +117,12 @@ class Repair:
         """Where a text of another member goes: ``"show"``, ``"hold"``, or a drop reason."""
         sid = (room.name, sender_key, stream)
         row = self._gaps.get(sid)
+        if row is not None and not repaired and seq == row.gaps.hw + 1 and not row.gaps.missing:
+            # The usual case, what gaps.receive's "new" step does for it: the next
+            # number of a stream with nothing missing is shown, and nothing is wanted.
+            next_gaps = gaps.StreamGaps(seq, (), row.gaps.final)
+            self._gaps.put(sid, StreamRow(next_gaps, row.held, name))
+            return "show"
         if row is None:
             floor = self._gaps.floor(room.name, sender_key)
             if repaired and floor is None:

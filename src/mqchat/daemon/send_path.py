@@ -22,7 +22,6 @@ from mqchat.daemon.stream_numbers import StreamReservation
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import MessageTooLong, NotAMember, UsageError
 from mqchat.protocol import legacy as legacy_codec
-from mqchat.protocol.ipc_events import to_event
 from mqchat.protocol.limits import MAX_INT, check_text
 from mqchat.protocol.receiving import stream_key
 from mqchat.protocol.records import MESSAGE_ID_BYTES, Text, record_body
@@ -104,7 +103,6 @@ class Sending:
             )
             for i, (one, one_sealed) in enumerate(zip(wanted, sealed, strict=True))
         ]  # fmt: skip
-        events = [to_event(m) for m in messages] if self._work.wants_events else []
         store = self._store
         for message, one_sealed in zip(messages, sealed, strict=True):
             store.messages.insert(message)
@@ -120,8 +118,9 @@ class Sending:
             r.sent_seq = last_sent
             self._repair.sent(r)
         r.last_seq = messages[-1].seq
-        for event in events:
-            self._work.publish(r.name, event)
+        if self._work.wants_events:
+            for message in messages:  # each is its message event (EventPublisher)
+                self._work.publish(r.name, message)
         self._outbox.fill()
         queued = not self._outbox.connected
         if not many:

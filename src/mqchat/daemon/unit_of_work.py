@@ -30,9 +30,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
 
-from mqchat.daemon.events import EventPublisher
+from mqchat.daemon.events import Event, EventPublisher
 from mqchat.daemon.store import Store
 from mqchat.errors import MqchatError
 
@@ -46,7 +45,7 @@ class UnitOfWork:
         self._after_commit: list[Callable[[], object]] = []
         self._on_rollback: list[Callable[[], None]] = []
         self._undo: list[Callable[[], None]] = []
-        self._held: list[tuple[str | None, dict[str, Any]]] = []
+        self._held: list[tuple[str | None, Event]] = []
         self.active = False
         self._reloaded = False
         self._reload_due = False
@@ -81,7 +80,7 @@ class UnitOfWork:
         """
         return self._events.listening
 
-    def publish(self, room: str | None, event: dict[str, Any]) -> None:
+    def publish(self, room: str | None, event: Event) -> None:
         """Publish an event once the batch has committed (now, if there is none)."""
         if self.active:
             self._held.append((room, event))
@@ -167,7 +166,7 @@ class _Part:
         self,
         work: UnitOfWork,
         store: Store,
-        held: list[tuple[str | None, dict[str, Any]]],
+        held: list[tuple[str | None, Event]],
         after: list[Callable[[], object]],
     ) -> None:
         self._work = work

@@ -104,18 +104,37 @@ def _message_frame(e: dict[str, Any]) -> bytes | None:
     encoder per event). None for anything else, which json.dumps encodes."""
     if len(e) != len(_MESSAGE_KEYS) or tuple(e) != _MESSAGE_KEYS or e["type"] != "message":
         return None
-    seq, verified, own, legacy = e["seq"], e["verified"], e["own"], e["legacy"]
+    return _message_template(
+        e["room"], e["seq"], e["id"], e["ts"], e["sender"], e["fingerprint"],
+        e["verified"], e["own"], e["legacy"], e["text"],
+    )  # fmt: skip
+
+
+def message_line(m: StoredMessageLike) -> bytes:
+    """``encode_event(to_event(m))``, without the dict between them (once a text)."""
+    line = _message_template(
+        m.room, m.seq, m.id, iso_ts(m.ts_ms), m.sender, m.fingerprint,
+        m.verified, m.own, m.legacy, m.text,
+    )  # fmt: skip
+    return line if line is not None else encode_event(to_event(m))
+
+
+def _message_template(
+    room: Any, seq: Any, mid: Any, ts: Any, sender: Any, fp: Any,
+    verified: Any, own: Any, legacy: Any, text: Any,
+) -> bytes | None:  # fmt: skip
+    """A message event's JSON, or None when a field's type is not the schema's."""
     if type(seq) is not int or not (
         type(verified) is bool and type(own) is bool and type(legacy) is bool
     ):
         return None
     try:
         return (
-            f'{{"type":"message","room":{_json_str(e["room"])},"seq":{seq},'
-            f'"id":{_json_str(e["id"])},"ts":{_json_str(e["ts"])},'
-            f'"sender":{_json_str(e["sender"])},"fingerprint":{_json_str(e["fingerprint"])},'
+            f'{{"type":"message","room":{_json_str(room)},"seq":{seq},'
+            f'"id":{_json_str(mid)},"ts":{_json_str(ts)},'
+            f'"sender":{_json_str(sender)},"fingerprint":{_json_str(fp)},'
             f'"verified":{_JSON_BOOL[verified]},"own":{_JSON_BOOL[own]},'
-            f'"legacy":{_JSON_BOOL[legacy]},"text":{_json_str(e["text"])}}}'
+            f'"legacy":{_JSON_BOOL[legacy]},"text":{_json_str(text)}}}'
         ).encode()
     except TypeError:  # a field that is not a string
         return None
@@ -169,7 +188,11 @@ def iso_ts(ms: int) -> str:
     if known != second:
         text = _second(second)
         _last_second[0] = (second, text)
-    return f"{text}.{millis:03d}Z"
+    return f"{text}{_MILLIS[millis]}"
+
+
+_MILLIS: Final = tuple(f".{n:03d}Z" for n in range(1000))
+"""``.000Z`` to ``.999Z``: a timestamp's end, formatted once."""
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from mqchat.daemon.store.connection import StoreConnection, transaction
 
@@ -103,9 +103,9 @@ class StagedStatements(StagedRows):
             db.execute(sql, params)
 
 
-class Mark(NamedTuple):
-    flushes: int
-    ends: tuple[int, ...]
+Mark = tuple[int, ...]
+"""Where a part began: the flushes so far, then where each table's staged rows
+ended (a plain tuple: a part begins for every text received, issue 24)."""
 
 
 class Staging:
@@ -182,15 +182,14 @@ class Staging:
         self._flushes += 1
 
     def mark(self) -> Mark:
-        ends = (*map(len, self._row_lists), *[mark() for mark in self._marks])
-        return Mark(self._flushes, ends)
+        return (self._flushes, *map(len, self._row_lists), *[mark() for mark in self._marks])
 
     def undo(self, mark: Mark) -> None:
         """Forget what was staged since ``mark``. If a flush came in between, whatever
         is staged now came after it, within the same part: all of it goes (what the
         flush wrote stays: parts that write, then read, then fail are not undone)."""
-        flushed = mark.flushes != self._flushes
-        for table, end in zip(self._marked, mark.ends, strict=True):
+        flushed = mark[0] != self._flushes
+        for table, end in zip(self._marked, mark[1:], strict=True):
             table.undo(0 if flushed else end)
 
     def forget(self) -> None:
