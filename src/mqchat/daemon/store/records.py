@@ -38,11 +38,11 @@ class StoredMessage(NamedTuple):
     text: str
 
 
-@dataclass(frozen=True)
-class OutboxEntry:
+class OutboxEntry(NamedTuple):
     """A payload to publish as it is (``kind`` 0: version 1 and legacy), or a version 2
     record to seal into a batch when the link is free (``kind`` its record kind,
-    ``payload`` its body): docs/protocol.md §21."""
+    ``payload`` its body): docs/protocol.md §21. A NamedTuple: one is built for every
+    text sent and again when it is read to be sealed (a frozen dataclass ~1 µs more)."""
 
     id: int
     room: str

@@ -100,7 +100,7 @@ class Outbox(StagedRows):
     def add(self, entry: OutboxEntry) -> None:
         """Queue a payload; it gets its id (its place in the queue) when written."""
         self.additions += 1
-        self._staged.append((entry.room, entry.topic, entry.qos, entry.payload, entry.kind))
+        self._staged.append(entry[1:])  # room, topic, qos, payload, kind: the row
         self._staging.settle()
 
     def after(self, entry_id: int, limit: int) -> list[OutboxEntry]:
