@@ -213,7 +213,7 @@ class OldPath:
         message = StoredMessage(
             r.name, r.last_seq + 1, arrival.message_id.hex(), arrival.timestamp_ms,
             arrival.sender_name, fingerprint(key) if key is not None else "",
-            verified=verdict.verified, own=verdict.own, legacy=False, text=m.text,
+            verified=verdict.verified, own=False, legacy=False, text=m.text,
         )  # fmt: skip
         self.store.insert_message(message)
         self.store.remember(arrival.message_id, now, key, arrival.seq)
