@@ -27,7 +27,7 @@ import zmq
 
 from harness import PASSPHRASE, Broker, Daemon, command, stop_process, wait_until
 from mqchat.protocol.ipc import decode_reply, encode_request
-from mqchat.protocol.ipc_events import decode_events
+from mqchat.protocol.ipc_events import PACKED_PREFIX, decode_events
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers.py"
@@ -294,12 +294,12 @@ class Events:
     """
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], d: Daemon, room: str) -> None:
-        from mqchat.protocol.ipc_events import room_topic, sync_topic
+        from mqchat.protocol.ipc_events import packed_topic, sync_topic
 
         self.sock = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 1_000)  # as chatctl's SUB (client/event_subscriber.py)
-        self.sock.setsockopt(zmq.SUBSCRIBE, room_topic(room))
+        self.sock.setsockopt(zmq.SUBSCRIBE, packed_topic(room))  # as chatctl
         sync = sync_topic(os.urandom(16).hex())
         self.sock.setsockopt(zmq.SUBSCRIBE, sync)
         self.sock.connect(f"ipc://{d.runtime_dir / 'events.sock'}")
@@ -321,7 +321,7 @@ class Events:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return got
-            if len(frames) == 2 and not frames[0].startswith(b"\x01"):
+            if len(frames) == 2 and frames[0].startswith(PACKED_PREFIX):
                 got.extend(e for e in decode_events(frames[1]) if e is not None)
 
     def read_within(self, timeout_s: float) -> list[dict[str, Any]]:

@@ -227,7 +227,12 @@ def zmq_rep(endpoint: str) -> None:
 def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> None:
     import zmq
 
-    from mqchat.protocol.ipc_events import decode_events, room_topic, sync_topic
+    from mqchat.protocol.ipc_events import (
+        PACKED_PREFIX,
+        decode_events,
+        packed_topic,
+        sync_topic,
+    )
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     socks: list[zmq.Socket[bytes]] = []
@@ -236,7 +241,7 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
         s = ctx.socket(zmq.SUB)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RCVHWM, 1_000)  # as chatctl's SUB (client/event_subscriber.py)
-        s.setsockopt(zmq.SUBSCRIBE, room_topic(room))
+        s.setsockopt(zmq.SUBSCRIBE, packed_topic(room))  # as chatctl
         sync = sync_topic(os.urandom(16).hex())
         s.setsockopt(zmq.SUBSCRIBE, sync)
         s.connect(f"ipc://{path}")
@@ -265,8 +270,8 @@ def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> 
             # exception each time (as chatctl's own reader, client/event_subscriber.py).
             while cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 frames = sock.recv_multipart()
-                if len(frames) != 2 or frames[0].startswith(b"\x01"):
-                    continue
+                if len(frames) != 2 or not frames[0].startswith(PACKED_PREFIX):
+                    continue  # the sync answer
                 now = time.monotonic()
                 for event in decode_events(frames[1]):  # one or more, one a line
                     if not event or event.get("type") != "message":

@@ -264,12 +264,18 @@ def test_a_rooms_topic_never_matches_a_longer_rooms_topic() -> None:
 def test_only_topics_chatd_publishes_are_recognised() -> None:
     from mqchat.protocol.ipc_events import (
         NO_ROOM_TOPIC,
+        PACKED_PREFIX,
         WELCOME_TOPIC,
+        packed_topic,
         room_topic,
         sync_topic,
         topic_kind,
     )
 
+    assert topic_kind(PACKED_PREFIX) == "packed_every"
+    assert topic_kind(packed_topic("lobby")) == "packed_room"
+    assert topic_kind(PACKED_PREFIX + b"lobby") is None
+    assert topic_kind(PACKED_PREFIX + room_topic("a/b")) is None
     assert topic_kind(b"") == "every"
     assert topic_kind(NO_ROOM_TOPIC) == "no_room"
     assert topic_kind(WELCOME_TOPIC) == "welcome"

@@ -1,6 +1,7 @@
 """chatctl's end of events.sock: a ZeroMQ SUB, kept across chatd restarts.
 
-Subscribes to its rooms' topics (mqchat.protocol.ipc_events) and to the welcome
+Subscribes to its rooms' packed topics (mqchat.protocol.ipc_events: a commit's
+events of a room come in one message, one JSON object a line) and to the welcome
 topic, then to a fresh sync topic: chatd answers it once every earlier
 subscription of this connection is in force, which is what makes a tail
 gap-free (docs/ipc.md, "Gap-free tail"). ZeroMQ connects again by itself when
@@ -23,13 +24,14 @@ import zmq
 from mqchat.client.ipc_client import EVENTS_SOCKET, check_runtime_dir, check_socket_file
 from mqchat.errors import DaemonUnavailable
 from mqchat.protocol.ipc_events import (
-    EVERY_TOPIC,
+    CONTROL,
     NO_ROOM_TOPIC,
+    PACKED_PREFIX,
     SYNC_PREFIX,
     WELCOME_TOPIC,
     decode_events,
+    packed_topic,
     reconnected_event,
-    room_topic,
     sync_topic,
 )
 from mqchat.protocol.limits import normalize_room
@@ -72,10 +74,12 @@ class EventSubscriber:
         self._monitor: zmq.Socket[bytes] | None = None
         self._timeout = timeout
         self._notices = notices
+        # The packed form (docs/ipc.md, "Packed events"): a commit's events of a room
+        # in one message, far cheaper to read than a message an event (issue 24).
         if rooms is None:
-            self._topics = [EVERY_TOPIC]
+            self._topics = [PACKED_PREFIX, NO_ROOM_TOPIC]
         else:
-            self._topics = [room_topic(normalize_room(r)) for r in rooms]
+            self._topics = [packed_topic(normalize_room(r)) for r in rooms]
             if notices:
                 self._topics.append(NO_ROOM_TOPIC)
         self._sock: zmq.Socket[bytes] | None = None
@@ -152,7 +156,7 @@ class EventSubscriber:
                 elif not ready:
                     yield None
                 continue
-            if frames[0].startswith(b"\x01"):
+            if frames[0].startswith(CONTROL) and not frames[0].startswith(PACKED_PREFIX):
                 if self._read_control(frames):
                     gave = True
                     if self._say_away:

@@ -18,7 +18,9 @@ MAX_SUBSCRIPTIONS = 4096
 MAX_SUBSCRIBED_BYTES = 128 * 1024
 """Bytes of topic held over all connections (worst case ~12 MB of libzmq's trie)."""
 
-_ENTERED: frozenset[TopicKind | None] = frozenset(("every", "no_room", "room"))
+_ENTERED: frozenset[TopicKind | None] = frozenset(
+    ("every", "no_room", "room", "packed_every", "packed_room")
+)
 
 
 class SubscriptionBudget:
@@ -33,6 +35,9 @@ class SubscriptionBudget:
         self.bytes = 0
         self.entered = 0
         """Subscriptions chatd entered for rooms and notices (not sync, welcome)."""
+        self._held: dict[bytes, int] = {}
+        """How many connections hold each entered topic (at most max_count topics): which
+        of the two forms of a room's events anyone reads (mqchat.daemon.events)."""
 
     def added(self, topic: bytes, kind: TopicKind | None) -> bool:
         """Count a subscription; False when the budget is exceeded."""
@@ -40,6 +45,7 @@ class SubscriptionBudget:
         self.bytes += len(topic)
         if kind in _ENTERED:
             self.entered += 1
+            self._held[topic] = self._held.get(topic, 0) + 1
         return self.count <= self.max_count and self.bytes <= self.max_bytes
 
     def removed(self, topic: bytes, kind: TopicKind | None) -> None:
@@ -48,3 +54,12 @@ class SubscriptionBudget:
         self.bytes = max(0, self.bytes - len(topic))
         if kind in _ENTERED:
             self.entered = max(0, self.entered - 1)
+            held = self._held.get(topic, 0) - 1
+            if held > 0:
+                self._held[topic] = held
+            else:
+                self._held.pop(topic, None)
+
+    def holds(self, topic: bytes) -> bool:
+        """Whether any connection holds ``topic`` as it is (entered kinds only)."""
+        return topic in self._held

@@ -1,12 +1,16 @@
 """events.sock: a ZeroMQ XPUB that every tail, chat and plain SUB reads (docs/ipc.md, "Events").
 
-Each event message is two frames, [topic, JSON events] (mqchat.protocol.ipc_events),
-so a ``zmq.SUB`` in any language filters rooms by topic. The second frame holds one
-event, or the consecutive events of one room that a commit tells together, one JSON
-object a line, up to PACK_BYTES: ZeroMQ's cost is per message, and a message a text
-cost chatd, libzmq's threads and every reader ~16 µs an event (issue 24). What a
-client can make chatd hold is bounded by ZeroMQ's own options and by what chatd lets into the
-subscription table (mqchat.daemon.event_subscriptions):
+Each event is a message of two frames, [topic, JSON event] (mqchat.protocol.ipc_events),
+so a ``zmq.SUB`` in any language filters rooms by topic. The same events also go
+in a packed form, to whoever subscribes to it (chatctl does): under the room's
+packed topic, the consecutive events of a room that one commit tells share a
+message, one JSON object a line, up to PACK_BYTES. ZeroMQ's cost is per message:
+a message a text cost chatd, libzmq's threads and every reader ~16 µs an event,
+a packed one under 2 (issue 24). chatd sends each form only while someone holds
+a subscription that matches it (it enters every subscription itself, below).
+
+What a client can make chatd hold is bounded by ZeroMQ's own options and by what
+chatd lets into the subscription table (mqchat.daemon.event_subscriptions):
 
 - ZMQ_MAXMSGSIZE: a subscription longer than any topic chatd publishes
   disconnects its sender before it is buffered (a 10 MB one costs nothing);
@@ -40,8 +44,10 @@ from mqchat.daemon.drops import DropCounter
 from mqchat.daemon.event_subscriptions import SubscriptionBudget
 from mqchat.daemon.store.records import StoredMessage
 from mqchat.protocol.ipc_events import (
+    EVERY_TOPIC,
     MAX_TOPIC_BYTES,
     NO_ROOM_TOPIC,
+    PACKED_PREFIX,
     SYNC_PREFIX,
     WELCOME_TOPIC,
     encode_event,
@@ -67,9 +73,10 @@ SEND_HWM = 1000
 """ZMQ_SNDHWM: event messages queued for one subscriber; past it, that subscriber's
 are dropped."""
 PACK_BYTES = 8 * 1024
-"""Events of one room told together share a message up to this many bytes (one event
-longer than this goes alone): 20 or so ordinary messages, so that a subscriber's
-queue holds at most SEND_HWM x 8 KiB of them (docs/ipc.md, "What a client can cost")."""
+"""In the packed form, events of one room told together share a message up to this
+many bytes (one event longer than this goes alone): 20 or so ordinary messages, so
+that a subscriber's queue holds at most SEND_HWM x 8 KiB of them (docs/ipc.md,
+"What a client can cost")."""
 RECEIVE_HWM = 100
 """ZMQ_RCVHWM: subscriptions libzmq takes from one connection before chatd has seen
 them (it records each one as it takes it, so this bounds what chatd cannot refuse)."""
@@ -213,17 +220,17 @@ class EventPublisher:
         self.publish_all([(room, event)])
 
     def publish_all(self, events: list[tuple[str | None, Event]]) -> None:
-        """Send events in order (a committed batch's: mqchat.daemon.unit_of_work), the
-        consecutive ones of a room packed into messages of up to PACK_BYTES. A stored
-        message is its message event (ipc_events.message_line)."""
+        """Send events in order (a committed batch's: mqchat.daemon.unit_of_work): each
+        alone under its room's topic, and the consecutive ones of a room packed into
+        messages of up to PACK_BYTES under its packed topic, each form while someone
+        holds a subscription to it. A stored message is its message event
+        (ipc_events.message_line)."""
         if not self.listening or not events:
             return  # nobody listens: batches run on the loop, so nobody can start to
         now = time.monotonic()
-        topic = b""
-        lines: list[bytes] = []
-        size = 0
+        run_room: str | None = None
+        run: list[bytes] = []
         for room, event in events:
-            this = NO_ROOM_TOPIC if room is None else room_topic(room)
             if type(event) is dict:
                 if room is not None and event.get("type") == "message":
                     self._heads[room] = (int(event["seq"]), now)
@@ -232,14 +239,36 @@ class EventPublisher:
                 message = cast(StoredMessage, event)
                 self._heads[message.room] = (message.seq, now)
                 line = message_line(message)
-            if lines and (this != topic or size + len(line) >= PACK_BYTES):
-                self._send(topic, b"\n".join(lines))
-                lines, size = [], 0
-            topic = this
-            lines.append(line)
-            size += len(line) + 1
-        self._send(topic, b"\n".join(lines))
+            if run and room != run_room:
+                self._tell(run_room, run)
+                run = []
+            run_room = room
+            run.append(line)
+        self._tell(run_room, run)
         self._after_sends()
+
+    def _tell(self, room: str | None, lines: list[bytes]) -> None:
+        """A room's events (or notices of no room), in the forms someone reads."""
+        budget = self._budget
+        if room is None:
+            for line in lines:
+                self._send(NO_ROOM_TOPIC, line)
+            return
+        topic = room_topic(room)
+        if budget.holds(topic) or budget.holds(EVERY_TOPIC):
+            for line in lines:
+                self._send(topic, line)
+        packed = PACKED_PREFIX + topic
+        if budget.holds(packed) or budget.holds(PACKED_PREFIX):
+            pack: list[bytes] = []
+            size = 0
+            for line in lines:
+                if pack and size + len(line) >= PACK_BYTES:
+                    self._send(packed, b"\n".join(pack))
+                    pack, size = [], 0
+                pack.append(line)
+                size += len(line) + 1
+            self._send(packed, b"\n".join(pack))
 
     def _publish_heads(self) -> None:
         self._ticks += 1
@@ -248,7 +277,7 @@ class EventPublisher:
         now = time.monotonic()
         for room, (seq, moved) in self._heads.items():
             if now - moved <= HEAD_REPEAT_S or self._ticks % HEAD_SLOW_EVERY == 0:
-                self._send(room_topic(room), encode_event(head_event(room, seq)))
+                self._tell(room, [encode_event(head_event(room, seq))])
         self._after_sends()
 
     def _send(self, topic: bytes, payload: bytes) -> None:

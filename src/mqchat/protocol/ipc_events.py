@@ -33,17 +33,26 @@ WELCOME_TOPIC: Final = CONTROL + b"welcome"
 client that sees it a second time was connected again: chatd restarted, or closed
 it for not reading; what it missed is in the store."""
 SYNC_PREFIX: Final = CONTROL + b"sync" + TOPIC_END
+PACKED_PREFIX: Final = CONTROL + b"packed" + TOPIC_END
+"""The packed form of the events (docs/ipc.md, "Packed events"): the consecutive
+events of a room that one commit tells share a message, one JSON object a line.
+Subscribed alone, every room's; followed by a room's topic, that room's."""
 SYNC_TOKEN_CHARS: Final = 32
 """A sync token: 32 lowercase hex digits (128 random bits)."""
 MAX_TOPIC_BYTES: Final = 4 * 64 + 1
 """A room name is at most 64 characters of up to 4 bytes, and the NUL."""
 
-TopicKind = Literal["every", "no_room", "room", "sync", "welcome"]
+TopicKind = Literal["every", "no_room", "room", "packed_every", "packed_room", "sync", "welcome"]
 
 
 def room_topic(room: str) -> bytes:
     """The topic frame of a room's events (room: already NFC, as chatd keeps names)."""
     return room.encode() + TOPIC_END
+
+
+def packed_topic(room: str) -> bytes:
+    """The topic of a room's packed events (room: already NFC)."""
+    return PACKED_PREFIX + room.encode() + TOPIC_END
 
 
 def sync_topic(token: str) -> bytes:
@@ -62,13 +71,21 @@ def topic_kind(topic: bytes) -> TopicKind | None:
         token = topic[len(SYNC_PREFIX) :]
         ok = len(token) == SYNC_TOKEN_CHARS and all(c in b"0123456789abcdef" for c in token)
         return "sync" if ok else None
+    if topic == PACKED_PREFIX:
+        return "packed_every"
+    if topic.startswith(PACKED_PREFIX):
+        return "packed_room" if _is_room_topic(topic[len(PACKED_PREFIX) :]) else None
+    return "room" if _is_room_topic(topic) else None
+
+
+def _is_room_topic(topic: bytes) -> bool:
     if len(topic) > MAX_TOPIC_BYTES or not topic.endswith(TOPIC_END):
-        return None
+        return False
     try:
         name = topic[:-1].decode()
-        return "room" if normalize_room(name) == name else None
+        return normalize_room(name) == name
     except (UnicodeDecodeError, InvalidRoomName):
-        return None
+        return False
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
