@@ -25,6 +25,7 @@ from mqchat.client.ipc_client import EVENTS_SOCKET, check_runtime_dir, check_soc
 from mqchat.errors import DaemonUnavailable
 from mqchat.protocol.ipc_events import (
     CONTROL,
+    EVERY_TOPIC,
     NO_ROOM_TOPIC,
     PACKED_PREFIX,
     SYNC_PREFIX,
@@ -32,6 +33,7 @@ from mqchat.protocol.ipc_events import (
     decode_events,
     packed_topic,
     reconnected_event,
+    room_topic,
     sync_topic,
 )
 from mqchat.protocol.limits import normalize_room
@@ -78,10 +80,14 @@ class EventSubscriber:
         # in one message, far cheaper to read than a message an event (issue 24).
         if rooms is None:
             self._topics = [PACKED_PREFIX, NO_ROOM_TOPIC]
+            self._plain_topics = [EVERY_TOPIC]
         else:
-            self._topics = [packed_topic(normalize_room(r)) for r in rooms]
+            names = [normalize_room(r) for r in rooms]
+            self._topics = [packed_topic(name) for name in names]
+            self._plain_topics = [room_topic(name) for name in names]
             if notices:
                 self._topics.append(NO_ROOM_TOPIC)
+                self._plain_topics.append(NO_ROOM_TOPIC)
         self._sock: zmq.Socket[bytes] | None = None
         self._sync: bytes | None = None  # the sync topic awaited, while one is
         self._welcomed = False
@@ -192,8 +198,30 @@ class EventSubscriber:
         if topic.startswith(SYNC_PREFIX) and topic == self._sync and self._sock is not None:
             self._sock.setsockopt(zmq.UNSUBSCRIBE, topic)
             self._sync = None
+            if self._topics != self._plain_topics and not _says_packed(frames):
+                self._use_plain_topics()  # a chatd older than the packed form
+                return False
             return self._welcomed
         return False
+
+    def _use_plain_topics(self) -> None:
+        """Read one event a message, under the rooms' own topics, and sync again: what a
+        chatd from before the packed form sends (a daemon not restarted since an
+        upgrade). Its events read the same (decode_events)."""
+        if self._sock is None:
+            return
+        for topic in self._topics:
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+        self._topics = self._plain_topics
+        for topic in self._topics:
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self._start_sync()
+
+
+def _says_packed(frames: list[bytes]) -> bool:
+    """Whether a sync answer says that chatd sends the packed form."""
+    events = decode_events(frames[1]) if len(frames) == 2 else []
+    return bool(events and events[0] and events[0].get("packed") is True)
 
 
 def own_notice(kind: str, text: str) -> dict[str, Any]:

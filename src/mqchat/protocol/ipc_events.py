@@ -309,8 +309,10 @@ def head_event(room: str, seq: int) -> dict[str, Any]:
 
 
 def sync_event(token: str) -> dict[str, Any]:
-    """The answer to a sync subscription: every subscription sent before it is in force."""
-    return {"type": "sync", "token": token}
+    """The answer to a sync subscription: every subscription sent before it is in force.
+    ``packed``: this chatd sends the packed form (a client of an older one, which
+    does not say so, subscribes to the plain topics instead)."""
+    return {"type": "sync", "token": token, "packed": True}
 
 
 def reconnected_event() -> dict[str, Any]:
