@@ -107,6 +107,21 @@ def flood_lines(prefix: str, count: int, size: int = BIG) -> str:
     return "".join(f"{prefix}{i:04d} {'x' * size}\n" for i in range(1, count + 1))
 
 
+def probe_until(d: Daemon, room: str, heard: Callable[[], bool], what: str) -> int:
+    """Send probes into ``room`` until ``heard()``: a SUB's subscription takes effect
+    some time after it connects. How many were sent."""
+    probes = 0
+
+    def probed() -> bool:
+        nonlocal probes
+        probes += 1
+        d.ok("send", room, f"probe {probes}")
+        return heard()
+
+    wait_until(probed, what)
+    return probes
+
+
 # ---------------------------------------------------------------------- any ZeroMQ client
 
 
@@ -128,16 +143,12 @@ def test_a_plain_zmq_sub_of_ten_lines_reads_a_rooms_events(
     )  # type: ignore[union-attr]
     reader.start()
     try:
-        # A SUB's subscription takes effect some time after connect: send until one arrives.
-        probes = 0
-
-        def probed() -> bool:
-            nonlocal probes
-            probes += 1
-            alice.ok("send", room, f"probe {probes}")
-            return any('"probe ' in line for line in lines)
-
-        wait_until(probed, "the plain SUB to receive a message")
+        probes = probe_until(
+            alice,
+            room,
+            lambda: any('"probe ' in line for line in lines),
+            "the plain SUB to receive a message",
+        )
         alice.ok("send", room, "hello, any language")
         wait_until(lambda: any("hello, any language" in line for line in lines), "the message")
         event = json.loads(next(line for line in lines if "hello, any language" in line))
@@ -178,15 +189,12 @@ def test_a_batch_of_texts_comes_packed_to_a_packed_sub_and_one_a_message_to_a_pl
         return got
 
     try:
-        probes = 0
-
-        def probed() -> bool:
-            nonlocal probes
-            probes += 1
-            alice.ok("send", room, f"probe {probes}")
-            return all([read("plain", 100), read("packed", 100)])
-
-        wait_until(probed, "both SUBs to receive a message")
+        probe_until(
+            alice,
+            room,
+            lambda: all([read("plain", 100), read("packed", 100)]),
+            "both SUBs to receive a message",
+        )
         for form in subs:  # the probes that came after the first
             read(form, 100)
         before = {form: len(messages[form]) for form in subs}
@@ -554,16 +562,13 @@ def test_a_subscriber_that_goes_leaves_the_others_of_its_topic_their_events(
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.SUBSCRIBE, topic)
         sub.connect(f"ipc://{alice.runtime_dir / 'events.sock'}")
-    sent = 0
-
-    def both_hear() -> bool:
-        nonlocal sent
-        sent += 1
-        alice.ok("send", room, f"ping {sent}")
-        return bool(stays.poll(100)) and bool(goes.poll(100))
-
     try:
-        wait_until(both_hear, "both SUBs to hear the room")
+        probe_until(
+            alice,
+            room,
+            lambda: bool(stays.poll(100)) and bool(goes.poll(100)),
+            "both SUBs to hear the room",
+        )
         goes.setsockopt(zmq.UNSUBSCRIBE, topic)
         goes.close(linger=0)
         while stays.poll(200):  # what came before
