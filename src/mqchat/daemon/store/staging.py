@@ -18,7 +18,7 @@ back, so they never hold what the store does not.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -112,22 +112,21 @@ class Staging:
     def __init__(self, db: StoreConnection) -> None:
         self._db = db
         self._tables: list[StagedTable] = []
+        self._row_tables: list[StagedTable] = []
         self._row_lists: list[list[Any]] = []
         """The staged lists of the tables whose mark is their length (most): a part's
         mark reads them all in one map(len), not one method call a table (issue 24)."""
-        self._marks: list[Callable[[], int]] = []
-        self._marked: list[StagedTable] = []  # the row lists' tables, then the others
+        self._other_tables: list[StagedTable] = []
         self._flushes = 0
         self.active = False
 
     def register(self, table: StagedTable) -> None:
         self._tables.append(table)
         if isinstance(table, StagedRows) and type(table).mark is StagedRows.mark:
+            self._row_tables.append(table)
             self._row_lists.append(table._staged)
-            self._marked.insert(len(self._row_lists) - 1, table)
         else:
-            self._marks.append(table.mark)
-            self._marked.append(table)
+            self._other_tables.append(table)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -182,14 +181,16 @@ class Staging:
         self._flushes += 1
 
     def mark(self) -> Mark:
-        return (self._flushes, *map(len, self._row_lists), *[mark() for mark in self._marks])
+        others = [table.mark() for table in self._other_tables]
+        return (self._flushes, *map(len, self._row_lists), *others)
 
     def undo(self, mark: Mark) -> None:
         """Forget what was staged since ``mark``. If a flush came in between, whatever
         is staged now came after it, within the same part: all of it goes (what the
         flush wrote stays: parts that write, then read, then fail are not undone)."""
         flushed = mark[0] != self._flushes
-        for table, end in zip(self._marked, mark[1:], strict=True):
+        tables = [*self._row_tables, *self._other_tables]  # in the mark's order
+        for table, end in zip(tables, mark[1:], strict=True):
             table.undo(0 if flushed else end)
 
     def forget(self) -> None:
