@@ -6,8 +6,9 @@ in a packed form, to whoever subscribes to it (chatctl does): under the room's
 packed topic, the consecutive events of a room that one commit tells share a
 message, one JSON object a line, up to PACK_BYTES. ZeroMQ's cost is per message,
 on both ends and in libzmq's threads: a printing tail took 12 µs of CPU a line
-read one a message, 4 to 5 packed (issue 24). chatd sends each form only while someone holds
-a subscription that matches it (it enters every subscription itself, below).
+read one a message, 4 to 5 packed (issue 24). chatd sends each form only while
+someone holds a subscription that matches it (it enters every subscription
+itself, below).
 
 What a client can make chatd hold is bounded by ZeroMQ's own options and by what
 chatd lets into the subscription table (mqchat.daemon.event_subscriptions):
