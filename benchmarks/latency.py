@@ -7,19 +7,24 @@ message's trip with nothing queued ahead of it:
 DEALER → alice (seal, store) → mosquitto → bob (open, verify, store) → events.sock
 → chatctl tail (render, write, flush) → pipe.
 
-A ZeroMQ SUB in this process on the same room also stamps the event, as the
-benchmark did before (its figure is printed too, for comparison with older runs):
-the difference is what the tail costs.
+The old clock, a ZeroMQ SUB in this process on the same room, stamps the event
+as the benchmark did before (its figure is printed too, for comparison with older
+runs). Each clock has a pass of its own, the tail's first, then the SUB's with
+the tail stopped: a user's tail is not read by a benchmark SUB as well, and
+bfdca8d's clock was measured alone too. Until 2026-12-08 both ran in one pass,
+and the SUB's decoding took the CPU the tail needed at the same moment.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
 from baselines import TEXT
-from common import Bench, Row, TailReader, log, ms, percentile, shared_room
+from common import Bench, Ctl, Events, Row, TailReader, log, ms, percentile, shared_room
 
 STALL_S = 0.040
 TAG = "lat"
@@ -29,44 +34,70 @@ def _ms(x: float) -> str:
     return ms(x)
 
 
+def _lockstep(
+    ctl: Ctl,
+    watched: Any,
+    arrived: Callable[[int], bool],
+    room: str,
+    first: int,
+    count: int,
+    to_reply: list[float],
+) -> list[float]:
+    """Send ``count`` messages one at a time; the time each took to ``arrived``."""
+    took: list[float] = []
+    poller = zmq.Poller()
+    poller.register(ctl.sock, zmq.POLLIN)
+    poller.register(watched, zmq.POLLIN)
+    for i in range(first, first + count):
+        start = time.perf_counter()
+        ctl.submit("send", {"room": room, "text": f"{TAG} {i} {TEXT}"})
+        replied = seen = False
+        deadline = start + 10
+        while not (replied and seen):
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"message {i} did not arrive")
+            for sock, _ in poller.poll(1000):
+                if sock is ctl.sock:
+                    ctl.receive()
+                    to_reply.append(time.perf_counter() - start)
+                    replied = True
+                elif not seen and arrived(i):
+                    took.append(time.perf_counter() - start)
+                    seen = True
+    return took
+
+
+def _tail_pass(
+    bench: Bench, ctl: Ctl, room: str, count: int, to_reply: list[float]
+) -> tuple[list[float], str, TailReader]:
+    """The clock that counts: a real ``chatctl tail`` alone, read from its stdout."""
+    tail = TailReader(bench.bob, room, TAG)
+    try:
+        took = _lockstep(ctl, tail.fd, lambda i: i in tail.read_ready(), room, 0, count, to_reply)
+    finally:
+        notices = tail.stop()
+    return took, notices, tail
+
+
 def run(bench: Bench) -> list[Row]:
     count = 200 if bench.quick else 1000
     log(f"figure: send → tail latency, {count} messages in lockstep, to a printing chatctl tail")
     room, events, ctl, ctx = shared_room(bench, "lat")
-    tail = TailReader(bench.bob, room, TAG)
-    to_tail: list[float] = []
-    to_sub: list[float] = []
+    events.close()  # each clock has a pass to itself: one observer does not load the other
     to_reply: list[float] = []
-    poller = zmq.Poller()
-    poller.register(ctl.sock, zmq.POLLIN)
-    poller.register(events.sock, zmq.POLLIN)
-    poller.register(tail.fd, zmq.POLLIN)
     try:
-        for i in range(count):
-            text = f"{TAG} {i} {TEXT}"
-            start = time.perf_counter()
-            ctl.submit("send", {"room": room, "text": text})
-            replied = arrived = subbed = False
-            deadline = start + 10
-            while not (replied and arrived and subbed):
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"message {i} did not arrive")
-                for sock, _ in poller.poll(1000):
-                    if sock is ctl.sock:
-                        ctl.receive()
-                        to_reply.append(time.perf_counter() - start)
-                        replied = True
-                    elif sock is events.sock:
-                        for event in events.read_ready():
-                            if event.get("text", "").startswith(f"{TAG} {i} "):
-                                to_sub.append(time.perf_counter() - start)
-                                subbed = True
-                    elif i in tail.read_ready():
-                        to_tail.append(time.perf_counter() - start)
-                        arrived = True
+        to_tail, notices, tail = _tail_pass(bench, ctl, room, count, to_reply)
+        events = Events(ctx, bench.bob, room)
+        try:
+
+            def subbed(i: int) -> bool:
+                prefix = f"{TAG} {i} "
+                return any(e.get("text", "").startswith(prefix) for e in events.read_ready())
+
+            to_sub = _lockstep(ctl, events.sock, subbed, room, count, count, to_reply)
+        finally:
+            events.close()
     finally:
-        notices = tail.stop()
-        events.close()
         ctl.close()
         ctx.term()
     if tail.twice or tail.other:
