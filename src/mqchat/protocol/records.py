@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from mqchat.errors import ProtocolError
 from mqchat.protocol.limits import KEY_BYTES, MAX_INT, MAX_TEXT_BYTES
@@ -63,16 +63,26 @@ SINGLETON_KINDS: Final = frozenset(
 """Kinds that may appear at most once in a batch."""
 
 
-@dataclass(frozen=True, slots=True)
-class Text:
-    """A chat message. ``repaired`` marks a republication answering a repair request."""
+class Text(NamedTuple):
+    """A chat message. ``repaired`` marks a republication answering a repair request.
+
+    A NamedTuple, not a frozen dataclass like the other records: every text of a
+    batch is built once on each side, and a frozen dataclass's ``__init__`` costs
+    four times as much (issue 24). Its repr leaves the text out, as theirs would.
+    """
 
     stream: int
     seq: int
     message_id: bytes
     timestamp_ms: int
-    text: str = field(repr=False)
+    text: str
     repaired: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Text(stream={self.stream}, seq={self.seq}, message_id={self.message_id!r}, "
+            f"timestamp_ms={self.timestamp_ms}, repaired={self.repaired})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
