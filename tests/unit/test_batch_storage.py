@@ -347,13 +347,24 @@ def test_copies_within_one_batch_are_dropped_before_anything_is_written(
     assert parts.rows("SELECT COUNT(*) FROM pins WHERE name = 'bob'") == [(1,)]
 
 
+def failing_for(real: Callable[..., Any], text: str) -> Callable[..., Any]:
+    """``real``, except that it raises Injected for the message whose text is ``text``."""
+
+    def wrapper(message: Any, *args: Any) -> Any:
+        if message.text == text:
+            raise Injected(text)
+        return real(message, *args)
+
+    return wrapper
+
+
 def test_a_payload_that_fails_is_dropped_alone_and_can_come_again(
     parts: Parts, keys: RoomKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bob = SigningIdentity.generate(os.urandom)
     payloads = [sealed_by(bob, keys, f"p{i}", i) for i in range(1, 5)]
     real_insert = parts.store.messages.insert
-    monkeypatch.setattr(parts.store.messages, "insert", fail_on_call(real_insert, {2}))
+    monkeypatch.setattr(parts.store.messages, "insert", failing_for(real_insert, "p2"))
     parts.receive(*payloads)
     assert parts.rows("SELECT seq, text FROM messages ORDER BY seq") == [
         (1, "p1"),
@@ -365,6 +376,30 @@ def test_a_payload_that_fails_is_dropped_alone_and_can_come_again(
     # Nothing of it was remembered: the broker's next delivery of it is shown.
     parts.receive(payloads[1])
     assert parts.rows("SELECT text FROM messages WHERE seq = 4") == [("p2",)]
+
+
+def test_a_text_that_fails_among_many_leaves_the_others_and_each_drop_counted_once(
+    parts: Parts, keys: RoomKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Texts in a row are judged as one part (issue 24); when one of them breaks, they
+    go again one part each: the one that breaks is dropped alone, the others are
+    stored in order, and a drop counted before the break is not counted twice."""
+    bob = SigningIdentity.generate(os.urandom)
+    p1, p2, p3, p4 = (sealed_by(bob, keys, f"p{i}", i) for i in range(1, 5))
+    real_insert = parts.store.messages.insert
+    monkeypatch.setattr(parts.store.messages, "insert", failing_for(real_insert, "p3"))
+    parts.receive(p1, p1, p2, p3, p4)
+    assert parts.rows("SELECT seq, text FROM messages ORDER BY seq") == [
+        (1, "p1"),
+        (2, "p2"),
+        (3, "p4"),
+    ]
+    assert parts.drops.as_dict() == {"duplicate": 1, "internal_error": 1}
+    assert parts.room.last_seq == 3
+    monkeypatch.setattr(parts.store.messages, "insert", real_insert)
+    parts.receive(p3, p4)  # p3 was not remembered; p4 was
+    assert parts.rows("SELECT seq, text FROM messages WHERE seq > 3") == [(4, "p3")]
+    assert parts.drops.as_dict() == {"duplicate": 2, "internal_error": 1}
 
 
 def test_a_batch_that_cannot_be_written_is_written_one_message_at_a_time(

@@ -49,5 +49,16 @@ class DropCounter:
         )
         return True
 
+    def mark(self) -> dict[str, int]:
+        """The counts now, for ``undo``."""
+        return dict(self.counts)
+
+    def undo(self, mark: dict[str, int]) -> None:
+        """The counts as they were at ``mark``: what was counted since is counted again.
+
+        (Its log lines are not taken back: they are rate-limited anyway.)"""
+        self.counts.clear()
+        self.counts.update(mark)
+
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)

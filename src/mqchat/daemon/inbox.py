@@ -143,8 +143,51 @@ class Inbox:
                 and o.arrival.seq is not None
             ],
         )
+        if write_now:
+            for o in opened:
+                self._isolated(self._accept_part, o, True)
+            return
+        texts: list[Opened] = []
         for o in opened:
-            self._isolated(self._accept_part, o, write_now)
+            if o.membership is None and o.control is None:
+                texts.append(o)
+                continue
+            self._accept_texts(texts)
+            texts = []
+            self._isolated(self._accept_part, o, False)
+        self._accept_texts(texts)
+
+    def _accept_texts(self, texts: list[Opened]) -> None:
+        """Texts in a row, as one part: if one of them breaks, the part is undone and
+        they go again one part each, so that it is dropped alone and counted once.
+
+        A part costs about 3 µs (its mark of every table); a batch holds up to 256
+        texts, nearly always none that breaks (issue 24)."""
+        if len(texts) < 2:
+            for o in texts:
+                self._isolated(self._accept_part, o, False)
+            return
+        last_seqs = [(o.room, o.room.last_seq) for o in texts]
+        counted = self.drops.mark()
+        try:
+            with self._work.part():
+                for o in texts:
+                    self._accept_text(o)
+        except Exception as exc:
+            self._undo_seqs(last_seqs)
+            if is_failure(exc):
+                raise
+            self.drops.undo(counted)
+            for o in texts:
+                self._isolated(self._accept_part, o, False)
+        except BaseException:
+            self._undo_seqs(last_seqs)
+            raise
+
+    @staticmethod
+    def _undo_seqs(last_seqs: list[tuple[Room, int]]) -> None:
+        for room, last_seq in reversed(last_seqs):  # the first one of each room wins
+            room.last_seq = last_seq
 
     def _accept_part(self, o: Opened, write_now: bool) -> None:
         last_seq = o.room.last_seq
@@ -154,18 +197,26 @@ class Inbox:
                     # The batch's membership records and presence first, in this unit
                     # of work: what they change is written and told with its texts.
                     self._on_batch(o.room, o.membership[0], o.membership[1], self.clock_ms())
-                elif not self._hears(o.room, o.arrival.sender_key or b""):
-                    # Only the room's members are heard, in every epoch and version (§27.4).
-                    self.drops.drop("not_member", "a text or record from no member of the room")
                 elif o.control is None:
-                    self._accept(o)
-                else:
+                    self._accept_text(o)
+                elif self._heard(o):
                     self._control(o)
                 if write_now:
                     self.store.flush()
         except BaseException:
             o.room.last_seq = last_seq  # the part is undone: its seq is free again
             raise
+
+    def _heard(self, o: Opened) -> bool:
+        """Only the room's members are heard, in every epoch and version (§27.4)."""
+        if self._hears(o.room, o.arrival.sender_key or b""):
+            return True
+        self.drops.drop("not_member", "a text or record from no member of the room")
+        return False
+
+    def _accept_text(self, o: Opened) -> None:
+        if self._heard(o):
+            self._accept(o)
 
     def _isolated(self, handle: Callable[..., T], *args: Any) -> T | None:
         """Run ``handle``; a failure that is not the store's drops this payload alone."""
