@@ -19,7 +19,6 @@ that stream through these functions, and does what comes back (docs/protocol.md
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 MAX_MISSING = 4096
@@ -43,9 +42,10 @@ class Gap(NamedTuple):
 Range = tuple[int, int]
 
 
-@dataclass(frozen=True, slots=True)
-class StreamGaps:
-    """What a receiver knows of one sender's stream in one room."""
+class StreamGaps(NamedTuple):
+    """What a receiver knows of one sender's stream in one room.
+
+    A NamedTuple: the receiver builds one for every text it shows (issue 24)."""
 
     hw: int
     missing: tuple[Gap, ...] = ()
