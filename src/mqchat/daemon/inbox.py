@@ -169,10 +169,11 @@ class Inbox:
             return
         last_seqs = [(o.room, o.room.last_seq) for o in texts]
         counted = self.drops.mark()
+        now = self.clock_ms()  # one time for the run, as for one text: one transaction
         try:
             with self._work.part():
                 for o in texts:
-                    self._accept_text(o)
+                    self._accept_text(o, now)
         except Exception as exc:
             self._undo_seqs(last_seqs)
             if is_failure(exc):
@@ -198,7 +199,7 @@ class Inbox:
                     # of work: what they change is written and told with its texts.
                     self._on_batch(o.room, o.membership[0], o.membership[1], self.clock_ms())
                 elif o.control is None:
-                    self._accept_text(o)
+                    self._accept_text(o, self.clock_ms())
                 elif self._heard(o):
                     self._control(o)
                 if write_now:
@@ -214,9 +215,9 @@ class Inbox:
         self.drops.drop("not_member", "a text or record from no member of the room")
         return False
 
-    def _accept_text(self, o: Opened) -> None:
+    def _accept_text(self, o: Opened, now: int) -> None:
         if self._heard(o):
-            self._accept(o)
+            self._accept(o, now)
 
     def _isolated(self, handle: Callable[..., T], *args: Any) -> T | None:
         """Run ``handle``; a failure that is not the store's drops this payload alone."""
@@ -261,7 +262,7 @@ class Inbox:
         elif isinstance(o.control, RepairRequest):
             self._repair.on_request(o.room, key, o.control)
 
-    def _accept(self, o: Opened) -> None:
+    def _accept(self, o: Opened, now: int) -> None:
         """Judge an opened message by the receiving rules; store and show what they keep.
 
         A version 2 text of another member goes through its stream's gaps as well
@@ -283,7 +284,6 @@ class Inbox:
             if placed not in ("show", "hold"):
                 self.drops.drop(placed)
                 return
-        now = self.clock_ms()
         message = StoredMessage(
             room.name,
             room.last_seq + 1 if placed == "show" else 0,  # Timeline.show's number

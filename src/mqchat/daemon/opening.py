@@ -139,12 +139,10 @@ class PayloadOpener:
                     room.name, room.joined_ms, batch.sender_name, batch.sender_key,
                     record.message_id, record.seq, record.timestamp_ms, seq_key,
                 )  # fmt: skip
+                # room, arrival, text, legacy, stream, repaired: positional is faster
                 texts.append(
-                    Opened(
-                        room, arrival, record.text, legacy=False, stream=record.stream,
-                        repaired=record.repaired,
-                    )
-                )  # fmt: skip
+                    Opened(room, arrival, record.text, False, record.stream, record.repaired)
+                )
             elif isinstance(record, Heads | RepairRequest):
                 arrival = Arrival(
                     room.name, room.joined_ms, batch.sender_name, batch.sender_key, b"", None, 0
