@@ -63,6 +63,8 @@ class RepairSender:
         self.budget = RepairBudget(monotonic)
         self._answered: deque[tuple[float, str, int, int, int]] = deque()
         self._heads_timers: dict[str, tuple[asyncio.TimerHandle, int]] = {}
+        self._heads_quiet_at: dict[str, float] = {}
+        """When a room's burst of texts is 1 s old, on the loop's clock."""
         self._online_heads: set[str] = set()
 
     # ------------------------------------------------------------------ answering
@@ -138,8 +140,15 @@ class RepairSender:
 
     # ------------------------------------------------------------------ heads
     def sent(self, room: Room) -> None:
-        """Texts went into the outbox: heads follow 1 s after the burst, then 10 s, 60 s."""
-        old = self._heads_timers.pop(room.name, None)
+        """Texts went into the outbox: heads follow 1 s after the burst, then 10 s, 60 s.
+
+        While the first timer waits, a text only moves when it is due; the timer
+        looks when it fires (a timer cancelled and made again cost every send
+        ~3 us and left a cancelled handle in the loop's heap: issue 24)."""
+        self._heads_quiet_at[room.name] = self._loop.time() + HEADS_AFTER_S[0]
+        old = self._heads_timers.get(room.name)
+        if old is not None and old[1] == 0:
+            return
         if old is not None:
             old[0].cancel()
         self._schedule_heads(room.name, 0)
@@ -152,6 +161,12 @@ class RepairSender:
         self._heads_timers[room_name] = (handle, stage)
 
     def _heads_due(self, room_name: str, stage: int) -> None:
+        if stage == 0:
+            left = self._heads_quiet_at.get(room_name, 0.0) - self._loop.time()
+            if left > 0:  # texts went since the timer was set: 1 s after the last
+                handle = self._loop.call_later(left, self._heads_due, room_name, 0)
+                self._heads_timers[room_name] = (handle, 0)
+                return
         self._heads_timers.pop(room_name, None)
         self._queue_heads(room_name)
         self._schedule_heads(room_name, stage + 1)
@@ -201,6 +216,7 @@ class RepairSender:
                         self._queue(room, Heads(stream, trail, lead, True))
 
     def forget(self, room: Room) -> None:
+        self._heads_quiet_at.pop(room.name, None)
         old = self._heads_timers.pop(room.name, None)
         if old is not None:
             old[0].cancel()
