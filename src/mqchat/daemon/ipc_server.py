@@ -111,8 +111,14 @@ class IpcServer:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        loop.add_reader(self._sock, self._schedule_drain)
+        loop.add_reader(self._sock, self._woken)
         self._schedule_drain()
+
+    def _woken(self) -> None:
+        """ZeroMQ's descriptor woke the loop: handle what came now, not a loop pass
+        later (unless a drain is already due)."""
+        if not self._drain_scheduled:
+            self._drain()
 
     def _schedule_drain(self) -> None:
         if self._loop is not None and not self._drain_scheduled:
@@ -162,18 +168,21 @@ class IpcServer:
                     INVALID_REQUEST,
                     f"a request is one JSON frame of at most {MAX_REQUEST_BYTES} bytes",
                 ),
+                in_drain=True,
             )
             return None
         return frames
 
-    def _reply(self, envelope: list[bytes], body: bytes) -> None:
+    def _reply(self, envelope: list[bytes], body: bytes, *, in_drain: bool = False) -> None:
+        """Send a reply. Sending can take ZeroMQ's edge-triggered wake-up for a request
+        that came meanwhile: outside ``_drain`` (which looks once it is done), look now."""
         if not envelope:
             return
         try:
             self._sock.send_multipart([*envelope, body], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.debug("could not reply to a client: %s", exc)
-        if self._readable():
+        if not in_drain and self._readable():
             self._schedule_drain()
 
     def _handle_batch(self) -> None:
@@ -185,7 +194,7 @@ class IpcServer:
                     requests < MAX_BATCH
                     and messages < MAX_BATCH_MESSAGES
                     and size < MAX_BATCH_BYTES
-                    and self._readable()
+                    and (requests == 0 or self._readable())  # _drain looked for the first
                 ):
                     requests += 1
                     frames = self._receive()
@@ -212,7 +221,7 @@ class IpcServer:
                 for env, req, _ in replies
             ]
         for envelope, _, body in replies:
-            self._reply(envelope, body)
+            self._reply(envelope, body, in_drain=True)
 
     def _handle(
         self, envelope: list[bytes], body: bytes
