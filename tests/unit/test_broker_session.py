@@ -37,23 +37,26 @@ def test_delivery_waits_for_the_loop_and_keeps_paho_s_order() -> None:
     fatal: list[str] = []
     out = Delivery(fatal.append)
     out.state(True, "before start: dropped")  # nothing happens before the link starts
+    one, two, three = (Incoming("t", bytes([i]), i, 1) for i in (1, 2, 3))
 
     async def main() -> None:
         out.attach(
             asyncio.get_running_loop(),
             LinkSinks(
-                on_message=seen.append,
+                on_messages=lambda row: seen.append(list(row)),
                 on_state=lambda up, why: seen.append((up, why)),
                 on_published=lambda mid, refusal: seen.append((mid, refusal)),
             ),
         )
-        out.message(Incoming("t", b"p", 1, 1))
+        out.message(one)
+        out.message(two)  # in a row: delivered together
         out.published(7, None)
+        out.message(three)  # after the PUBACK: delivered after it
         out.state(False, "gone")
         out.fatal("bug")
         assert seen == []  # never inside paho's callback: on a later pass of the loop
         await asyncio.sleep(0)
 
     asyncio.run(main())
-    assert seen == [Incoming("t", b"p", 1, 1), (7, None), (False, "gone")]
+    assert seen == [[one, two], (7, None), [three], (False, "gone")]
     assert fatal == ["bug"]

@@ -362,7 +362,7 @@ def assemble(
         ctx, f"ipc://{ctl_path}", core.methods, work, drops, kdf_busy=lambda: core.kdf.running > 0
     )
     sinks = LinkSinks(
-        on_message=core.inbox.on_message,
+        on_messages=core.inbox.on_messages,
         on_state=functools.partial(broker_state, core.outbox, events, core.presence),
         on_published=core.outbox.on_published,
     )

@@ -26,7 +26,8 @@ class Incoming:
 class LinkSinks:
     """Where the link delivers, given to ``BrokerLink.start``."""
 
-    on_message: Callable[[Incoming], None]
+    on_messages: Callable[[list[Incoming]], None]
+    """The payloads paho read in a row, in its order (one wake-up's, at most)."""
     on_state: Callable[[bool, str], None]
     """(connected, why): each change, and each failure while down."""
     on_published: Callable[[int, str | None], None]
@@ -36,24 +37,39 @@ class LinkSinks:
 class Delivery:
     """The sinks, each called on the loop with ``call_soon``: never inside paho (whose
     state is half updated in its callbacks), and in the order paho saw things.
-    Nothing is delivered before ``attach``: nothing happens before the link starts."""
+    Nothing is delivered before ``attach``: nothing happens before the link starts.
+
+    Payloads that come in a row go together, in one call: the inbox stores them
+    in that call rather than a loop pass later (issue 24)."""
 
     def __init__(self, on_fatal: Callable[[str], None]) -> None:
         self._on_fatal = on_fatal
         self._call_soon: Callable[..., object] = lambda *_: None
         self._sinks = LinkSinks(lambda _: None, lambda *_: None, lambda *_: None)
+        self._row: list[Incoming] | None = None
+        """The payloads of the delivery not yet made, while nothing else came after."""
 
     def attach(self, loop: asyncio.AbstractEventLoop, sinks: LinkSinks) -> None:
         self._call_soon = loop.call_soon
         self._sinks = sinks
 
     def message(self, incoming: Incoming) -> None:
-        self._call_soon(self._sinks.on_message, incoming)
+        if self._row is None:
+            self._row = []
+            self._call_soon(self._deliver, self._row)
+        self._row.append(incoming)
+
+    def _deliver(self, row: list[Incoming]) -> None:
+        if row is self._row:
+            self._row = None
+        self._sinks.on_messages(row)
 
     def state(self, connected: bool, why: str) -> None:
+        self._row = None  # a payload after this is delivered after it
         self._call_soon(self._sinks.on_state, connected, why)
 
     def published(self, mid: int, refusal: str | None) -> None:
+        self._row = None
         self._call_soon(self._sinks.on_published, mid, refusal)
 
     def fatal(self, reason: str) -> None:

@@ -91,6 +91,15 @@ class Inbox:
             asyncio.get_running_loop().call_soon(self._receive_queued)
         self._incoming.append(inc)
 
+    def on_messages(self, row: list[Incoming]) -> None:
+        """Payloads that came in a row (mqchat.daemon.broker): stored now, in one
+        transaction, unless others still wait (their pass is due) or the store is
+        failing (its retry is due)."""
+        idle = not self._incoming and not self._failures
+        self._incoming.extend(row)
+        if idle:
+            self._receive_queued()
+
     def _receive_queued(self) -> None:
         count = size = 0
         for inc in self._incoming[:RECEIVE_BATCH]:
