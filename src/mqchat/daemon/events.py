@@ -134,7 +134,7 @@ class EventPublisher:
     async def serve_subscriptions(self) -> None:
         """Read subscriptions and repeat the rooms' heads, until cancelled."""
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._sock, self._schedule_drain)
+        self._loop.add_reader(self._sock, self._woken)
         self._schedule_drain()
         try:
             while True:
@@ -146,6 +146,12 @@ class EventPublisher:
             self._loop = None
 
     # ------------------------------------------------------------ subscriptions
+    def _woken(self) -> None:
+        """ZeroMQ's descriptor woke the loop (after nearly every send): look now, not
+        a loop pass later (unless a drain is already due)."""
+        if not self._drain_scheduled:
+            self._drain()
+
     def _schedule_drain(self) -> None:
         if self._loop is not None and not self._drain_scheduled:
             self._drain_scheduled = True
