@@ -15,7 +15,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import zmq
 
@@ -76,6 +76,13 @@ MAX_FRAMES = 3
 """A request is [identity, (empty delimiter,) JSON]: anything longer is refused unread."""
 RECEIVE_HWM = 1000
 SEND_HWM = 10_000
+
+
+class _Result(NamedTuple):
+    """A method's result, encoded when its reply is sent (``IpcServer._encoded``)."""
+
+    req_id: str | int | None
+    result: Any
 
 
 class IpcServer:
@@ -186,7 +193,7 @@ class IpcServer:
             self._schedule_drain()
 
     def _handle_batch(self) -> None:
-        replies: list[tuple[list[bytes], Request | None, bytes]] = []
+        replies: list[tuple[list[bytes], Request | None, bytes | _Result]] = []
         try:
             with self._work.batch():
                 requests = messages = size = 0
@@ -220,12 +227,23 @@ class IpcServer:
                 )
                 for env, req, _ in replies
             ]
-        for envelope, _, body in replies:
-            self._reply(envelope, body, in_drain=True)
+        for envelope, req, body in replies:
+            self._reply(envelope, self._encoded(req, body), in_drain=True)
+
+    def _encoded(self, req: Request | None, body: bytes | _Result) -> bytes:
+        """A reply's bytes. A result is encoded only now, once the batch went to the
+        store and the broker: a sent message leaves ~14 us sooner (issue 24)."""
+        if isinstance(body, bytes):
+            return body
+        try:
+            return encode_result(body.req_id, body.result)
+        except (TypeError, ValueError) as exc:  # a bug: the result is not JSON
+            assert req is not None  # noqa: S101 -- a result always answers a request
+            return self._error_reply(req, exc)
 
     def _handle(
         self, envelope: list[bytes], body: bytes
-    ) -> tuple[tuple[list[bytes], Request | None, bytes] | None, int]:
+    ) -> tuple[tuple[list[bytes], Request | None, bytes | _Result] | None, int]:
         """(the reply to send once the batch is committed, or None when a task
         replies; how many messages the request sent, at least 1)."""
         try:
@@ -247,7 +265,7 @@ class IpcServer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return None, weight
-        return (envelope, req, encode_result(req.id, result)), weight
+        return (envelope, req, _Result(req.id, result)), weight
 
     async def _finish(self, envelope: list[bytes], req: Request, pending: Any) -> None:
         try:
