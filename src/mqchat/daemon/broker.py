@@ -38,6 +38,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from mqchat.config import BrokerUrl, Settings
 from mqchat.daemon.broker_dial import Dial
+from mqchat.daemon.broker_packets import PahoClient
 from mqchat.daemon.broker_session import Delivery, Echoes, Incoming, LinkSinks, Subscriptions
 from mqchat.daemon.broker_socket import LoopSocket
 from mqchat.protocol.limits import MAX_PAYLOAD_BYTES
@@ -218,7 +219,7 @@ class BrokerLink:
         self._out.state(False, reason)
 
     # paho -----------------------------------------------------------------
-    def _new_client(self) -> mqtt.Client:
+    def _new_client(self) -> PahoClient:
         self.generation += 1
         client = new_paho_client(
             self._settings, self._dial.url, self._dial.protocol, self._client_id, self._password
@@ -226,6 +227,7 @@ class BrokerLink:
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_message = self._cb_message
+        client.on_payload = self._cb_payload
         client.on_publish = self._cb_publish
         client.on_socket_open = set_no_delay
         client.on_socket_close = self._cb_socket_close
@@ -284,16 +286,33 @@ class BrokerLink:
             self.connected = False
 
     def _cb_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        payload = bytes(msg.payload)
-        if self._dial.protocol != "5" and self._echoes.is_echo(payload):
-            if msg.qos:  # our own payload, back: not a message, not a drop
-                client.ack(msg.mid, msg.qos)
-            return
+        """A PUBLISH that PahoClient left to paho (QoS 2, or one cut short)."""
         try:
             topic = msg.topic
         except UnicodeDecodeError:
-            topic = ""  # no room has it: counted and dropped, but still acknowledged
-        self._out.message(Incoming(topic, payload, msg.mid, msg.qos))
+            topic = ""
+        self._received(client, topic, bytes(msg.payload), msg.mid, msg.qos)
+
+    def _cb_payload(
+        self, client: mqtt.Client, topic: bytes, payload: bytes, mid: int, qos: int
+    ) -> None:
+        """A PUBLISH of QoS 0 or 1, read by PahoClient (mqchat.daemon.broker_packets)."""
+        try:
+            name = topic.decode()
+        except UnicodeDecodeError:
+            name = ""
+        self._received(client, name, payload, mid, qos)
+
+    def _received(
+        self, client: mqtt.Client, topic: str, payload: bytes, mid: int, qos: int
+    ) -> None:
+        """A topic that is not UTF-8 comes as "": no room has it, so it is counted,
+        dropped and still acknowledged."""
+        if self._dial.protocol != "5" and self._echoes.is_echo(payload):
+            if qos:  # our own payload, back: not a message, not a drop
+                client.ack(mid, qos)
+            return
+        self._out.message(Incoming(topic, payload, mid, qos))
 
     def _cb_publish(
         self,
@@ -308,10 +327,10 @@ class BrokerLink:
 
 def new_paho_client(
     settings: Settings, url: BrokerUrl, protocol: str, client_id: str, password: str | None
-) -> mqtt.Client:
+) -> PahoClient:
     """A paho client for ``url`` in ``protocol``, with chatd's session, TLS and window."""
     v5 = protocol == "5"
-    client = mqtt.Client(
+    client = PahoClient(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,

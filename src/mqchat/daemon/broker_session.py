@@ -8,14 +8,16 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ECHO_MEMORY = 65536
 """Payloads of ours remembered, by their first bytes, to drop their 3.1.1 echoes."""
 ECHO_PREFIX = 48
 
 
-@dataclass(frozen=True)
-class Incoming:
+class Incoming(NamedTuple):
+    """A received PUBLISH (a NamedTuple: one is built for every payload)."""
+
     topic: str
     payload: bytes
     mid: int

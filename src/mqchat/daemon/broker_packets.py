@@ -1,0 +1,80 @@
+"""A received PUBLISH read in one pass: the receiving daemon's hottest packet.
+
+paho turns each PUBLISH into a Properties object, an MQTTMessage and a walk of
+its topic matcher before chatd sees it: ~70 us of a lone message's ~1.2 ms in
+the receiving daemon (issue 24). chatd uses none of it: a QoS 0 or 1 PUBLISH is
+read here into (topic, payload, mid, qos) and handed to ``on_payload``. Anything
+else, and any packet this reading does not take (QoS 2, or one that is cut
+short), goes paho's own way, which decides what is malformed. chatd acknowledges
+by hand (``manual_ack``), so paho would send nothing for these packets either.
+Only this module and mqchat.daemon.broker know paho.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+
+PayloadSink = Callable[[mqtt.Client, bytes, bytes, int, int], None]
+"""(client, topic bytes, payload, mid, qos)."""
+
+
+class PahoClient(mqtt.Client):
+    """paho's client, with a QoS 0 or 1 PUBLISH read by ``read_publish``."""
+
+    on_payload: PayloadSink | None = None
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        sink = self.on_payload
+        if sink is not None:
+            packet = self._in_packet
+            read = read_publish(packet["command"], packet["packet"], self._protocol == mqtt.MQTTv5)
+            if read is not None:
+                sink(self, *read)
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._handle_publish()
+
+
+def read_publish(
+    command: int, packet: bytes | bytearray, v5: bool
+) -> tuple[bytes, bytes, int, int] | None:
+    """(topic, payload, mid, qos) of a PUBLISH of QoS 0 or 1; None for anything else.
+
+    ``packet`` is what follows the fixed header: the topic (a 2-byte length, then
+    its bytes), the packet id if QoS > 0, in MQTT 5 the properties (a variable
+    byte integer length, then that many bytes, skipped), and the payload."""
+    qos = (command >> 1) & 3
+    size = len(packet)
+    if qos > 1 or size < 2:
+        return None
+    at = 2 + ((packet[0] << 8) | packet[1])
+    if at > size:
+        return None
+    topic = bytes(packet[2:at])
+    mid = 0
+    if qos:
+        if at + 2 > size:
+            return None
+        mid = (packet[at] << 8) | packet[at + 1]
+        at += 2
+    if v5:
+        length, shift = 0, 0
+        for _ in range(4):
+            if at >= size:
+                return None
+            byte = packet[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        else:
+            return None  # a variable byte integer is at most 4 bytes
+        at += length
+        if at > size:
+            return None
+    elif not topic:
+        return None  # MQTT 3.1.1 has no topic aliases: paho refuses it
+    return topic, bytes(packet[at:]), mid, qos

@@ -1,0 +1,149 @@
+"""The one-pass PUBLISH reading (mqchat.daemon.broker_packets) against paho's own.
+
+Every packet is built by hand from the MQTT 3.1.1 and 5 specifications. What paho
+would hand chatd (topic, payload, mid, qos) must be what the one-pass reading
+hands it; a packet it does not take goes paho's way.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+
+from mqchat.daemon.broker_packets import PahoClient, read_publish
+
+PUBLISH = 0x30
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def properties(payload_format: int | None, content_type: str | None, user: list[str]) -> bytes:
+    """A PUBLISH's MQTT 5 properties: its length, then the properties."""
+    body = b""
+    if payload_format is not None:
+        body += bytes([0x01, payload_format])
+    if content_type is not None:
+        raw = content_type.encode()
+        body += b"\x03" + struct.pack(">H", len(raw)) + raw
+    for value in user:
+        raw = value.encode()
+        body += b"\x26" + struct.pack(">H", len(raw)) + raw + struct.pack(">H", len(raw)) + raw
+    return varint(len(body)) + body
+
+
+def publish(topic: bytes, payload: bytes, qos: int, mid: int, props: bytes | None) -> bytes:
+    """The packet after its fixed header, as paho keeps it in ``_in_packet``."""
+    out = struct.pack(">H", len(topic)) + topic
+    if qos:
+        out += struct.pack(">H", mid)
+    if props is not None:
+        out += props
+    return out + payload
+
+
+def through(
+    client: mqtt.Client, command: int, packet: bytes
+) -> list[tuple[bytes, bytes, int, int]]:
+    """What ``client`` hands on for one PUBLISH, by either path."""
+    got: list[tuple[bytes, bytes, int, int]] = []
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        got.append((msg.topic.encode(), bytes(msg.payload), msg.mid, msg.qos))
+
+    client.on_message = on_message
+    client._in_packet["command"] = command  # paho's read state, as it fills it
+    client._in_packet["packet"] = packet
+    client._handle_publish()
+    return got
+
+
+def client(v5: bool) -> PahoClient:
+    return PahoClient(
+        CallbackAPIVersion.VERSION2,
+        client_id="t",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        manual_ack=True,
+    )
+
+
+texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20)
+"""Property strings paho accepts (MQTT 5 §1.5.4: no NUL; paho refuses some controls)."""
+
+
+@given(
+    topic=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40),
+    payload=st.binary(max_size=300),
+    qos=st.integers(0, 1),
+    mid=st.integers(1, 65535),
+    v5=st.booleans(),
+    payload_format=st.none() | st.integers(0, 1),
+    content_type=st.none() | texts,
+    user=st.lists(texts, max_size=3),
+)
+def test_what_chatd_is_handed_is_what_paho_would_hand_it(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    mid: int,
+    v5: bool,
+    payload_format: int | None,
+    content_type: str | None,
+    user: list[str],
+) -> None:
+    props = properties(payload_format, content_type, user) if v5 else None
+    packet = publish(topic.encode(), payload, qos, mid if qos else 0, props)
+    command = PUBLISH | (qos << 1)
+    expected = through(client(v5), command, packet)  # no on_payload: paho's own path
+    fast = client(v5)
+    got: list[tuple[bytes, bytes, int, int]] = []
+    fast.on_payload = lambda _c, *read: got.append(read)
+    assert through(fast, command, packet) == []  # not paho's path
+    assert got == expected == [(topic.encode(), payload, mid if qos else 0, qos)]
+
+
+@pytest.mark.parametrize(
+    ("packet", "v5"),
+    [
+        (b"", True),
+        (b"\x00", False),
+        (b"\x00\x05abc", True),  # the topic runs past the end
+        (b"\x00\x01t", True),  # no packet id (QoS 1)
+        (b"\x00\x01t\x00\x07", True),  # no properties length
+        (b"\x00\x01t\x00\x07\x05ab", True),  # properties run past the end
+        (b"\x00\x01t\x00\x07\xff\xff\xff\xff\x01", True),  # a 5-byte variable integer
+        (b"\x00\x00\x00\x07payload", False),  # MQTT 3.1.1 has no empty topic
+    ],
+)
+def test_a_packet_cut_short_goes_paho_s_way(packet: bytes, v5: bool) -> None:
+    assert read_publish(PUBLISH | 0x02, packet, v5) is None
+
+
+def test_qos_2_goes_paho_s_way() -> None:
+    packet = publish(b"t", b"p", 2, 7, b"\x00")
+    assert read_publish(PUBLISH | 0x04, packet, True) is None
+    assert read_publish(PUBLISH | 0x02, packet, True) == (b"t", b"p", 7, 1)
+
+
+def test_properties_are_skipped_unread() -> None:
+    """chatd uses no PUBLISH property: one paho would refuse (a NUL in a string,
+    MQTT 5 §1.5.4) does not cost the connection, the payload is read as any other."""
+    props = properties(None, "a\x00b", [])
+    packet = publish(b"t", b"p", 1, 9, props)
+    assert read_publish(PUBLISH | 0x02, packet, True) == (b"t", b"p", 9, 1)
+
+
+def test_a_topic_that_is_not_utf8_is_handed_on_as_bytes() -> None:
+    packet = publish(b"\xff\xfe", b"p", 1, 3, varint(0))
+    assert read_publish(PUBLISH | 0x02, packet, True) == (b"\xff\xfe", b"p", 3, 1)
