@@ -56,7 +56,9 @@ class Store:
         """Held by each write transaction; the Checkpointer takes it to restart the WAL."""
         self._staging = Staging(self._db)
         self.meta = Meta(self._db, self._staging)
-        self.rooms = Rooms(self._db, self._staging)
+        # Tables write in the order they are made: a room's deletes before the outbox's
+        # new rows. The outbox is made after the rooms, so it is found when called.
+        self.rooms = Rooms(self._db, self._staging, on_delete=self._forget_room)
         self.messages = Messages(self._db, retention, self._staging, lowest_unread)
         self.outbox = Outbox(self._db, self._staging)
         self.sent = SentRecords(self._db, retention, self._staging)
@@ -66,6 +68,9 @@ class Store:
         self.held = HeldTexts(self._db, self._staging)
         self.epochs = RoomEpochs(self._db, self._staging)
         self.room_log = RoomLogRows(self._db, self._staging)
+
+    def _forget_room(self) -> None:
+        self.outbox.forget_room()
 
     @contextmanager
     def batch(self) -> Iterator[None]:

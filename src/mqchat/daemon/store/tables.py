@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from mqchat.daemon.store.connection import StoreConnection, transaction
@@ -41,6 +43,13 @@ class Meta(StagedRows):
 
 class Rooms(StagedStatements):
     """Joined rooms, with their keys (derived, never the passphrase)."""
+
+    def __init__(
+        self, db: StoreConnection, staging: Staging, *, on_delete: Callable[[], None]
+    ) -> None:
+        """``on_delete``: a room's outbox entries are to be deleted (Outbox.forget_room)."""
+        super().__init__(db, staging)
+        self._on_delete = on_delete
 
     def all(self) -> list[RoomRecord]:
         rows = (
@@ -84,6 +93,7 @@ class Rooms(StagedStatements):
             ("DELETE FROM sent WHERE room = ?", (name,)),
             *[(f"DELETE FROM {t} WHERE room = ?", (name,)) for t in _GAP_TABLES],
         )
+        self._on_delete()
 
 
 _GAP_TABLES = ("gap_streams", "gap_senders", "held")
@@ -92,6 +102,12 @@ _GAP_TABLES = ("gap_streams", "gap_senders", "held")
 class Outbox(StagedRows):
     """What is sent but not yet acknowledged by the broker (PUBACK), oldest first:
     payloads, and version 2 records that are sealed into batches as they go."""
+
+    def __init__(self, db: StoreConnection, staging: Staging) -> None:
+        super().__init__(db, staging)
+        self._tail = WrittenTail()
+        self._pending: list[OutboxEntry] = []
+        """The rows this batch's write added, with their ids, kept once all is written."""
 
     additions = 0
     """Entries ever added (rolled back ones too): while it stays the same, a reader
@@ -104,8 +120,15 @@ class Outbox(StagedRows):
         self._staging.settle()
 
     def after(self, entry_id: int, limit: int) -> list[OutboxEntry]:
-        """Up to ``limit`` entries with an id above ``entry_id``, oldest first."""
+        """Up to ``limit`` entries with an id above ``entry_id``, oldest first.
+
+        From the rows this connection wrote last when they hold every row above
+        ``entry_id`` (the outbox window reads what was just sent: issue 24), else
+        from the store."""
         self._staging.flush()
+        tail = self._tail
+        if tail.covers(entry_id):
+            return tail.after(entry_id, limit)
         rows = self._db.execute(
             "SELECT id, room, topic, qos, payload, kind FROM outbox WHERE id > ? "
             "ORDER BY id LIMIT ?",
@@ -132,15 +155,84 @@ class Outbox(StagedRows):
     def remove(self, entry_ids: list[int]) -> None:
         with transaction(self._db) as db:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in entry_ids])
+        self._tail.remove(entry_ids)
+
+    def forget_room(self) -> None:
+        """A room's entries are to be deleted (``Rooms.delete``), unless its part fails:
+        the store alone knows which, so reads go to it until new rows are written."""
+        self._tail.clear()
 
     # staged writes (mqchat.daemon.store.staging) ---------------------------
 
     def write(self, db: sqlite3.Connection) -> None:
+        self._pending = []
         if self._staged:
             db.executemany(
                 "INSERT INTO outbox (room, topic, qos, payload, kind) VALUES (?, ?, ?, ?, ?)",
                 self._staged,
             )
+            # One connection writes, and AUTOINCREMENT numbers a statement's rows in
+            # a row: the last id tells every id.
+            (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
+            first = last - len(self._staged) + 1
+            self._pending = [OutboxEntry(first + i, *row) for i, row in enumerate(self._staged)]
+
+    def written(self) -> None:
+        super().written()
+        self._tail.extend(self._pending)
+        self._pending = []
+
+    def forget(self) -> None:
+        """The batch did not commit: what it wrote is not in the store."""
+        super().written()
+        self._pending = []
+        self._tail.clear()
+
+
+class WrittenTail:
+    """The outbox's newest rows as this connection wrote them (ids in order, with
+    the gaps that removals left), and the id from which it holds every row: nobody
+    else writes the outbox, so every row at or above ``start`` is here."""
+
+    LIMIT = 4096
+    """Rows kept: a window reads what was just sent, far less than this."""
+
+    def __init__(self) -> None:
+        self._rows: list[OutboxEntry] = []
+        self._ids: list[int] = []
+        self.start: int | None = None
+
+    def covers(self, entry_id: int) -> bool:
+        return self.start is not None and entry_id + 1 >= self.start
+
+    def after(self, entry_id: int, limit: int) -> list[OutboxEntry]:
+        at = bisect.bisect_right(self._ids, entry_id)
+        return self._rows[at : at + limit]
+
+    def extend(self, rows: list[OutboxEntry]) -> None:
+        if not rows:
+            return
+        if self.start is None or not self._ids or rows[0].id != self._ids[-1] + 1:
+            # Rows in between (written before we kept any) are not here: start over.
+            self._rows, self._ids, self.start = [], [], rows[0].id
+        self._rows += rows
+        self._ids += [row.id for row in rows]
+        if len(self._rows) > self.LIMIT:
+            cut = len(self._rows) - self.LIMIT
+            self.start = self._ids[cut - 1] + 1
+            del self._rows[:cut], self._ids[:cut]
+
+    def remove(self, entry_ids: list[int]) -> None:
+        if self.start is None or not entry_ids or max(entry_ids) < self.start:
+            return
+        gone = set(entry_ids)
+        keep = [i for i, row in enumerate(self._rows) if row.id not in gone]
+        self._rows = [self._rows[i] for i in keep]
+        self._ids = [self._ids[i] for i in keep]
+
+    def clear(self) -> None:
+        """Hold nothing: every read goes to the store."""
+        self._rows, self._ids, self.start = [], [], None
 
 
 class Member(NamedTuple):
