@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mqchat.daemon.broker_packets import PahoClient, read_publish
+from mqchat.daemon.broker_packets import PahoClient, read_puback, read_publish
 
 PUBLISH = 0x30
 
@@ -147,3 +147,54 @@ def test_properties_are_skipped_unread() -> None:
 def test_a_topic_that_is_not_utf8_is_handed_on_as_bytes() -> None:
     packet = publish(b"\xff\xfe", b"p", 1, 3, varint(0))
     assert read_publish(PUBLISH | 0x02, packet, True) == (b"\xff\xfe", b"p", 3, 1)
+
+
+PUBACK = 0x40
+
+
+def acked(client: mqtt.Client, packet: bytes) -> list[tuple[int, bool, str]]:
+    """What on_publish is told when ``packet`` (a PUBACK) comes for a QoS 1 message
+    paho holds unacknowledged, and whether paho still holds it after."""
+    told: list[tuple[int, bool, str]] = []
+    client.on_publish = lambda _c, _u, mid, reason, _p: told.append(
+        (mid, reason.is_failure, str(reason))
+    )
+    info = client.publish("t", b"p", qos=1)  # not connected: paho keeps it, unacknowledged
+    assert info.mid == 1
+    client._in_packet["command"] = PUBACK
+    client._in_packet["packet"] = packet
+    client._handle_pubackcomp("PUBACK")
+    assert 1 not in client._out_messages
+    return told
+
+
+@pytest.mark.parametrize("v5", [True, False])
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"\x00\x01",  # success: the id alone
+        b"\x00\x01\x00",  # success, said
+        b"\x00\x01\x00\x00",  # success, no properties
+        b"\x00\x01\x10",  # no matching subscribers: paho's way, a success too
+        b"\x00\x01\x97",  # quota exceeded: a refusal, paho's way
+        b"\x00\x01\x00\x03\x1f\x00\x00",  # a reason string: paho's way
+    ],
+)
+def test_a_puback_tells_what_paho_would_tell(packet: bytes, v5: bool) -> None:
+    if not v5 and len(packet) > 2:
+        return  # MQTT 3.1.1's PUBACK is the id alone
+    theirs = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id="t",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        manual_ack=True,
+    )
+    assert acked(client(v5), packet) == acked(theirs, packet)
+
+
+def test_only_a_plain_successful_puback_is_read_here() -> None:
+    assert read_puback(b"\x00\x07") == 7
+    assert read_puback(b"\x01\x00\x00\x00") == 256
+    assert read_puback(b"\x00\x07\x97") is None
+    assert read_puback(b"\x00\x07\x00\x03\x1f\x00\x00") is None
+    assert read_puback(b"\x00") is None

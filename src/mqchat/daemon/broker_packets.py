@@ -1,40 +1,80 @@
-"""A received PUBLISH read in one pass: the receiving daemon's hottest packet.
+"""The two packets of every message, read in one pass: a received PUBLISH, and the
+PUBACK for one we sent.
 
 paho turns each PUBLISH into a Properties object, an MQTTMessage and a walk of
 its topic matcher before chatd sees it: ~70 us of a lone message's ~1.2 ms in
 the receiving daemon (issue 24). chatd uses none of it: a QoS 0 or 1 PUBLISH is
-read here into (topic, payload, mid, qos) and handed to ``on_payload``. Anything
-else, and any packet this reading does not take (QoS 2, or one that is cut
-short), goes paho's own way, which decides what is malformed. chatd acknowledges
-by hand (``manual_ack``), so paho would send nothing for these packets either.
-Only this module and mqchat.daemon.broker know paho.
+read here into (topic, payload, mid, qos) and handed to ``on_payload``. A
+PUBACK that says success, without properties, is read here too and goes on to
+paho's own bookkeeping (``_do_on_publish``) with a shared success reason,
+instead of a new ReasonCode and two Properties objects (~30 us in the sender).
+Anything else, and any packet this reading does not take (QoS 2, a failure, one
+that is cut short), goes paho's own way, which decides what is malformed. chatd
+acknowledges by hand (``manual_ack``), so paho would send nothing for these
+packets either. Only this module and mqchat.daemon.broker know paho; if a paho
+release no longer has the internals used here, paho's own path is kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 PayloadSink = Callable[[mqtt.Client, bytes, bytes, int, int], None]
 """(client, topic bytes, payload, mid, qos)."""
 
 
+_PAHO_HAS = all(
+    hasattr(mqtt.Client, name)
+    for name in ("_handle_publish", "_handle_pubackcomp", "_do_on_publish")
+)
+"""paho 2.x's internals that PahoClient relies on, checked once."""
+SUCCESS = ReasonCode(PacketTypes.PUBACK)
+"""The success every plain PUBACK says: one object, shared (nobody changes it)."""
+NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]  # paho: unannotated
+
+
 class PahoClient(mqtt.Client):
-    """paho's client, with a QoS 0 or 1 PUBLISH read by ``read_publish``."""
+    """paho's client, with a QoS 0 or 1 PUBLISH read by ``read_publish`` and a plain
+    successful PUBACK by ``read_puback``."""
 
     on_payload: PayloadSink | None = None
 
     def _handle_publish(self) -> MQTTErrorCode:
         sink = self.on_payload
-        if sink is not None:
+        if sink is not None and _PAHO_HAS:
             packet = self._in_packet
             read = read_publish(packet["command"], packet["packet"], self._protocol == mqtt.MQTTv5)
             if read is not None:
                 sink(self, *read)
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._handle_publish()
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        mid = read_puback(self._in_packet["packet"]) if cmd == "PUBACK" and _PAHO_HAS else None
+        if mid is None:
+            return super()._handle_pubackcomp(cmd)
+        with self._out_message_mutex:  # as paho's own: tell once, then its bookkeeping
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, SUCCESS, NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def read_puback(packet: bytes | bytearray) -> int | None:
+    """The packet id of a PUBACK that says success with no properties; None else.
+
+    MQTT 3.1.1: the id alone. MQTT 5: the id, then the reason code and a property
+    length, each left out when 0."""
+    size = len(packet)
+    if size < 2 or size > 4 or (size >= 3 and packet[2] != 0) or (size == 4 and packet[3] != 0):
+        return None
+    return (packet[0] << 8) | packet[1]
 
 
 def read_publish(
