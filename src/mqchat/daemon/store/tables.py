@@ -256,6 +256,11 @@ class Members(StagedStatements):
         super().__init__(db, staging)
         self._saved: dict[tuple[str, bytes], Member | None] = {}
         """What the staged statements say of a member (None: removed)."""
+        self._stored: dict[tuple[str, bytes], Member | None] = {}
+        """Rows of the store as read or written by this connection, the only one that
+        writes them (None: no such row); a batch that does not commit empties it.
+        ``get`` is asked for every batch received (presence): without it, a query
+        each time (issue 24)."""
         self._rooms_cleared: set[str] = set()
 
     def save(self, m: Member) -> None:
@@ -274,14 +279,23 @@ class Members(StagedStatements):
             return saved
         # The store holds what no staged statement changed (or the member key a
         # staged save keeps): no need to write the batch first.
-        row = self._db.execute(
-            f"SELECT {_MEMBER_COLUMNS} FROM members WHERE room = ? AND sender_key = ?",
-            (room, sender_key),
-        ).fetchone()
-        stored = None if row is None else _member(row)
+        stored = self._stored_row(room, sender_key)
         if saved is None:
             return stored
         return saved._replace(x25519_key=stored.x25519_key if stored else None)
+
+    def _stored_row(self, room: str, sender_key: bytes) -> Member | None:
+        """The store's row, read once: after that, from what was read or written."""
+        key = (room, sender_key)
+        if key in self._stored:
+            return self._stored[key]
+        row = self._db.execute(
+            f"SELECT {_MEMBER_COLUMNS} FROM members WHERE room = ? AND sender_key = ?", key
+        ).fetchone()
+        if len(self._stored) >= STORED_MEMBERS_KEPT:
+            self._stored.clear()
+        stored = self._stored[key] = None if row is None else _member(row)
+        return stored
 
     def in_room(self, room: str) -> list[Member]:
         rows = (
@@ -356,15 +370,36 @@ class Members(StagedStatements):
                 self._clear_room(params[0])
 
     def written(self) -> None:
+        stored = self._stored
+        for sql, params in self._staged:  # the rows as the statements left them
+            if sql is _SAVE_MEMBER:
+                key = (params.room, params.sender_key)
+                before = stored.pop(key, None)
+                if params.x25519_key is not None or before is not None:
+                    # the statement keeps a stored member key the save leaves out
+                    stored[key] = params._replace(
+                        x25519_key=params.x25519_key or (before and before.x25519_key)
+                    )
+            elif sql is _REMOVE_MEMBER:
+                stored[(params[0], params[1])] = None
+            else:
+                for gone in [k for k in stored if k[0] == params[0]]:
+                    del stored[gone]
         super().written()
         self._saved.clear()
         self._rooms_cleared.clear()
 
     def forget(self) -> None:
-        self.written()
+        """The batch did not commit: what was written of it is not in the store."""
+        super().written()
+        self._saved.clear()
+        self._rooms_cleared.clear()
+        self._stored.clear()
 
 
 _MEMBER_COLUMNS = "room, sender_key, name, x25519_key, last_seen_ms, interval_s, online"
+STORED_MEMBERS_KEPT = 4096
+"""Stored member rows kept in memory; past this the cache starts again empty."""
 _SAVE_MEMBER = (
     "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(room, sender_key) "
     "DO UPDATE SET name = excluded.name, "
