@@ -40,6 +40,12 @@ OFFLINE_AFTER_INTERVALS = 3
 """A member not heard from for this many of its own intervals is offline."""
 REPLY_WITHIN_S = 2.0
 """An "online" from another member is answered with "still here" within this."""
+SEEN_STORED_EVERY_MS = 1000
+"""A member online, heard again with nothing new to say, has the time it was heard
+written at most this often (kept in memory meanwhile): its stored "last seen" is at
+most this old, also after a crash."""
+HEARD_KEPT = 4096
+"""Members whose newer "last heard" is kept in memory; past this it starts again."""
 OFFLINE_SLACK_S = 0.05
 """A member is looked at this long after it may have gone silent: past, not at, its time."""
 
@@ -89,6 +95,9 @@ class PresenceKeeper:
         self._refused = refused
         self._came_online = came_online
         self._batches = 0
+        self._heard_at: dict[tuple[str, bytes], int] = {}
+        """When a member was last heard, where that is later than its stored
+        ``last_seen_ms`` (at most SEEN_STORED_EVERY_MS later)."""
 
     # ------------------------------------------------------------------ sending
     def announce(self, room: Room, state: PresenceState) -> None:
@@ -182,6 +191,13 @@ class PresenceKeeper:
             interval,
             not leaving,
         )
+        if self._only_seen_again(before, member, presence):
+            if len(self._heard_at) >= HEARD_KEPT:
+                self._heard_at.clear()  # their stored times are at most 1 s older
+            self._heard_at[(room.name, batch.sender_key)] = now_ms
+            self._offline_at(member)
+            return
+        self._heard_at.pop((room.name, batch.sender_key), None)
         self._store.members.save(member)
         if member.online:
             self._offline_at(member)
@@ -191,6 +207,26 @@ class PresenceKeeper:
         if presence is not None and presence.state == PresenceState.ONLINE:
             self._reply_soon(room.name)
             self._came_online(room, batch.sender_key)
+
+    @staticmethod
+    def _only_seen_again(before: Member | None, now: Member, presence: Presence | None) -> bool:
+        """A batch that says nothing new of a member online and stored within the last
+        SEEN_STORED_EVERY_MS: its time is kept in memory (``_heard_at``), not written.
+        (A write for every batch received cost a lone message ~25 us: issue 24.)"""
+        return (
+            presence is None
+            and before is not None
+            and before.online
+            and now.last_seen_ms - before.last_seen_ms < SEEN_STORED_EVERY_MS
+            and now.name == before.name
+            and now.interval_s == before.interval_s
+            and now.x25519_key in (None, before.x25519_key)
+        )
+
+    def _seen(self, member: Member) -> Member:
+        """``member`` with the time it was last heard, stored or not yet."""
+        heard = self._heard_at.get((member.room, member.sender_key), 0)
+        return member._replace(last_seen_ms=heard) if heard > member.last_seen_ms else member
 
     def _room_for_one_more(self, room_name: str) -> bool:
         members = self._store.members
@@ -211,10 +247,12 @@ class PresenceKeeper:
             self.announce(room, PresenceState.STILL_HERE)
 
     def expire(self, now_ms: int) -> None:
-        for member in self._store.members.online():
+        for stored in self._store.members.online():
+            member = self._seen(stored)
             silent_ms = now_ms - member.last_seen_ms
             if silent_ms > OFFLINE_AFTER_INTERVALS * member.interval_s * 1000:
                 offline = member._replace(online=False)
+                self._heard_at.pop((member.room, member.sender_key), None)
                 self._store.members.save(offline)
                 self._publish(offline, "timeout")
 
@@ -253,7 +291,7 @@ class PresenceKeeper:
             "last_seen": iso_ts(self._clock_ms()),
             "you": True,
         }
-        others = [self._view(m) for m in self._store.members.in_room(room.name)]
+        others = [self._view(self._seen(m)) for m in self._store.members.in_room(room.name)]
         return {
             "room": room.name,
             "members": [me, *others],
