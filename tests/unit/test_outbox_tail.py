@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mqchat.daemon.store import OutboxEntry, Store
+from mqchat.daemon.store.tables import WrittenTail
 
 ROOMS = ("a", "b", "c")
 
@@ -38,7 +39,9 @@ def ids(store: Store) -> list[int]:
 def add_some(store: Store, rng: random.Random) -> None:
     for _ in range(rng.randint(1, 5)):
         room = rng.choice(ROOMS)
-        payload = rng.randbytes(rng.randint(1, 8))
+        # now and then a big one: what is kept is bounded in bytes (a flood of 16 KB
+        # lines once held 64 MB here); the bound is 4 KiB in this test
+        payload = rng.randbytes(rng.choice((1, 8, 8, 8, 3000)))
         store.outbox.add(OutboxEntry(0, room, f"t/{room}", 1, payload, rng.choice((0, 1))))
 
 
@@ -76,7 +79,10 @@ def step(store: Store, rng: random.Random) -> None:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_after_answers_as_the_store_does(tmp_path: Path, seed: int) -> None:
+def test_after_answers_as_the_store_does(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(WrittenTail, "LIMIT_BYTES", 4096)
     rng = random.Random(seed)
     store = Store(tmp_path / "mqchat.db", retention=100)
     try:
@@ -84,9 +90,12 @@ def test_after_answers_as_the_store_does(tmp_path: Path, seed: int) -> None:
             step(store, rng)
             present = ids(store)
             probes = {0, *(i - 1 for i in present), *present, (present or [0])[-1] + 3}
-            for entry_id in probes:
+            for entry_id in sorted(probes):  # the window's cursor only moves on
                 limit = rng.choice((1, 2, 256))
                 assert store.outbox.after(entry_id, limit) == truth(store, entry_id, limit)
+                held = store.outbox._tail
+                assert held._bytes == sum(len(row.payload) for row in held._rows)
+                assert held._bytes <= WrittenTail.LIMIT_BYTES
     finally:
         store.close()
 

@@ -192,14 +192,18 @@ class Outbox(StagedRows):
 class WrittenTail:
     """The outbox's newest rows as this connection wrote them (ids in order, with
     the gaps that removals left), and the id from which it holds every row: nobody
-    else writes the outbox, so every row at or above ``start`` is here."""
+    else writes the outbox, so every row at or above ``start`` is here.
 
-    LIMIT = 4096
-    """Rows kept: a window reads what was just sent, far less than this."""
+    It holds what the outbox window has not read yet: a read lets go of the rows it
+    read past, and it keeps at most LIMIT_BYTES of payloads (a window that starts
+    over, or rows past the bound, are read from the store)."""
+
+    LIMIT_BYTES = 1024 * 1024
 
     def __init__(self) -> None:
         self._rows: list[OutboxEntry] = []
         self._ids: list[int] = []
+        self._bytes = 0
         self.start: int | None = None
 
     def covers(self, entry_id: int) -> bool:
@@ -207,32 +211,45 @@ class WrittenTail:
 
     def after(self, entry_id: int, limit: int) -> list[OutboxEntry]:
         at = bisect.bisect_right(self._ids, entry_id)
-        return self._rows[at : at + limit]
+        self._drop_first(at)
+        self.start = max(self.start or 0, entry_id + 1)
+        return self._rows[:limit]
 
     def extend(self, rows: list[OutboxEntry]) -> None:
         if not rows:
             return
-        if self.start is None or not self._ids or rows[0].id != self._ids[-1] + 1:
+        if self.start is None or (self._ids and rows[0].id != self._ids[-1] + 1):
             # Rows in between (written before we kept any) are not here: start over.
-            self._rows, self._ids, self.start = [], [], rows[0].id
+            self.clear()
+            self.start = rows[0].id
         self._rows += rows
         self._ids += [row.id for row in rows]
-        if len(self._rows) > self.LIMIT:
-            cut = len(self._rows) - self.LIMIT
-            self.start = self._ids[cut - 1] + 1
-            del self._rows[:cut], self._ids[:cut]
+        self._bytes += sum(len(row.payload) for row in rows)
+        over, excess = 0, self._bytes - self.LIMIT_BYTES
+        while excess > 0:
+            excess -= len(self._rows[over].payload)
+            over += 1
+        if over:
+            self.start = self._ids[over - 1] + 1
+            self._drop_first(over)
+
+    def _drop_first(self, count: int) -> None:
+        if count:
+            self._bytes -= sum(len(row.payload) for row in self._rows[:count])
+            del self._rows[:count], self._ids[:count]
 
     def remove(self, entry_ids: list[int]) -> None:
         if self.start is None or not entry_ids or max(entry_ids) < self.start:
             return
         gone = set(entry_ids)
         keep = [i for i, row in enumerate(self._rows) if row.id not in gone]
+        self._bytes = sum(len(self._rows[i].payload) for i in keep)
         self._rows = [self._rows[i] for i in keep]
         self._ids = [self._ids[i] for i in keep]
 
     def clear(self) -> None:
         """Hold nothing: every read goes to the store."""
-        self._rows, self._ids, self.start = [], [], None
+        self._rows, self._ids, self._bytes, self.start = [], [], 0, None
 
 
 class Member(NamedTuple):
