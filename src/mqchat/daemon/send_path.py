@@ -154,8 +154,11 @@ class Sending:
             r.stream, r.sent_seq = self._streams.take(), 0
         seq_key = stream_key(self._own_key, r.name, r.stream)
         outgoing = []
-        for seq, one in enumerate(texts, start=r.sent_seq + 1):
-            record = Text(r.stream, seq, self._random(MESSAGE_ID_BYTES), now, one)
+        ids = self._random(MESSAGE_ID_BYTES * len(texts))  # one system call, not one a text
+        for i, one in enumerate(texts):
+            seq = r.sent_seq + 1 + i
+            message_id = ids[i * MESSAGE_ID_BYTES : (i + 1) * MESSAGE_ID_BYTES]
+            record = Text(r.stream, seq, message_id, now, one)
             kind, body = record_body(record)
             entry = OutboxEntry(0, r.name, r.v2_topic, r.qos, body, kind)
             outgoing.append(Outgoing(record.message_id, entry, seq, seq_key))
