@@ -13,6 +13,9 @@ runs). Each clock has a pass of its own, the tail's first, then the SUB's with
 the tail stopped: a user's tail is not read by a benchmark SUB as well, and
 bfdca8d's clock was measured alone too. Until 2026-12-08 both ran in one pass,
 and the SUB's decoding took the CPU the tail needed at the same moment.
+
+The CPU alice, bob and the tail used during the tail's pass is printed per
+message: what a message that comes alone costs each process (issue 24).
 """
 
 from __future__ import annotations
@@ -24,7 +27,19 @@ from typing import Any
 import zmq
 
 from baselines import TEXT
-from common import Bench, Ctl, Events, Row, TailReader, log, ms, percentile, shared_room
+from common import (
+    Bench,
+    Ctl,
+    Events,
+    Row,
+    TailReader,
+    cpu_seconds,
+    daemon_pid,
+    log,
+    ms,
+    percentile,
+    shared_room,
+)
 
 STALL_S = 0.040
 TAG = "lat"
@@ -69,14 +84,22 @@ def _lockstep(
 
 def _tail_pass(
     bench: Bench, ctl: Ctl, room: str, count: int, to_reply: list[float]
-) -> tuple[list[float], str, TailReader]:
-    """The clock that counts: a real ``chatctl tail`` alone, read from its stdout."""
+) -> tuple[list[float], str, TailReader, dict[str, float]]:
+    """The clock that counts: a real ``chatctl tail`` alone, read from its stdout;
+    and the CPU seconds each daemon and the tail used meanwhile."""
     tail = TailReader(bench.bob, room, TAG)
+    pids = {
+        "alice": daemon_pid(bench.alice),
+        "bob": daemon_pid(bench.bob),
+        "tail": tail.proc.pid,
+    }
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     try:
         took = _lockstep(ctl, tail.fd, lambda i: i in tail.read_ready(), room, 0, count, to_reply)
+        used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     finally:
         notices = tail.stop()
-    return took, notices, tail
+    return took, notices, tail, used
 
 
 def run(bench: Bench) -> list[Row]:
@@ -86,7 +109,7 @@ def run(bench: Bench) -> list[Row]:
     events.close()  # each clock has a pass to itself: one observer does not load the other
     to_reply: list[float] = []
     try:
-        to_tail, notices, tail = _tail_pass(bench, ctl, room, count, to_reply)
+        to_tail, notices, tail, used = _tail_pass(bench, ctl, room, count, to_reply)
         events = Events(ctx, bench.bob, room)
         try:
 
@@ -163,6 +186,10 @@ def run(bench: Bench) -> list[Row]:
             value=float(stalls),
             show=lambda v: f"{v:.0f}",
             goal=lambda v: v == 0,
+        ),
+        Row(
+            "idle: CPU a lone message by process, in lockstep (µs)",
+            ", ".join(f"{name} {sec / count * 1e6:,.0f}" for name, sec in used.items()),
         ),
         Row(
             "send RPC reply from alice (stored + handed to paho): p50",
