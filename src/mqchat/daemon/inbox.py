@@ -293,17 +293,17 @@ class Inbox:
             if placed not in ("show", "hold"):
                 self.drops.drop(placed)
                 return
-        message = StoredMessage(
+        message = StoredMessage(  # positional: a NamedTuple's keywords cost ~0.5 µs more
             room.name,
             room.last_seq + 1 if placed == "show" else 0,  # Timeline.show's number
             arrival.message_id.hex(),
             arrival.timestamp_ms,
             arrival.sender_name,
             self._fingerprint(key) if key is not None else "",
-            verified=verdict.verified,
-            own=False,  # our own are never shown from the broker: stored when sent
-            legacy=legacy,
-            text=text,
+            verdict.verified,
+            False,  # own: ours are never shown from the broker (stored when sent)
+            legacy,
+            text,
         )
         self._apply_pinning(arrival, verdict, now)
         if arrival.seq_key is None:  # version 1 and legacy: the id, and the key's seq
