@@ -81,7 +81,7 @@ SEND_HWM = 10_000
 class _Result(NamedTuple):
     """A method's result, encoded when its reply is sent (``IpcServer._encoded``)."""
 
-    req_id: str | int | None
+    req: Request
     result: Any
 
 
@@ -227,19 +227,18 @@ class IpcServer:
                 )
                 for env, req, _ in replies
             ]
-        for envelope, req, body in replies:
-            self._reply(envelope, self._encoded(req, body), in_drain=True)
+        for envelope, _, body in replies:
+            self._reply(envelope, self._encoded(body), in_drain=True)
 
-    def _encoded(self, req: Request | None, body: bytes | _Result) -> bytes:
+    def _encoded(self, body: bytes | _Result) -> bytes:
         """A reply's bytes. A result is encoded only now, once the batch went to the
         store and the broker: a sent message leaves ~14 us sooner (issue 24)."""
         if isinstance(body, bytes):
             return body
         try:
-            return encode_result(body.req_id, body.result)
+            return encode_result(body.req.id, body.result)
         except (TypeError, ValueError) as exc:  # a bug: the result is not JSON
-            assert req is not None  # noqa: S101 -- a result always answers a request
-            return self._error_reply(req, exc)
+            return self._error_reply(body.req, exc)
 
     def _handle(
         self, envelope: list[bytes], body: bytes
@@ -265,7 +264,7 @@ class IpcServer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return None, weight
-        return (envelope, req, _Result(req.id, result)), weight
+        return (envelope, req, _Result(req, result)), weight
 
     async def _finish(self, envelope: list[bytes], req: Request, pending: Any) -> None:
         try:
