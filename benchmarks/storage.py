@@ -160,8 +160,9 @@ def new_receives(d: Daemon, payloads: list[bytes]) -> None:
 
     async def deliver() -> None:
         loop = asyncio.get_running_loop()
-        for mid, payload in enumerate(payloads, 1):
-            d.inbox.on_message(Incoming(d.room.topic, payload, mid, 1))
+        d.inbox.on_messages(
+            [Incoming(d.room.topic, payload, mid, 1) for mid, payload in enumerate(payloads, 1)]
+        )
         while d.store.messages.last_seq(ROOM) < len(payloads):
             done = loop.create_future()
             loop.call_soon(done.set_result, None)  # after the inbox's next pass

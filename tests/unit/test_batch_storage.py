@@ -139,10 +139,14 @@ class Parts:
         """Hand payloads to the inbox as paho does, and let the loop store them."""
 
         async def deliver() -> None:
-            for mid, payload in enumerate(payloads, 1):
-                self.inbox.on_message(Incoming(self.room.topic, payload, mid, 1))
+            self.inbox.on_messages(
+                [
+                    Incoming(self.room.topic, payload, mid, 1)
+                    for mid, payload in enumerate(payloads, 1)
+                ]
+            )
             stored = asyncio.get_running_loop().create_future()
-            # call_soon runs callbacks in order: the inbox's batch runs before this.
+            # call_soon runs callbacks in order: a pass the inbox left for later runs first.
             asyncio.get_running_loop().call_soon(stored.set_result, None)
             await stored
 

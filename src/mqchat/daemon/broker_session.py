@@ -75,6 +75,7 @@ class Delivery:
         self._call_soon(self._sinks.on_published, mid, refusal)
 
     def fatal(self, reason: str) -> None:
+        self._row = None
         self._call_soon(self._on_fatal, reason)
 
 

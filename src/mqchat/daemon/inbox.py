@@ -85,12 +85,6 @@ class Inbox:
         self._failures = 0  # store failures in a row
         self.order = SignedTimeOrder(journal=work.on_undo)
 
-    def on_message(self, inc: Incoming) -> None:
-        """Queue a payload; the queue is stored in one transaction per loop pass."""
-        if not self._incoming and not self._failures:
-            asyncio.get_running_loop().call_soon(self._receive_queued)
-        self._incoming.append(inc)
-
     def on_messages(self, row: list[Incoming]) -> None:
         """Payloads that came in a row (mqchat.daemon.broker): stored now, in one
         transaction, unless others still wait (their pass is due) or the store is
