@@ -34,6 +34,7 @@ from mqchat.daemon.store import Store
 from mqchat.daemon.unit_of_work import UnitOfWork
 from mqchat.errors import MessageTooLong
 from mqchat.protocol import envelope
+from mqchat.protocol.batch import seal_batch
 from mqchat.protocol.ipc import Request
 from mqchat.protocol.ipc_events import iso_ts
 from mqchat.protocol.kdf import DEFAULT_KDF, RoomKeys
@@ -115,6 +116,7 @@ class Parts:
         )
         self.rooms, self.kdf = core.rooms, core.kdf
         self.sending, self.methods, self.inbox = core.sending, core.methods, core.inbox
+        self.repair = core.repair
         # As rpc_join does, without its Argon2id run.
         self.room = Room.passphrase_room(
             ROOM, "aes-256-gcm", keys, DEFAULT_KDF, "mqchat/v1", weak=False, joined_ms=clock_ms()
@@ -566,3 +568,36 @@ def test_payloads_that_each_trip_a_bug_cost_one_reload_at_once_and_one_after_the
             parts.call("send", room=ROOM, text="still sent")
     assert len(reloads) == 2
     assert parts.rows("SELECT text FROM messages") == [("still sent",)]
+
+
+def test_a_text_that_fails_after_a_repaired_one_counts_the_repair_once(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repair counts (``status``: repaired) of a run that breaks are taken back
+    with its drops, before its texts go again one part each."""
+    room = parts.room.with_epoch("mqchat/v1") if parts.room.epoch is None else parts.room
+    assert room.epoch is not None and room.v2_topic is not None
+    carol = SigningIdentity.generate(os.urandom)
+
+    def batch(*texts: Text) -> bytes:
+        return seal_batch(
+            room.epoch, carol, name="carol", records=list(texts), sent_ms=clock_ms(),
+            random=os.urandom,
+        )  # fmt: skip
+
+    def text(seq: int, *, repaired: bool = False) -> Text:
+        return Text(1, seq, os.urandom(16), clock_ms(), f"c{seq}", repaired)
+
+    def receive(payload: bytes) -> None:
+        async def deliver() -> None:
+            parts.inbox.on_messages([Incoming(room.v2_topic or "", payload, 1, 1)])
+
+        parts.loop.run_until_complete(deliver())
+
+    receive(batch(text(1), text(3)))  # 2 is missing: 3 waits behind it
+    real_insert = parts.store.messages.insert
+    monkeypatch.setattr(parts.store.messages, "insert", failing_for(real_insert, "c4"))
+    receive(batch(text(2, repaired=True), text(4)))
+    assert parts.rows("SELECT text FROM messages ORDER BY seq") == [("c1",), ("c2",), ("c3",)]
+    assert parts.repair.counts["repaired"] == 1
+    assert parts.drops.as_dict() == {"internal_error": 1}

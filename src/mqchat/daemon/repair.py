@@ -89,6 +89,15 @@ class Repair:
         self._losses = LossNotices(store.memory, work, self.counts, monotonic)
 
     # ------------------------------------------------------------------ status
+    def count_mark(self) -> dict[str, int]:
+        """The counts now, for ``count_undo``."""
+        return dict(self.counts)
+
+    def count_undo(self, mark: dict[str, int]) -> None:
+        """The counts as they were at ``mark`` (in place: the sender shares them)."""
+        self.counts.clear()
+        self.counts.update(mark)
+
     def status(self) -> dict[str, Any]:
         wanting = self._gaps.wanting()
         return {

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mqchat.daemon.store.connection import Checkpointer, is_failure, open_database
+from mqchat.daemon.store.connection import Checkpointer, is_failure, open_database, transaction
 from mqchat.daemon.store.epochs import RoomEpochs
 from mqchat.daemon.store.gaps import GapStreams, HeldTexts, StreamRow
 from mqchat.daemon.store.memory import ReceiverMemory
@@ -84,6 +84,20 @@ class Store:
 
     def undo(self, mark: Mark) -> None:
         self._staging.undo(mark)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a batch: if it raises, what was written to the database within it (a
+        flush, the held texts a release takes) is undone, and so is everything staged
+        since, with the tables' caches (they may hold what a flush wrote). What was
+        staged before is written first, so that this takes back its own writes alone."""
+        self._staging.flush()
+        try:
+            with transaction(self._db):
+                yield
+        except BaseException:
+            self._staging.forget()
+            raise
 
     def flush(self) -> None:
         """Write the batch's staged rows now (a savepoint): a failure here leaves them
