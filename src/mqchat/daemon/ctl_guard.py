@@ -96,16 +96,20 @@ class CtlGuard:
         self._trim = _malloc_trim()
         self._trims_left = 0
         self._statm = _Statm()
-        self._last_rss = 0
+        self._last_rss = self._statm.resident_bytes()
+        """The last check's reading: from the start, so the first check is no jump."""
         self._fast_until = 0.0
 
     async def run(self) -> None:
         """Watch until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
-            fast = loop.time() < self._fast_until
-            await asyncio.sleep(FAST_CHECK_INTERVAL_S if fast else CHECK_INTERVAL_S)  # sampling
+            await asyncio.sleep(self.interval(loop.time()))  # sampling
             self.check(loop.time())
+
+    def interval(self, now: float) -> float:
+        """Seconds until the next check: short for a while after a jump."""
+        return FAST_CHECK_INTERVAL_S if now < self._fast_until else CHECK_INTERVAL_S
 
     def check(self, now: float) -> None:
         self._read_monitor()
