@@ -7,11 +7,14 @@ hands it; a packet it does not take goes paho's way.
 
 from __future__ import annotations
 
+import select
+import socket
 import struct
+import threading
 
 import paho.mqtt.client as mqtt
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -198,3 +201,98 @@ def test_only_a_plain_successful_puback_is_read_here() -> None:
     assert read_puback(b"\x00\x07\x97") is None
     assert read_puback(b"\x00\x07\x00\x03\x1f\x00\x00") is None
     assert read_puback(b"\x00") is None
+
+
+def framed(command: int, packet: bytes) -> bytes:
+    """A packet as it travels: its fixed header (type, remaining length), then it."""
+    return bytes([command]) + varint(len(packet)) + packet
+
+
+def reader(sock: socket.socket) -> tuple[PahoClient, list[tuple[bytes, bytes, int, int]]]:
+    """A client reading ``sock`` as its connection, and what it hands on."""
+    paho = client(True)
+    paho._sock = sock
+    got: list[tuple[bytes, bytes, int, int]] = []
+    paho.on_payload = lambda _c, *read: got.append(read)
+    return paho, got
+
+
+def read_all(paho: PahoClient, sock: socket.socket) -> None:
+    """Read as the loop does (daemon/broker_socket.py): on while bytes wait, in the
+    kernel or read ahead."""
+    while True:
+        paho.loop_read()
+        if not paho.buffered() and not select.select([sock], [], [], 0)[0]:
+            return
+
+
+@given(
+    payloads=st.lists(st.binary(max_size=200_000), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(1, 70_000), max_size=8),
+)
+@settings(max_examples=40, deadline=None)
+def test_packets_are_handed_on_whole_however_the_bytes_come(
+    payloads: list[bytes], cuts: list[int]
+) -> None:
+    """Read ahead or not, cut anywhere: each PUBLISH whole, in order, once."""
+    stream = b"".join(
+        framed(PUBLISH | 0x02, publish(b"room/t", p, 1, i + 1, b"\x00"))
+        for i, p in enumerate(payloads)
+    )
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    with ours, peer:
+        paho, got = reader(ours)
+        at = 0
+        for size in [*cuts, len(stream)]:
+            chunk = stream[at : at + size]
+            at += len(chunk)
+            if chunk:
+                sender = threading.Thread(target=peer.sendall, args=(chunk,))
+                sender.start()
+                while sender.is_alive() or select.select([ours], [], [], 0)[0]:
+                    read_all(paho, ours)
+                    sender.join(0.01)
+        read_all(paho, ours)
+    assert got == [(b"room/t", p, i + 1, 1) for i, p in enumerate(payloads)]
+
+
+def test_what_came_together_is_read_with_one_call_and_handed_on_all() -> None:
+    """Three PUBLISHes and a PUBACK in one segment: the first read takes them all
+    (paho alone reads a byte at a time), and the loop goes on while they wait."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    with ours, peer:
+        paho, got = reader(ours)
+        packets = [
+            framed(PUBLISH | 0x02, publish(b"t", b"p%d" % i, 1, i + 1, b"\x00")) for i in range(3)
+        ]
+        peer.sendall(b"".join(packets))
+        paho.loop_read()  # one packet a call: paho's max_packets with nothing in flight
+        assert got == [(b"t", b"p0", 1, 1)]
+        assert not select.select([ours], [], [], 0)[0]  # the kernel holds nothing more
+        assert paho.buffered()
+        read_all(paho, ours)
+        assert [read[1] for read in got] == [b"p0", b"p1", b"p2"]
+        assert not paho.buffered()
+
+
+def test_bytes_read_ahead_belong_to_their_socket() -> None:
+    """After a reconnect, what was read ahead from the old connection is not read
+    as the new one's."""
+    old, old_peer = socket.socketpair()
+    new, new_peer = socket.socketpair()
+    for s in (old, new):
+        s.setblocking(False)
+    with old, old_peer, new, new_peer:
+        paho, got = reader(old)
+        old_peer.sendall(
+            b"".join(framed(PUBLISH, publish(b"old", b"%d" % i, 0, 0, b"\x00")) for i in range(2))
+        )
+        paho.loop_read()
+        assert paho.buffered()
+        paho._sock = new
+        assert not paho.buffered()
+        new_peer.sendall(framed(PUBLISH, publish(b"new", b"x", 0, 0, b"\x00")))
+        read_all(paho, new)
+        assert got == [(b"old", b"0", 0, 0), (b"new", b"x", 0, 0)]

@@ -48,6 +48,9 @@ class FakePaho:
     def want_write(self) -> bool:
         return bool(self.out)
 
+    def buffered(self) -> bool:
+        return False
+
 
 def pair() -> tuple[socket.socket, socket.socket]:
     ours, peer = socket.socketpair()

@@ -1,5 +1,5 @@
 """The two packets of every message, read in one pass: a received PUBLISH, and the
-PUBACK for one we sent.
+PUBACK for one we sent; and the bytes of the socket, read ahead.
 
 paho turns each PUBLISH into a Properties object, an MQTTMessage and a walk of
 its topic matcher before chatd sees it: ~70 us of a lone message's ~1.2 ms in
@@ -13,6 +13,13 @@ that is cut short), goes paho's own way, which decides what is malformed. chatd
 acknowledges by hand (``manual_ack``), so paho would send nothing for these
 packets either. Only this module and mqchat.daemon.broker know paho; if a paho
 release no longer has the internals used here, paho's own path is kept.
+
+paho asks its socket for a packet's first byte, then each byte of its length,
+then the rest: three or four system calls a packet. ``PahoClient`` reads up to
+READ_AHEAD_BYTES at once and hands paho what it asks for from them, so a packet
+that came alone costs one call, and a stream one a read. What is read ahead
+belongs to the socket it came from; ``buffered`` tells the loop that packets wait
+there though the kernel's socket is empty (daemon/broker_socket.py).
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ PayloadSink = Callable[[mqtt.Client, bytes, bytes, int, int], None]
 
 _PAHO_HAS = all(
     hasattr(mqtt.Client, name)
-    for name in ("_handle_publish", "_handle_pubackcomp", "_do_on_publish")
+    for name in ("_handle_publish", "_handle_pubackcomp", "_do_on_publish", "_sock_recv")
 )
 """paho 2.x's internals that PahoClient relies on, checked once."""
 SUCCESS = ReasonCode(PacketTypes.PUBACK)
 """The success every plain PUBACK says: one object, shared (nobody changes it)."""
 NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]  # paho: unannotated
+READ_AHEAD_BYTES = 65536
+"""Asked of the socket at once when paho wants the next bytes and none are read ahead."""
 
 
 class PahoClient(mqtt.Client):
@@ -45,6 +54,30 @@ class PahoClient(mqtt.Client):
     successful PUBACK by ``read_puback``."""
 
     on_payload: PayloadSink | None = None
+    _ahead = b""
+    """Bytes read from the socket ``_ahead_of`` that paho has not asked for yet."""
+    _ahead_at = 0
+    _ahead_of: object = None
+
+    def buffered(self) -> bool:
+        """Whether bytes read ahead from the current socket wait for paho."""
+        return self._ahead_at < len(self._ahead) and self._ahead_of is self._sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not _PAHO_HAS:
+            return super()._sock_recv(bufsize)
+        if self.buffered():
+            at = self._ahead_at
+            taken = self._ahead[at : at + bufsize]
+            self._ahead_at = at + len(taken)
+            return taken
+        # paho's own read, with its errors (BlockingIOError when nothing came)
+        data = super()._sock_recv(max(bufsize, READ_AHEAD_BYTES))
+        if len(data) <= bufsize:
+            self._ahead = b""
+            return data
+        self._ahead, self._ahead_at, self._ahead_of = data, bufsize, self._sock
+        return data[:bufsize]
 
     def _handle_publish(self) -> MQTTErrorCode:
         sink = self.on_payload

@@ -11,7 +11,9 @@ once (the socket is full, or the packet was queued inside a callback, as the
 SUBSCRIBEs after CONNACK are) stays in paho until ``sync`` sees it and asks the
 loop for writability. The owner calls ``sync`` after each call into paho.
 
-Nothing here imports paho; the client is anything with paho's four loop methods.
+Nothing here imports paho; the client is anything with paho's four loop methods,
+and ``buffered``: whether it holds bytes read ahead from the socket
+(daemon/broker_packets.py), which the kernel no longer reports as readable.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class LoopClient(Protocol):
     def loop_write(self) -> int: ...
     def loop_misc(self) -> int: ...
     def want_write(self) -> bool: ...
+    def buffered(self) -> bool: ...
 
 
 class Socket(Protocol):
@@ -126,8 +129,10 @@ class LoopSocket:
             self._on_error(exc)
 
     def _more_to_read(self) -> bool:
-        # TLS: a record may hold more than paho read; the kernel's socket is then
-        # no longer readable, but the bytes wait in the TLS layer.
+        # Bytes read ahead, or (TLS) a record that holds more than paho read: the
+        # kernel's socket is then no longer readable, but the bytes wait above it.
+        if self._client.buffered():
+            return True
         pending = getattr(self._sock, "pending", None)
         if pending is not None and pending() > 0:
             return True
