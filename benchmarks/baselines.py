@@ -4,6 +4,11 @@
 - paho end to end: QoS 1 publish in one process → on_message in this one.
 - paho throughput: QoS 1 flood from one process, counted on arrival in this one.
 - ZeroMQ ipc REQ/REP round trip between two processes.
+- the same hops as an idle message, doing no work: a ZeroMQ request to a relay
+  that publishes its body with paho (QoS 1), mosquitto, a relay that sends what
+  it receives on a ZeroMQ PUB, and a SUB process that prints it to a pipe read
+  here. What is left of the idle target once these are taken is what chatd's
+  and the tail's work may cost (benchmarks/latency.py).
 - ``python -c 'import zmq'`` cold start (and ``python -c pass``, for scale).
 - the crypto a message costs: seal and open of a mqchat envelope (sign, verify, the
   default cipher, which new rooms use).
@@ -13,7 +18,9 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -25,6 +32,7 @@ import zmq
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common import (
+    PEERS,
     PYTHON,
     Bench,
     CpuMeter,
@@ -36,6 +44,7 @@ from common import (
     ms,
     per_message_us,
     percentile,
+    stop_process,
     timed_run,
 )
 from mqchat.protocol import envelope
@@ -222,6 +231,88 @@ def zmq_req_rep(count: int) -> list[float]:
     return lat
 
 
+def same_hops(bench: Bench, count: int) -> list[float]:
+    """Lockstep: each request's time until its line comes out of the printer's pipe."""
+    size = sealed_size()
+    with tempfile.TemporaryDirectory(prefix="mqh-", dir="/tmp") as tmp:
+        into, out_of = f"ipc://{Path(tmp) / 'in.sock'}", f"ipc://{Path(tmp) / 'out.sock'}"
+        topic = f"bench/hops/{os.urandom(4).hex()}"
+        port = str(bench.broker.port)
+        relays = [Peer("relay-out", port, topic, out_of), Peer("relay-in", port, topic, into)]
+        printer = subprocess.Popen(
+            [PYTHON, str(PEERS), "zmq-print", out_of], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        ctx = zmq.Context()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(into)
+        try:
+            assert printer.stdout is not None
+            if printer.stdout.readline() != b"ready\n":
+                raise RuntimeError("the printing peer did not start")
+            fd = printer.stdout.fileno()
+            os.set_blocking(fd, False)
+            return _hops_lockstep(dealer, fd, size, count)
+        finally:
+            dealer.close(linger=0)
+            ctx.term()
+            stop_process(printer, grace=5)
+            for relay in relays:
+                relay.result()
+
+
+class _PipeLines:
+    """Lines written to a pipe, read without blocking."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._partial = b""
+
+    def any_starting(self, prefix: bytes) -> bool:
+        try:
+            chunk = os.read(self.fd, 1 << 20)
+        except BlockingIOError:
+            return False
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        return any(line.startswith(prefix) for line in lines)
+
+
+def _hops_lockstep(dealer: zmq.Socket[bytes], fd: int, size: int, count: int) -> list[float]:
+    printed = _PipeLines(fd)
+    # A SUB's subscription reaches the PUB a moment after it connects: until the
+    # first line comes through, send it again.
+    for _ in range(200):
+        dealer.send(b"hop -1 ".ljust(size, b"x"))
+        if not dealer.poll(5000):
+            raise TimeoutError("the first relay did not answer")
+        dealer.recv()
+        if select.select([fd], [], [], 0.05)[0] and printed.any_starting(b"hop -1 "):
+            break
+    else:
+        raise TimeoutError("no line came through the same hops")
+    poller = zmq.Poller()
+    poller.register(dealer, zmq.POLLIN)
+    poller.register(fd, zmq.POLLIN)
+    took: list[float] = []
+    for i in range(count + 50):  # the first 50 warm up the relays and the broker
+        start = time.perf_counter()
+        dealer.send(f"hop {i} ".encode().ljust(size, b"x"))
+        prefix = f"hop {i} ".encode()
+        replied = seen = False
+        while not (replied and seen):
+            ready = dict(poller.poll(5000))
+            if not ready:
+                raise TimeoutError(f"hop {i} did not come through")
+            if dealer in ready:
+                dealer.recv()
+                replied = True
+            if fd in ready and printed.any_starting(prefix):
+                seen = True
+        if i >= 50:
+            took.append(time.perf_counter() - start)
+    return took
+
+
 def cold_start(argv: list[str], runs: int) -> list[float]:
     timed_run(argv)  # page cache
     return [timed_run(argv) for _ in range(runs)]
@@ -270,6 +361,10 @@ def run(bench: Bench) -> list[Row]:
     log("baseline: zmq ipc REQ/REP")
     rr = zmq_req_rep(n_lat)
     b["zmq_rr_p50"] = percentile(rr, 50)
+    log("baseline: the same hops as an idle message, doing no work")
+    hops = same_hops(bench, n_lat)
+    b["same_hops_p50"] = percentile(hops, 50)
+    b["same_hops_p99"] = percentile(hops, 99)
     log("baseline: python cold start")
     zmq_runs: list[float] = []
     pass_runs: list[float] = []
@@ -306,6 +401,13 @@ def run(bench: Bench) -> list[Row]:
         ),
         Row("baseline: … CPU per message by process (paho QoS 1 flood)", bench.paho_cpu),
         Row("baseline: ZeroMQ ipc REQ/REP round trip p50", ms(b["zmq_rr_p50"])),
+        Row(
+            "baseline: the same hops as an idle message, doing no work, to a printed line"
+            " p50 / p99",
+            f"{ms(b['same_hops_p50'])} / {ms(b['same_hops_p99'])}",
+            value=b["same_hops_p50"],
+            show=ms,
+        ),
         Row(
             "baseline: `python -c 'import zmq'` (median)",
             ms(b["import_zmq"]),

@@ -6,6 +6,15 @@ Roles:
   paho-pub-flood PORT TOPIC COUNT SIZE  after a "go" line, publish COUNT QoS 1
                                         messages as fast as paho takes them
   zmq-rep ENDPOINT                      echo every request until stdin closes
+  relay-in PORT TOPIC ENDPOINT          the first of "the same hops, doing no work":
+                                        a ROUTER on ENDPOINT; each request's body
+                                        is published (paho, QoS 1) to TOPIC, then
+                                        answered; until stdin closes
+  relay-out PORT TOPIC ENDPOINT         the second: what comes on TOPIC (QoS 1) is
+                                        sent on a PUB bound to ENDPOINT
+  zmq-print ENDPOINT                    the last: a SUB to ENDPOINT that writes each
+                                        message on a line of its own to stdout, and
+                                        flushes it, as a tail prints; "ready" first
   paho-pub-batch PORT TOPIC COUNT SIZE BATCH
                                         as paho-pub-flood, COUNT lines of SIZE
                                         bytes packed BATCH to a PUBLISH (the ceiling)
@@ -224,6 +233,123 @@ def zmq_rep(endpoint: str) -> None:
     print(json.dumps({"done": True}), flush=True)
 
 
+def _bare_paho(port: int, on_message: Any = None, topic: str | None = None) -> Any:
+    """A paho client with no thread and no loop() (so no wake-up socketpair), driven
+    by the caller's poll as chatd drives its own; connected, and subscribed to
+    ``topic`` if given."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"bench-{os.getpid()}", protocol=mqtt.MQTTv5
+    )
+    client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(
+        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+    )
+    client.max_inflight_messages_set(PAHO_INFLIGHT)
+    said: list[str] = []
+    client.on_connect = lambda *_a: said.append("connack")
+    client.on_subscribe = lambda *_a: said.append("suback")
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    _read_until(client, said, "connack")
+    if topic is not None:
+        client.subscribe(topic, qos=1)
+        _read_until(client, said, "suback")
+    return client
+
+
+def _read_until(client: Any, said: list[str], what: str) -> None:
+    import select
+
+    deadline = time.monotonic() + 10
+    while what not in said:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"mosquitto sent no {what}")
+        if select.select([client.socket()], [], [], 0.2)[0]:
+            client.loop_read()
+
+
+def _until_stdin_closes(handlers: dict[Any, Any]) -> None:
+    """Poll the given sockets and descriptors, calling each one's handler when it is
+    readable, until stdin closes."""
+    import zmq
+
+    poller = zmq.Poller()
+    handlers = {  # a plain socket comes back from poll() as its descriptor
+        item if isinstance(item, zmq.Socket) else item.fileno(): handler
+        for item, handler in handlers.items()
+    }
+    for item in handlers:
+        poller.register(item, zmq.POLLIN)
+    poller.register(sys.stdin.fileno(), zmq.POLLIN)
+    while True:
+        for item, _ in poller.poll(1000):
+            if item == sys.stdin.fileno():
+                if not os.read(item, 4096):
+                    return
+            else:
+                handlers[item]()
+
+
+def relay_in(port: int, topic: str, endpoint: str) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    client = _bare_paho(port)
+
+    def request() -> None:
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            envelope, body = sock.recv_multipart()
+            client.publish(topic, body, qos=1)  # no thread: written at once
+            sock.send_multipart([envelope, b"ok"])
+
+    print("ready", flush=True)
+    _until_stdin_closes({sock: request, client.socket(): client.loop_read})
+    client.disconnect()
+    sock.close(linger=0)
+    ctx.term()
+    print(json.dumps({"done": True}), flush=True)
+
+
+def relay_out(port: int, topic: str, endpoint: str) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(endpoint)
+    client = _bare_paho(port, lambda _c, _u, m: pub.send_multipart([b"t", m.payload]), topic)
+    print("ready", flush=True)
+    _until_stdin_closes({client.socket(): client.loop_read})
+    client.disconnect()
+    pub.close(linger=0)
+    ctx.term()
+    print(json.dumps({"done": True}), flush=True)
+
+
+def zmq_print(endpoint: str) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"t")
+    sub.connect(endpoint)
+    out = sys.stdout.buffer
+    out.write(b"ready\n")
+    out.flush()
+
+    def line() -> None:
+        while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            out.write(sub.recv_multipart()[1] + b"\n")
+            out.flush()
+
+    _until_stdin_closes({sub: line})
+    sub.close(linger=0)
+    ctx.term()
+
+
 def fanout_subs(path: str, room: str, subs: int, expect: int, idle_s: float) -> None:
     import zmq
 
@@ -312,6 +438,12 @@ def main(argv: list[str]) -> None:
         tail(args[0], args[1], args[2], int(args[3]), float(args[4]))
     elif role == "zmq-rep":
         zmq_rep(args[0])
+    elif role == "relay-in":
+        relay_in(int(args[0]), args[1], args[2])
+    elif role == "relay-out":
+        relay_out(int(args[0]), args[1], args[2])
+    elif role == "zmq-print":
+        zmq_print(args[0])
     elif role == "fanout-subs":
         fanout_subs(args[0], args[1], int(args[2]), int(args[3]), float(args[4]))
     else:
