@@ -159,6 +159,15 @@ def run(bench: Bench) -> list[Row]:
             goal=lambda v: v <= 0.003,
         ),
         Row(
+            "idle send→tail: p50 minus the same hops doing no work (chatd's and the tail's"
+            " work on the way)",
+            ms(p50 - b["same_hops_p50"]),
+            f"the same hops p50 {ms(b['same_hops_p50'])}; the target leaves the work"
+            f" {ms(limit - b['same_hops_p50'])}",
+            value=p50 - b["same_hops_p50"],
+            show=_ms,
+        ),
+        Row(
             "idle send→tail (printed line): max",
             ms(worst),
             value=worst,
