@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import zmq
 
@@ -37,6 +37,7 @@ from mqchat.protocol.ipc_events import (
     sync_topic,
 )
 from mqchat.protocol.limits import normalize_room
+from mqchat.zmq_plain import waiting
 
 MAX_EVENT_BYTES = 1024 * 1024
 """chatd's longest event is about 100 KiB (16 KiB of text, escaped); a longer frame
@@ -147,7 +148,7 @@ class EventSubscriber:
         while self._sock is not None:
             # During a burst, take what is there without a poll per event. ZMQ_EVENTS
             # says whether a message waits, at a third of an Again exception's cost.
-            if cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if waiting(self._sock):
                 frames = self._sock.recv_multipart()
             else:
                 if gave:

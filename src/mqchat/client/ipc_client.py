@@ -15,7 +15,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 
@@ -28,6 +28,7 @@ from mqchat.errors import (
 )
 from mqchat.private_dir import check_private_dir
 from mqchat.protocol.ipc import Reply, decode_reply, encode_request
+from mqchat.zmq_plain import waiting
 
 if TYPE_CHECKING:
     import _socket
@@ -148,7 +149,7 @@ class Client:
         """The next reply, or None if none came within ``timeout`` (default: the client's)."""
         wait = self.timeout if timeout is None else timeout
         if wait == 0:  # ZMQ_EVENTS: what poll(0) says, without building a Poller
-            if not cast(int, self._req.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if not waiting(self._req):
                 return None
         elif not self._req.poll(int(wait * 1000)):
             return None

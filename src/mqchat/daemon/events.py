@@ -60,6 +60,7 @@ from mqchat.protocol.ipc_events import (
     to_event,
     topic_kind,
 )
+from mqchat.zmq_plain import NOBLOCK, send_frames, waiting
 
 # iso_ts and to_event are imported from here by other modules; the schema itself is
 # in mqchat.protocol.ipc_events.
@@ -159,7 +160,7 @@ class EventPublisher:
 
     def _readable(self) -> bool:
         # ZeroMQ's descriptor is edge-triggered: ask the socket what is waiting.
-        return bool(cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+        return waiting(self._sock)
 
     def _drain(self) -> None:
         self._drain_scheduled = False
@@ -290,7 +291,7 @@ class EventPublisher:
     def _send(self, topic: bytes, payload: bytes) -> None:
         # An XPUB never blocks: a subscriber at its high-water mark loses this one.
         try:
-            self._sock.send_multipart([topic, payload], zmq.NOBLOCK)
+            send_frames(self._sock, (topic, payload), NOBLOCK)
         except zmq.ZMQError as exc:
             self._drops.drop("events_not_sent", exc.strerror)
 

@@ -15,7 +15,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import zmq
 
@@ -45,6 +45,7 @@ from mqchat.protocol.ipc import (
     encode_error,
     encode_result,
 )
+from mqchat.zmq_plain import NOBLOCK, send_frames, waiting
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class IpcServer:
             self._schedule_drain()  # more waiting: after the loop's other work
 
     def _readable(self) -> bool:
-        return bool(cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+        return waiting(self._sock)
 
     def _receive(self) -> list[bytes] | None:
         """One request's frames, or None (counted) for one that breaks the limits.
@@ -186,7 +187,7 @@ class IpcServer:
         if not envelope:
             return
         try:
-            self._sock.send_multipart([*envelope, body], flags=zmq.NOBLOCK)
+            send_frames(self._sock, [*envelope, body], NOBLOCK)
         except zmq.ZMQError as exc:
             log.debug("could not reply to a client: %s", exc)
         if not in_drain and self._readable():
