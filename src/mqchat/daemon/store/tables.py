@@ -99,6 +99,9 @@ class Rooms(StagedStatements):
 _GAP_TABLES = ("gap_streams", "gap_senders", "held")
 
 
+_INSERT_OUTBOX = "INSERT INTO outbox (room, topic, qos, payload, kind) VALUES (?, ?, ?, ?, ?)"
+
+
 class Outbox(StagedRows):
     """What is sent but not yet acknowledged by the broker (PUBACK), oldest first:
     payloads, and version 2 records that are sealed into batches as they go."""
@@ -166,16 +169,17 @@ class Outbox(StagedRows):
 
     def write(self, db: sqlite3.Connection) -> None:
         self._pending = []
-        if self._staged:
-            db.executemany(
-                "INSERT INTO outbox (room, topic, qos, payload, kind) VALUES (?, ?, ?, ?, ?)",
-                self._staged,
-            )
+        if not self._staged:
+            return
+        if len(self._staged) == 1:  # a lone message: its id comes with the insert
+            last = db.execute(_INSERT_OUTBOX, self._staged[0]).lastrowid or 0
+        else:
+            db.executemany(_INSERT_OUTBOX, self._staged)
             # One connection writes, and AUTOINCREMENT numbers a statement's rows in
             # a row: the last id tells every id.
             (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
-            first = last - len(self._staged) + 1
-            self._pending = [OutboxEntry(first + i, *row) for i, row in enumerate(self._staged)]
+        first = last - len(self._staged) + 1
+        self._pending = [OutboxEntry(first + i, *row) for i, row in enumerate(self._staged)]
 
     def written(self) -> None:
         super().written()
