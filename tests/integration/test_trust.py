@@ -87,6 +87,7 @@ def test_replayed_payloads_are_dropped_also_after_restart(
         alice, bob = make_daemon("alice"), make_daemon("bob")
         tail, payload = first_payload(raw, alice, bob, room, "say it once")
 
+        # A version 2 text is judged by its sender's stream, which holds (stream, seq 1).
         raw.publish(topic, payload)
         wait_until(lambda: dropped(bob, "duplicate") == 1, "bob to drop the republished payload")
         alice.ok("send", room, "second")
@@ -113,7 +114,7 @@ def test_replayed_payloads_are_dropped_also_after_restart(
             random=os.urandom,
         )
         raw.publish(topic, resealed)
-        wait_until(lambda: dropped(bob, "replay") == 1, "bob to drop a replayed sequence number")
+        wait_until(lambda: dropped(bob, "duplicate") == 2, "bob to drop a replayed sequence number")
 
         tail = bob.tail(room)
         alice.ok("send", room, "third")
@@ -123,3 +124,49 @@ def test_replayed_payloads_are_dropped_also_after_restart(
         for line in bob.ok("tail", room, "--json", "--no-follow").splitlines()
     ]
     assert texts == ["say it once", "second", "third"]
+
+
+def test_a_member_cannot_silence_another_by_taking_its_message_id(
+    broker: Broker, make_daemon: MakeDaemon, room: str
+) -> None:
+    """An insider who sees alice's message first (the broker delivers it to her
+    sooner, or holds it back from bob) publishes a text of her own under the same
+    id. A version 2 text is judged by its sender's stream, not by its id: bob
+    shows both. Until 2026-12-08 he dropped alice's as a duplicate, and every
+    repair of it too, so it was lost for good."""
+    topic = text_topic(room, PASSPHRASE)
+    keys = epoch_zero(PASSPHRASE, room)
+    with RawClient(broker) as raw:
+        alice, mallory = make_daemon("alice"), make_daemon("mallory")
+        alice.join(room)
+        mallory.join(room)
+        alice.ok("send", room, "the real one")
+        (held_back,) = raw.wait_texts(room, PASSPHRASE, 1)  # bob has not joined yet
+        (original,) = texts_in(held_back, keys)
+
+        bob = make_daemon("bob")
+        bob.join(room)
+        tail = bob.tail(room)
+        insider = SigningIdentity.from_private_bytes(
+            (mallory.state_dir / "identity.key").read_bytes()
+        )
+        now = time.time_ns() // 1_000_000
+        raw.publish(
+            topic,
+            seal_batch(
+                keys,
+                insider,
+                name="mallory",
+                records=[Text(7, 1, original.message_id, now, "same id, first")],
+                sent_ms=now,
+                random=os.urandom,
+            ),
+        )
+        raw.publish(topic, held_back)
+        shown = tail.messages(2)
+    assert [(m["sender"], m["text"]) for m in shown] == [
+        ("mallory", "same id, first"),
+        ("alice", "the real one"),
+    ]
+    assert {m["id"] for m in shown} == {original.message_id.hex()}
+    assert dropped(bob, "duplicate") == 0

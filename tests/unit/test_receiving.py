@@ -112,6 +112,15 @@ def test_a_seen_id_is_a_duplicate_and_a_seen_seq_a_replay() -> None:
     assert memory.receive(arrival(ALICE, 5, mid=b"y" * 16)).dropped == "replay"
 
 
+def test_a_version_2_text_is_not_judged_by_its_id() -> None:
+    """Its stream's state judges it (mqchat.daemon.repair): an id seen before, maybe
+    taken first by another member, does not make it a duplicate."""
+    memory = DictMemory()
+    memory.receive(arrival(MALLORY, 1, name="mallory", mid=b"x" * 16))
+    v2 = arrival(ALICE, 1, mid=b"x" * 16)._replace(seq_key=b"s" * 32)
+    assert memory.receive(v2).dropped is None
+
+
 def test_a_seq_below_the_window_is_a_replay() -> None:
     memory = DictMemory()
     memory.receive(arrival(ALICE, REPLAY_WINDOW + 10))

@@ -137,7 +137,11 @@ class Inbox:
 
     def _accept_all(self, opened: list[Opened], *, write_now: bool) -> None:
         self.memory.prefetch(
-            [o.arrival.message_id for o in opened if o.control is None and o.membership is None],
+            [  # version 1's and legacy ids; version 2's texts are judged by their streams
+                o.arrival.message_id
+                for o in opened
+                if o.control is None and o.membership is None and o.arrival.seq_key is None
+            ],
             [  # version 1's (sender key, seq); version 2's streams are repair's (§20)
                 (key, o.arrival.seq)
                 for o in opened
@@ -306,8 +310,7 @@ class Inbox:
         self._apply_pinning(arrival, verdict, now)
         if arrival.seq_key is None:  # version 1 and legacy: the id, and the key's seq
             self.store.memory.remember(arrival.message_id, now, arrival.sender_key, arrival.seq)
-        else:  # version 2: the id; its (stream, seq) is in its stream's state (repair)
-            self.store.memory.remember(arrival.message_id, now, None, None)
+        # Version 2: nothing; its (stream, seq) is in its stream's state (repair).
         if placed == "hold" and key is not None:
             self._repair.hold(key, o.stream, arrival.seq or 0, message)
             self._repair.release(room, key, o.stream)  # bounds what is held

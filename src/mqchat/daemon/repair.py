@@ -144,7 +144,10 @@ class Repair:
             row = StreamRow(gaps.start(seq, heard_before=heard), 0, name)
         step = gaps.receive(row.gaps, seq, self._clock_ms())
         if step.outcome == "old":
-            return "repaired_duplicate" if repaired else "replay"
+            # A number the stream holds: the broker's copy of what came (routine after
+            # a reconnect), or the sender's own re-signing of a number (harmless:
+            # dropped). Its id is not asked (docs/security.md, "Replays").
+            return "repaired_duplicate" if repaired else "duplicate"
         g, lost = step.gaps, step.lost
         if g.missing and not row.gaps.missing and not self._wanting.may_add(sid, name):
             # Over the sender's bound: this gap is not waited for.

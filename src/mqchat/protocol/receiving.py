@@ -109,10 +109,15 @@ def judge(arrival: Arrival, memory: Memory, *, own_key: bytes) -> Verdict:
     A message signed with our own key is ours: it was stored when it was sent, so
     one that comes from the broker is an echo (a broker without MQTT 5's noLocal)
     or a replay, and is a duplicate whatever its id and seq (§6 step 13); our own
-    texts need no seen ids or seqs to be refused."""
+    texts need no seen ids or seqs to be refused.
+
+    A version 2 text is judged by its stream's state alone (§20), never by its id:
+    an id is the sender's to choose, so a member who took another's id first
+    would otherwise have that message dropped as a duplicate, and every repair
+    of it too (docs/security.md, "Replays")."""
     if arrival.sender_key == own_key:
         return DUPLICATE
-    if memory.seen_id(arrival.message_id):
+    if arrival.seq_key is None and memory.seen_id(arrival.message_id):
         return DUPLICATE
     key, seq = arrival.sender_key, arrival.seq
     # Version 1: one seq per sender key, remembered here. A version 2 text's (stream,
