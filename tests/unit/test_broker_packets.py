@@ -7,10 +7,12 @@ hands it; a packet it does not take goes paho's way.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
 import threading
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -296,3 +298,103 @@ def test_bytes_read_ahead_belong_to_their_socket() -> None:
         new_peer.sendall(framed(PUBLISH, publish(b"new", b"x", 0, 0, b"\x00")))
         read_all(paho, new)
         assert got == [(b"old", b"0", 0, 0), (b"new", b"x", 0, 0)]
+
+
+def wire(paho: mqtt.Client, send: Callable[[mqtt.Client], object]) -> bytes:
+    """The bytes ``send`` puts on ``paho``'s connection (a socketpair)."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    with ours, peer:
+        paho._sock = ours
+        send(paho)
+        peer.setblocking(False)
+        out = b""
+        while select.select([peer], [], [], 0)[0]:
+            chunk = peer.recv(1 << 20)
+            if not chunk:
+                break
+            out += chunk
+        paho._sock = None
+        return out
+
+
+def theirs(v5: bool) -> mqtt.Client:
+    return mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id="t",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        manual_ack=True,
+    )
+
+
+@given(
+    topic=st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="+#\x00"),
+        min_size=1,
+        max_size=60,
+    ),
+    payload=st.binary(max_size=20_000),
+    qos=st.integers(0, 1),
+    v5=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_publish_written_at_once_is_the_packet_paho_writes(
+    topic: str, payload: bytes, qos: int, v5: bool
+) -> None:
+    """Byte for byte, with the same packet id, and paho holds the QoS 1 message
+    for its PUBACK (and its resend after a reconnect) as it would."""
+    ours = client(v5)
+    expected = wire(theirs(v5), lambda c: c.publish(topic, payload, qos=qos))
+    assert wire(ours, lambda c: c.publish(topic, payload, qos=qos)) == expected
+    assert (1 in ours._out_messages) == (qos == 1)
+    assert not ours._out_packet
+
+
+def test_a_resend_after_a_reconnect_is_marked_dup() -> None:
+    for paho in (client(True), theirs(True)):
+        got = wire(paho, lambda c: c._send_publish(7, b"t", b"p", 1, False, True))
+        assert got == bytes([0x3A, 7, 0, 1]) + b"t" + b"\x00\x07\x00p"
+
+
+def test_a_lone_publish_and_puback_skip_paho_s_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    def queued(*_a: object) -> None:
+        raise AssertionError("went through paho's queue")
+
+    monkeypatch.setattr(mqtt.Client, "_packet_queue", queued)
+    assert wire(client(True), lambda c: (c.publish("t", b"p", qos=1), c.ack(3, 1)))
+
+
+def test_a_puback_written_at_once_is_paho_s() -> None:
+    got = wire(client(True), lambda c: c.ack(258, 1))
+    assert got == wire(theirs(True), lambda c: c.ack(258, 1)) == b"\x40\x02\x01\x02"
+
+
+def test_what_the_socket_does_not_take_waits_in_paho_s_queue_in_order() -> None:
+    """A full socket: the rest of the packet, and every packet after it, go out
+    in order once it drains (paho's own queue, written by the loop)."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    with ours, peer:
+        paho = client(True)
+        paho._sock = ours
+        payloads = [bytes([i]) * 50_000 for i in range(4)]
+        for p in payloads:
+            paho.publish("t", p, qos=1)
+        paho.ack(9, 1)
+        assert paho.want_write()  # the socket did not take it all
+        got = b""
+        peer.setblocking(False)
+        while paho.want_write() or select.select([peer], [], [], 0.05)[0]:
+            paho.loop_write()
+            with contextlib.suppress(BlockingIOError):
+                got += peer.recv(1 << 20)
+        paho._sock = None
+    expected = (
+        b"".join(
+            framed(PUBLISH | 0x02, publish(b"t", p, 1, i + 1, b"\x00"))
+            for i, p in enumerate(payloads)
+        )
+        + b"\x40\x02\x00\x09"
+    )
+    assert got == expected

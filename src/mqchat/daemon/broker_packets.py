@@ -14,6 +14,13 @@ acknowledges by hand (``manual_ack``), so paho would send nothing for these
 packets either. Only this module and mqchat.daemon.broker know paho; if a paho
 release no longer has the internals used here, paho's own path is kept.
 
+A QoS 1 PUBLISH and a PUBACK go out the same way: the packet is built in one
+pass and written at once when nothing waits ahead of it (paho queues it, wakes
+its loop and writes it from the queue: ~40 us of a lone message's path to the
+broker). What the socket does not take, and every other packet, goes through
+paho's own queue; paho's bookkeeping of the message (its resend after a
+reconnect, its PUBACK) is unchanged.
+
 paho asks its socket for a packet's first byte, then each byte of its length,
 then the rest: three or four system calls a packet. ``PahoClient`` reads up to
 READ_AHEAD_BYTES at once and hands paho what it asks for from them, so a packet
@@ -24,8 +31,9 @@ there though the kernel's socket is empty (daemon/broker_socket.py).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -45,6 +53,11 @@ _PAHO_HAS = all(
 SUCCESS = ReasonCode(PacketTypes.PUBACK)
 """The success every plain PUBACK says: one object, shared (nobody changes it)."""
 NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]  # paho: unannotated
+_WRITES_AT_ONCE = ("_out_packet", "_in_callback_mutex", "_msgtime_mutex", "_thread", "_logger")
+"""paho 2.x's state that a packet written at once must look at, checked per client."""
+PUBLISH = 0x30
+PUBACK = 0x40
+MAX_REMAINING = 268_435_455
 READ_AHEAD_BYTES = 65536
 """Asked of the socket at once when paho wants the next bytes and none are read ahead."""
 
@@ -58,6 +71,88 @@ class PahoClient(mqtt.Client):
     """Bytes read from the socket ``_ahead_of`` that paho has not asked for yet."""
     _ahead_at = 0
     _ahead_of: object = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writes_at_once = _PAHO_HAS and all(hasattr(self, n) for n in _WRITES_AT_ONCE)
+
+    def _send_publish(
+        self,
+        mid: int,
+        topic: bytes,
+        payload: bytes | bytearray = b"",
+        qos: int = 0,
+        retain: bool = False,
+        dup: bool = False,
+        info: mqtt.MQTTMessageInfo | None = None,
+        properties: Properties | None = None,
+    ) -> MQTTErrorCode:
+        if (
+            not self._writes_at_once
+            or properties is not None
+            or qos > 1
+            or self._sock is None
+            or self.on_log is not None
+            or self._logger is not None  # paho logs each packet it sends
+            or type(topic) is not bytes
+            or not isinstance(payload, bytes | bytearray)
+        ):
+            return super()._send_publish(mid, topic, payload, qos, retain, dup, info, properties)
+        head = struct.pack(">H", len(topic)) + topic
+        if qos:
+            head += struct.pack(">H", mid)
+        if self._protocol == mqtt.MQTTv5:
+            head += b"\x00"  # no properties
+        remaining = len(head) + len(payload)
+        if remaining > MAX_REMAINING:  # paho's own error
+            return super()._send_publish(mid, topic, payload, qos, retain, dup, info, properties)
+        command = PUBLISH | (dup << 3) | (qos << 1) | retain
+        packet = bytes((command,)) + remaining_length(remaining) + head + payload
+        return self._packet_queue(command, packet, mid, qos, info)
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        kind = command & 0xF0
+        if (
+            not self._writes_at_once
+            or not (kind == PUBACK or (kind == PUBLISH and qos == 1))
+            or self._out_packet  # in order behind what waits
+            or self._sock is None
+            or self._thread is not None
+            or self._on_socket_register_write is not None
+        ):
+            return super()._packet_queue(command, packet, mid, qos, info)
+        if not self._in_callback_mutex.acquire(False):
+            return super()._packet_queue(command, packet, mid, qos, info)  # in a callback
+        try:
+            try:
+                sent = self._sock_send(packet)
+            except (OSError, AttributeError, ValueError):
+                sent = 0  # BlockingIOError included: paho's own write, below, says what it is
+            if sent == len(packet):
+                with self._msgtime_mutex:
+                    self._last_msg_out = mqtt.time_func()
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            self._out_packet.append(
+                {
+                    "command": command,
+                    "mid": mid,
+                    "qos": qos,
+                    "pos": sent,
+                    "to_process": len(packet) - sent,
+                    "packet": packet,
+                    "info": info,
+                }
+            )
+        finally:
+            self._in_callback_mutex.release()
+        return self.loop_write()
 
     def buffered(self) -> bool:
         """Whether bytes read ahead from the current socket wait for paho."""
@@ -97,6 +192,16 @@ class PahoClient(mqtt.Client):
             if mid in self._out_messages:
                 return self._do_on_publish(mid, SUCCESS, NO_PROPERTIES)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def remaining_length(n: int) -> bytes:
+    """MQTT's variable byte integer: 7 bits a byte, least significant first."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
 
 
 def read_puback(packet: bytes | bytearray) -> int | None:
