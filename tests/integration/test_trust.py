@@ -144,9 +144,12 @@ def test_a_member_cannot_silence_another_by_taking_its_message_id(
         (held_back,) = raw.wait_texts(room, PASSPHRASE, 1)  # bob has not joined yet
         (original,) = texts_in(held_back, keys)
 
-        bob = make_daemon("bob")
+        bob, carol = make_daemon("bob"), make_daemon("carol")
         bob.join(room)
+        carol.join(room)
         tail = bob.tail(room)
+        carol.ok("send", room, "bob hears the room")  # his subscription is in place
+        assert tail.messages(1)[0]["text"] == "bob hears the room"
         insider = SigningIdentity.from_private_bytes(
             (mallory.state_dir / "identity.key").read_bytes()
         )
