@@ -129,47 +129,41 @@ def test_replayed_payloads_are_dropped_also_after_restart(
 def test_a_member_cannot_silence_another_by_taking_its_message_id(
     broker: Broker, make_daemon: MakeDaemon, room: str
 ) -> None:
-    """An insider who sees alice's message first (the broker delivers it to her
+    """An insider who sees alice's text first (the broker delivers it to her
     sooner, or holds it back from bob) publishes a text of her own under the same
     id. A version 2 text is judged by its sender's stream, not by its id: bob
     shows both. Until 2026-12-08 he dropped alice's as a duplicate, and every
-    repair of it too, so it was lost for good."""
+    repair of it too, so it was lost for good.
+
+    Both texts are sealed here with the members' own keys (a passphrase room: its
+    passphrase makes a member), so that no heads or presence of a daemon of
+    theirs reaches bob first and tells him of alice's stream."""
     topic = text_topic(room, PASSPHRASE)
     keys = epoch_zero(PASSPHRASE, room)
-    with RawClient(broker) as raw:
-        alice, mallory = make_daemon("alice"), make_daemon("mallory")
-        alice.join(room)
-        mallory.join(room)
-        alice.ok("send", room, "the real one")
-        (held_back,) = raw.wait_texts(room, PASSPHRASE, 1)  # bob has not joined yet
-        (original,) = texts_in(held_back, keys)
+    bob = make_daemon("bob")
+    bob.join(room)
+    tail = bob.tail(room)
 
-        bob, carol = make_daemon("bob"), make_daemon("carol")
-        bob.join(room)
-        carol.join(room)
-        tail = bob.tail(room)
-        carol.ok("send", room, "bob hears the room")  # his subscription is in place
-        assert tail.messages(1)[0]["text"] == "bob hears the room"
-        insider = SigningIdentity.from_private_bytes(
-            (mallory.state_dir / "identity.key").read_bytes()
-        )
-        now = time.time_ns() // 1_000_000
+    def say(who: SigningIdentity, name: str, record: Text) -> None:
         raw.publish(
             topic,
-            seal_batch(
-                keys,
-                insider,
-                name="mallory",
-                records=[Text(7, 1, original.message_id, now, "same id, first")],
-                sent_ms=now,
-                random=os.urandom,
-            ),
+            seal_batch(keys, who, name=name, records=[record], sent_ms=now, random=os.urandom),
         )
-        raw.publish(topic, held_back)
+
+    with RawClient(broker) as raw:
+        now = time.time_ns() // 1_000_000
+        carol = SigningIdentity.generate(os.urandom)
+        say(carol, "carol", Text(3, 1, os.urandom(16), now, "bob hears the room"))
+        assert tail.messages(1)[0]["text"] == "bob hears the room"  # he is subscribed
+
+        alice, mallory = SigningIdentity.generate(os.urandom), SigningIdentity.generate(os.urandom)
+        taken = os.urandom(16)  # alice's id, which mallory saw first
+        say(mallory, "mallory", Text(7, 1, taken, now, "same id, first"))
+        say(alice, "alice", Text(5, 1, taken, now, "the real one"))
         shown = tail.messages(2)
     assert [(m["sender"], m["text"]) for m in shown] == [
         ("mallory", "same id, first"),
         ("alice", "the real one"),
     ]
-    assert {m["id"] for m in shown} == {original.message_id.hex()}
+    assert {m["id"] for m in shown} == {taken.hex()}
     assert dropped(bob, "duplicate") == 0
