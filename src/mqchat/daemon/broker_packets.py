@@ -53,11 +53,17 @@ _PAHO_HAS = all(
 SUCCESS = ReasonCode(PacketTypes.PUBACK)
 """The success every plain PUBACK says: one object, shared (nobody changes it)."""
 NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]  # paho: unannotated
-_WRITES_AT_ONCE = ("_out_packet", "_in_callback_mutex", "_msgtime_mutex", "_thread", "_logger")
+_WRITES_AT_ONCE = (
+    "_out_packet",
+    "_in_callback_mutex",
+    "_msgtime_mutex",
+    "_thread",
+    "_logger",
+    "_pack_remaining_length",
+)
 """paho 2.x's state that a packet written at once must look at, checked per client."""
 PUBLISH = 0x30
 PUBACK = 0x40
-MAX_REMAINING = 268_435_455
 READ_AHEAD_BYTES = 65536
 """Asked of the socket at once when paho wants the next bytes and none are read ahead."""
 
@@ -103,11 +109,11 @@ class PahoClient(mqtt.Client):
             head += struct.pack(">H", mid)
         if self._protocol == mqtt.MQTTv5:
             head += b"\x00"  # no properties
-        remaining = len(head) + len(payload)
-        if remaining > MAX_REMAINING:  # paho's own error
-            return super()._send_publish(mid, topic, payload, qos, retain, dup, info, properties)
         command = PUBLISH | (dup << 3) | (qos << 1) | retain
-        packet = bytes((command,)) + remaining_length(remaining) + head + payload
+        packet = bytearray((command,))
+        self._pack_remaining_length(packet, len(head) + len(payload))  # paho's, and its limit
+        packet += head
+        packet += payload
         return self._packet_queue(command, packet, mid, qos, info)
 
     def _packet_queue(
@@ -192,16 +198,6 @@ class PahoClient(mqtt.Client):
             if mid in self._out_messages:
                 return self._do_on_publish(mid, SUCCESS, NO_PROPERTIES)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-
-def remaining_length(n: int) -> bytes:
-    """MQTT's variable byte integer: 7 bits a byte, least significant first."""
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
 
 
 def read_puback(packet: bytes | bytearray) -> int | None:
