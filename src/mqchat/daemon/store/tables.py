@@ -171,10 +171,12 @@ class Outbox(StagedRows):
         self._pending = []
         if not self._staged:
             return
+        last = None
         if len(self._staged) == 1:  # a lone message: its id comes with the insert
-            last = db.execute(_INSERT_OUTBOX, self._staged[0]).lastrowid or 0
+            last = db.execute(_INSERT_OUTBOX, self._staged[0]).lastrowid
         else:
             db.executemany(_INSERT_OUTBOX, self._staged)
+        if last is None:
             # One connection writes, and AUTOINCREMENT numbers a statement's rows in
             # a row: the last id tells every id.
             (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
